@@ -1,0 +1,74 @@
+"""Feature preprocessing: C-HMCNN's pipeline and a leak-free variant.
+
+=============  ==========================================  ===============================
+step           ``"chmcnn"`` (default, reproduces the paper) ``"leakfree"``
+=============  ==========================================  ===============================
+imputation 1   each split with its *own* column means       --
+imputation 2   means of the fit set (fills columns that     train means, every split
+               were all-NaN within a split)
+scaling        StandardScaler fit on the fit set            StandardScaler fit on train
+fit set        train+valid (FUN/GO); train (others)         train
+=============  ==========================================  ===============================
+
+C-HMCNN's per-split imputation lets test-set statistics into the test features; the
+leak-free variant uses only training statistics. Columns with no observed value in
+the fit set are dropped, as sklearn's ``SimpleImputer`` does in the reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = ["preprocess", "PREPROCESSING_MODES"]
+
+PREPROCESSING_MODES = ("chmcnn", "leakfree")
+
+
+def _nanmean(x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns -> NaN, handled by callers
+        return np.nanmean(x, axis=0)
+
+
+def _fill(x: np.ndarray, means: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(x), means[None, :], x)
+
+
+def preprocess(
+    splits: dict[str, np.ndarray], *, mode: str = "chmcnn", fit_on: tuple[str, ...] = ("train",)
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Imputes and standardises raw features.
+
+    Args:
+        splits: split name -> float64 ``[n, D]`` raw features (NaN = missing).
+        mode: ``"chmcnn"`` or ``"leakfree"`` (see the module docstring).
+        fit_on: the splits whose rows form the fit set in ``"chmcnn"`` mode
+            (``("train", "valid")`` for FUN/GO). ``"leakfree"`` always uses train.
+
+    Returns:
+        (split name -> float32 ``[n, D']`` features, info dict with the dropped columns).
+    """
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"preprocessing mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
+    if "train" not in splits:
+        raise ValueError(f"preprocessing needs a 'train' split, got {sorted(splits)}")
+    if mode == "chmcnn":
+        imputed = {k: _fill(x, _nanmean(x)) for k, x in splits.items()}
+        fit_X = np.concatenate([imputed[k] for k in fit_on if k in imputed], axis=0)
+    else:
+        imputed = dict(splits)
+        fit_X = splits["train"]
+    means = _nanmean(fit_X)
+    keep = ~np.isnan(means)
+    fit_X = _fill(fit_X, means)[:, keep]
+    mu = fit_X.mean(axis=0)
+    sd = fit_X.std(axis=0)
+    # Like sklearn's StandardScaler: constant columns keep scale 1 instead of dividing by 0.
+    sd = np.where(sd < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mu), 1.0), 1.0, sd)
+    out = {}
+    for k, x in imputed.items():
+        filled = _fill(x, means)[:, keep]
+        out[k] = ((filled - mu) / sd).astype(np.float32)
+    return out, {"dropped_columns": np.flatnonzero(~keep).tolist(), "mode": mode, "fit_on": list(fit_on)}
