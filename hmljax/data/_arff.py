@@ -224,7 +224,7 @@ def read_arff(path: str | os.PathLike, *, num_labels: int | None = None) -> Arff
     if not attrs:
         raise ArffError(path, None, "no @attribute declarations")
     if data_start is None:
-        raise ArffError(path, len(lines), "missing @data section")
+        raise ArffError(path, len(lines) - (lines[-1] == ""), "missing @data section (end of file)")
     hier = [k for k, a in enumerate(attrs) if a.kind == "hierarchical"]
     if len(hier) > 1:
         raise ArffError(path, attrs[hier[1]].line, "more than one hierarchical attribute")

@@ -1,0 +1,5 @@
+import sys
+
+from hmljax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The ``hmljax`` command line: ``data list``, ``data info``, ``train``, ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hmljax.data import ArffError, DataError, get_spec, list_datasets, load_dataset, resolve_data_dir
+from hmljax.hierarchy import HierarchyError
+
+
+def _data_info(args) -> int:
+    ds = load_dataset(args.name, data_dir=args.data_dir, preprocessing=args.preprocessing)
+    info = ds.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    s = ds.spec
+    print(f"dataset      {info['name']}  ({info['kind']}, preprocessing={args.preprocessing})")
+    print(f"nodes        {info['nodes']}  ({info['evaluated']} evaluated, roots: {', '.join(info['roots'])})")
+    print(f"edges        {info['edges']}  ({info['multi_parent_nodes']} nodes with several parents)")
+    print(f"depth        {info['max_depth_min']} (shortest path), {info['max_depth_max']} (longest path)")
+    print(f"features     {info['features']}")
+    for split in ds.splits:
+        print(f"{split:<12} {info[f'{split}_rows']:>6} rows, label cardinality {info[f'{split}_label_cardinality']:.3f}")
+    print(f"published    hidden={s.hidden} epochs={s.epochs} lr={s.lr:g} batch={s.batch_size} "
+          f"wd={s.weight_decay:g} dropout={s.dropout}" + (f"  AUPRC={s.published_auprc}" if s.published_auprc else ""))
+    print(f"cache        {ds.cache_path}")
+    return 0
+
+
+def _data_list(args) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
+    print(f"{'dataset':<16} {'hierarchy':<9} {'H':>5} {'epochs':>6} {'lr':>6} {'AUPRC':>6}  files")
+    for spec, files in list_datasets(data_dir):
+        where = "embedded" if spec.family == "synthetic" else (",".join(sorted(files)) if files else "-")
+        ap = f"{spec.published_auprc:.3f}" if spec.published_auprc else "-"
+        print(f"{spec.name:<16} {spec.hierarchy:<9} {spec.hidden:>5} {spec.epochs:>6} {spec.lr:>6g} {ap:>6}  {where}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hmljax", description="Hierarchical multi-label learning in JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
+    info = data.add_parser("info", help="nodes, edges, depth, split sizes and label cardinality")
+    info.add_argument("name")
+    info.add_argument("--data-dir", default=None, help="data directory (default: $HMLJAX_DATA)")
+    info.add_argument("--preprocessing", default="chmcnn", choices=["chmcnn", "leakfree"])
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_data_info)
+    lst = data.add_parser("list", help="registered and discovered datasets")
+    lst.add_argument("--data-dir", default=None)
+    lst.set_defaults(func=_data_list)
+
+    try:
+        from hmljax.training import _cli as train_cli
+    except ImportError:  # training not built yet
+        train_cli = None
+    if train_cli is not None:
+        train_cli.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, ArffError, HierarchyError, ValueError) as err:
+        print(f"hmljax: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main", "build_parser", "get_spec"]

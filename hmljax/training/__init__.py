@@ -1,0 +1,24 @@
+"""Training: jit-compiled steps, scan-fused epochs, checkpointed runs."""
+
+from hmljax.training._run import TrainConfig, evaluate_run, load_config, train_and_evaluate
+from hmljax.training._train import (
+    TrainState,
+    init_state,
+    make_optimizer,
+    make_predict,
+    make_train_epoch,
+    make_train_step,
+)
+
+__all__ = [
+    "TrainConfig",
+    "TrainState",
+    "evaluate_run",
+    "init_state",
+    "load_config",
+    "make_optimizer",
+    "make_predict",
+    "make_train_epoch",
+    "make_train_step",
+    "train_and_evaluate",
+]
