@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hmljax.data import ArffError, DataError, get_spec, list_datasets, load_dataset, resolve_data_dir
+from hmljax.data import ArffError, DataError, list_datasets, load_dataset, resolve_data_dir
 from hmljax.hierarchy import HierarchyError
 
 
@@ -77,4 +77,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "get_spec"]
+__all__ = ["main", "build_parser"]

@@ -52,7 +52,7 @@ def add_commands(sub) -> None:
     t.add_argument("--data-dir", default=None, help="data directory (default: $HMLJAX_DATA)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=None, help="default: the dataset's published value")
-    t.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-s<seed>)")
+    t.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-s<seed>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("overrides", nargs="*", help="config overrides key=value (hidden=, lr=, constraint=dense, ...)")
@@ -66,5 +66,8 @@ def add_commands(sub) -> None:
 
 def _train_entry(args) -> int:
     if args.out is None:
-        args.out = os.path.join("runs", f"{args.dataset}-s{args.seed}")
+        if args.resume:
+            raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+        # A fresh folder per run, so the same command can be run again without clobbering anything.
+        args.out = os.path.join("runs", f"{args.dataset}-s{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _train(args)
