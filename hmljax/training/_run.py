@@ -112,7 +112,7 @@ def _setup(cfg: TrainConfig):
     return ds, h, ancestry, model
 
 
-def _checkpointer(run_dir: str, every: int):
+def _checkpointer(run_dir: str):
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False, create=True)
@@ -165,7 +165,7 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
     train_epoch = jax.jit(make_train_epoch(step), donate_argnums=(0,))
     predict = make_predict(model, ancestry=ancestry)
 
-    mngr = _checkpointer(run_dir, cfg.checkpoint_every)
+    mngr = _checkpointer(run_dir)
     start_epoch, history = 0, []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if resume and mngr.latest_step() is not None:
@@ -249,7 +249,7 @@ def evaluate_run(run_dir: str, *, split: str = "test") -> dict:
     ds, h, ancestry, model = _setup(cfg)
     optimizer = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = init_state(model, optimizer, ds.num_features, key=jax.random.key(0))
-    mngr = _checkpointer(run_dir, cfg.checkpoint_every)
+    mngr = _checkpointer(run_dir)
     if mngr.latest_step() is None:
         raise ValueError(f"{run_dir!r} has no checkpoint to evaluate")
     template = {"state": state, "key": jax.random.key_data(jax.random.key(0)), "epoch": 0}
