@@ -16,6 +16,7 @@ from hmljax.data._registry import (
     load_dataset,
     resolve_data_dir,
 )
+from hmljax.data._resampling import LPROS_ROUNDINGS, Resampled, hros_pd, lpros
 from hmljax.data._samplers import EpochBatches, EpochSampler, Sampler
 from hmljax.data._synthetic import make_synthetic
 
@@ -29,6 +30,10 @@ __all__ = [
     "EpochBatches",
     "EpochSampler",
     "PREPROCESSING_MODES",
+    "LPROS_ROUNDINGS",
+    "Resampled",
+    "hros_pd",
+    "lpros",
     "REGISTRY",
     "Sampler",
     "atomic_write_text",

@@ -2,6 +2,7 @@
 
 from hmljax.training._run import TrainConfig, evaluate_run, load_config, train_and_evaluate
 from hmljax.training._train import (
+    LossConfig,
     TrainState,
     init_state,
     make_optimizer,
@@ -11,6 +12,7 @@ from hmljax.training._train import (
 )
 
 __all__ = [
+    "LossConfig",
     "TrainConfig",
     "TrainState",
     "evaluate_run",

@@ -13,10 +13,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmljax.constraints import constraint_graph
-from hmljax.data import EpochSampler, atomic_write_text, get_spec, load_dataset, resolve_data_dir
+from hmljax.data import (
+    LPROS_ROUNDINGS,
+    EpochSampler,
+    atomic_write_text,
+    get_spec,
+    hros_pd,
+    load_dataset,
+    lpros,
+    resolve_data_dir,
+)
+from hmljax.losses import SCHEDULES, UNCERTAINTIES, WEIGHT_PRESETS, imbalance_weights, node_counts
 from hmljax.metrics import evaluate_predictions
-from hmljax.models import ChmcnnMLP
-from hmljax.training._train import init_state, make_optimizer, make_predict, make_train_epoch, make_train_step
+from hmljax.models import ChmcnnMLP, single_forward, stacked_forward
+from hmljax.training._train import (
+    LossConfig,
+    init_state,
+    make_optimizer,
+    make_predict,
+    make_train_epoch,
+    make_train_step,
+)
 
 __all__ = ["TrainConfig", "train_and_evaluate", "evaluate_run", "load_config"]
 
@@ -42,6 +59,30 @@ class TrainConfig:
     drop_remainder: bool = False  # C-HMCNN's DataLoader keeps the last partial batch: pad and mask it
     checkpoint_every: int = 10
     threshold: float = 0.5
+    threshold_inclusive: bool = False  # RARE's text: >= 0.5; the released code: > 0.5
+    # --- RARE (all off by default: plain C-HMCNN) ---
+    resample: str = "none"  # 'none', 'lpros' or 'hros_pd' (trees only)
+    lpros_p: float = 0.25
+    lpros_rounding: str = "real"  # see hmljax.data.lpros
+    hros_s: float = 0.1
+    weights: str = "none"  # 'none', 'paper' (eq. 7-9) or 'code' (the released code's conventions)
+    w0: float = 0.25
+    weight_counts: str | None = None  # None: the preset's ('closed' / 'supercount_inplace')
+    weight_rescale: str | None = None  # 'paper' / 'code'
+    weight_apply_to: str | None = None  # 'positive' / 'negative'
+    weight_num_classes: str = "nodes"  # N_classes: 'nodes' (all hierarchy nodes) or 'two'
+    weight_fit: str | None = None  # counts from the labels 'used' (after resampling) or the 'train' split only
+    ensemble: int = 0  # 0: one network; E >= 1: a vmapped stack of E networks
+    mc_passes: int = 0  # MC dropout: E gradient-free stochastic passes of one network for the focal U
+    focal: str = "none"  # 'none', 'bbma', 'gmu', 'kl', 'js'
+    u0: float = 0.25
+    focal_k: float = 1.0
+    focal_probs: str = "raw"  # 'raw' (train-mode sigmoids, as the code) or 'constrained'
+    reduction: str = "mean"  # or 'sum' (RARE's focal code path)
+    schedule: str = "none"  # 'linear', 'exponential', 'alternating' (App. D, batch-based)
+    omega: float = 0.25
+    schedule_k: float = 3.0
+    mix_lambda: float = 1.0
 
     def resolved(self) -> TrainConfig:
         spec = get_spec(self.dataset, resolve_data_dir(self.data_dir))
@@ -49,6 +90,13 @@ class TrainConfig:
         for f in ("epochs", "hidden", "lr", "batch_size", "weight_decay", "dropout"):
             if getattr(out, f) is None:
                 setattr(out, f, getattr(spec, f))
+        if out.weights in WEIGHT_PRESETS:
+            preset = WEIGHT_PRESETS[out.weights]
+            for f, key in (("weight_counts", "counts"), ("weight_rescale", "rescale"), ("weight_apply_to", "apply_to")):
+                if getattr(out, f) is None:
+                    setattr(out, f, preset[key])
+            if out.weight_fit is None:
+                out.weight_fit = "used" if out.weights == "paper" else "train"
         out.validate()
         return out
 
@@ -66,10 +114,37 @@ class TrainConfig:
             ("protocol", self.protocol in ("chmcnn", "early_stopping")),
             ("checkpoint_every", self.checkpoint_every >= 1),
             ("patience", self.patience >= 1),
+            ("resample", self.resample in ("none", "lpros", "hros_pd")),
+            ("lpros_p", self.lpros_p >= 0),
+            ("lpros_rounding", self.lpros_rounding in LPROS_ROUNDINGS),
+            ("hros_s", self.hros_s >= 0),
+            ("weights", self.weights in ("none", *WEIGHT_PRESETS)),
+            ("w0", self.w0 >= 0),
+            ("weight_counts", self.weight_counts in (None, "closed", "supercount", "supercount_inplace")),
+            ("weight_rescale", self.weight_rescale in (None, "paper", "code")),
+            ("weight_apply_to", self.weight_apply_to in (None, "positive", "negative")),
+            ("weight_num_classes", self.weight_num_classes in ("nodes", "two")),
+            ("weight_fit", self.weight_fit in (None, "used", "train")),
+            ("ensemble", self.ensemble >= 0),
+            ("mc_passes", self.mc_passes >= 0 and not (self.mc_passes and self.ensemble)),
+            ("focal", self.focal in ("none", *UNCERTAINTIES)),
+            ("focal", self.focal == "none" or self.ensemble >= 1 or self.mc_passes >= 1),
+            ("u0", self.u0 >= 0),
+            ("focal_probs", self.focal_probs in ("raw", "constrained")),
+            ("reduction", self.reduction in ("mean", "sum")),
+            ("schedule", self.schedule in SCHEDULES),
+            ("schedule", self.schedule == "none" or self.weights != "none"),
+            ("mix_lambda", 0 <= self.mix_lambda <= 1),
         ]
+        hints = {
+            "focal": "a focal term needs ensemble >= 1 or mc_passes >= 1",
+            "mc_passes": "mc_passes (MC dropout) replaces the ensemble: use one of them",
+            "schedule": "a weight scheduler needs weights='paper' or 'code'",
+        }
         for name, ok in checks:
             if not ok:
-                raise ValueError(f"bad value for {name}: {getattr(self, name)!r}")
+                hint = f" ({hints[name]})" if name in hints else ""
+                raise ValueError(f"bad value for {name}: {getattr(self, name)!r}{hint}")
 
     def override(self, items: list[str]) -> TrainConfig:
         """Applies ``key=value`` strings, converting to each field's type."""
@@ -83,7 +158,7 @@ class TrainConfig:
                 raise ValueError(f"unknown config key {k!r}; known: {', '.join(sorted(fields))}")
             cur = getattr(self, k)
             typ = type(cur) if cur is not None else {"epochs": int, "hidden": int, "batch_size": int}.get(k, float)
-            if k in ("data_dir",):
+            if k in ("data_dir",) or k.startswith("weight_"):
                 typ = str
             try:
                 if typ is bool:
@@ -109,7 +184,34 @@ def _setup(cfg: TrainConfig):
     h = ds.hierarchy
     ancestry = constraint_graph(h) if cfg.constraint == "sparse" else jnp.asarray(h.ancestry)
     model = ChmcnnMLP(hidden=cfg.hidden, num_outputs=h.num_nodes, dropout=cfg.dropout, init_scheme=cfg.init)
-    return ds, h, ancestry, model
+    forward = stacked_forward(model, cfg.ensemble) if cfg.ensemble else single_forward(model)
+    return ds, h, ancestry, model, forward
+
+
+def training_data(cfg: TrainConfig, ds, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The rows actually trained on: the split, resampled as configured. Returns X, Y and a summary."""
+    X, Y = ds.split(split)
+    X, Y = np.asarray(X, np.float32), np.asarray(Y, np.uint8)
+    info = {"rows": int(X.shape[0]), "added": 0}
+    if cfg.resample == "lpros":
+        r = lpros(Y, p=cfg.lpros_p, seed=cfg.seed, rounding=cfg.lpros_rounding)
+    elif cfg.resample == "hros_pd":
+        r = hros_pd(Y, ds.hierarchy, s=cfg.hros_s, seed=cfg.seed)
+    else:
+        return X, Y, info
+    info["added"] = r.num_added
+    return X[r.indices], r.labels, info
+
+
+def node_weights_for(cfg: TrainConfig, ds, Y_used: np.ndarray) -> np.ndarray | None:
+    """RARE's w̃ ``[C]`` as configured, from the labels used (after resampling) or the train split."""
+    if cfg.weights == "none":
+        return None
+    Y = Y_used if cfg.weight_fit == "used" else np.asarray(ds.split("train")[1])
+    h = ds.hierarchy
+    n = node_counts(Y, h.ancestry, counts=cfg.weight_counts)
+    num_classes = h.num_nodes if cfg.weight_num_classes == "nodes" else 2
+    return imbalance_weights(n, num_obs=Y.shape[0], num_classes=num_classes, w0=cfg.w0, rescale=cfg.weight_rescale)
 
 
 def _checkpointer(run_dir: str):
@@ -117,6 +219,20 @@ def _checkpointer(run_dir: str):
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False, create=True)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir, "checkpoints")), options=options)
+
+
+def _peak_memory() -> dict:
+    """Peak memory so far: the process's max RSS (host) and, where the backend reports it, the device's."""
+    import resource
+
+    out = {"host_max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            out["device_peak"] = int(stats["peak_bytes_in_use"])
+    except Exception:  # backends without memory stats (CPU)
+        pass
+    return out
 
 
 def _machine() -> dict:
@@ -152,18 +268,25 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
         os.path.join(run_dir, "config.json"),
         json.dumps({"config": dataclasses.asdict(cfg), "machine": _machine()}, indent=2),
     )
-    ds, h, ancestry, model = _setup(cfg)
+    ds, h, ancestry, model, forward = _setup(cfg)
     train_split = "train+valid" if (cfg.protocol == "chmcnn" and "valid" in ds.X) else "train"
-    X_np, Y_np = ds.split(train_split)
+    X_np, Y_np, data_info = training_data(cfg, ds, train_split)
+    node_w = node_weights_for(cfg, ds, Y_np)
     # Explicit transfer: the (small) training set lives on the device for the whole run.
-    X, Y = jax.device_put(np.asarray(X_np, np.float32)), jax.device_put(np.asarray(Y_np, np.uint8))
+    X, Y = jax.device_put(X_np), jax.device_put(Y_np)
     sampler = EpochSampler(X.shape[0], cfg.batch_size, seed=cfg.seed, drop_remainder=cfg.drop_remainder)
     optimizer = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
     init_key, loop_key = jax.random.split(jax.random.key(cfg.seed))
-    state = init_state(model, optimizer, ds.num_features, key=init_key)
-    step = make_train_step(model, optimizer, ancestry=ancestry, evaluated=h.evaluated)
+    state = init_state(model, optimizer, ds.num_features, key=init_key, members=cfg.ensemble)
+    loss_cfg = LossConfig(
+        node_weights=node_w, apply_to=cfg.weight_apply_to or "positive", focal=cfg.focal, u0=cfg.u0,
+        focal_k=cfg.focal_k, focal_probs=cfg.focal_probs, mc_passes=cfg.mc_passes, reduction=cfg.reduction,
+        schedule=cfg.schedule, omega=cfg.omega, schedule_k=cfg.schedule_k, steps_per_epoch=sampler.steps_per_epoch,
+        mix_lambda=cfg.mix_lambda)
+    step = make_train_step(model, optimizer, ancestry=ancestry, evaluated=h.evaluated, loss_cfg=loss_cfg,
+                           forward=forward)
     train_epoch = jax.jit(make_train_epoch(step), donate_argnums=(0,))
-    predict = make_predict(model, ancestry=ancestry)
+    predict = make_predict(model, ancestry=ancestry, forward=forward)
 
     mngr = _checkpointer(run_dir)
     start_epoch, history = 0, []
@@ -223,7 +346,7 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
     probs = predict(params, Xt)
     eval_s = time.perf_counter() - t0
     metrics = evaluate_predictions(np.asarray(Yt), probs, evaluated=h.evaluated, depth=h.depth_min,
-                                   threshold=cfg.threshold)
+                                   threshold=cfg.threshold, inclusive=cfg.threshold_inclusive)
     steady = [m["epoch_s"] for m in history[1:]] or [m["epoch_s"] for m in history]
     results = {
         "dataset": cfg.dataset,
@@ -236,6 +359,8 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
         "first_epoch_seconds_incl_compile": compile_s,
         "median_epoch_seconds": float(np.median(steady)) if steady else None,
         "eval_seconds": eval_s,
+        "train_rows": data_info,
+        "peak_memory_bytes": _peak_memory(),
     }
     atomic_write_text(os.path.join(run_dir, "results.json"), json.dumps(results, indent=2))
     return {"results": results, "params": params, "state": state}
@@ -246,9 +371,9 @@ def evaluate_run(run_dir: str, *, split: str = "test") -> dict:
     import orbax.checkpoint as ocp
 
     cfg = load_config(run_dir)
-    ds, h, ancestry, model = _setup(cfg)
+    ds, h, ancestry, model, forward = _setup(cfg)
     optimizer = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = init_state(model, optimizer, ds.num_features, key=jax.random.key(0))
+    state = init_state(model, optimizer, ds.num_features, key=jax.random.key(0), members=cfg.ensemble)
     mngr = _checkpointer(run_dir)
     if mngr.latest_step() is None:
         raise ValueError(f"{run_dir!r} has no checkpoint to evaluate")
@@ -257,6 +382,6 @@ def evaluate_run(run_dir: str, *, split: str = "test") -> dict:
     mngr.close()
     params = restored["state"].params if hasattr(restored["state"], "params") else restored["state"][0]
     X, Y = ds.split(split)
-    probs = make_predict(model, ancestry=ancestry)(params, X)
+    probs = make_predict(model, ancestry=ancestry, forward=forward)(params, X)
     return evaluate_predictions(np.asarray(Y), probs, evaluated=h.evaluated, depth=h.depth_min,
-                                threshold=cfg.threshold)
+                                threshold=cfg.threshold, inclusive=cfg.threshold_inclusive)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -10,9 +11,50 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from hmljax.losses import constrained_probs, mc_loss
+from hmljax.losses import (
+    constrained_probs,
+    focal_weight,
+    label_weights,
+    mc_loss,
+    mix_weights,
+    schedule_fraction,
+    scheduled_weights,
+    uncertainty,
+)
 
-__all__ = ["TrainState", "make_optimizer", "init_state", "make_train_step", "make_train_epoch", "make_predict"]
+__all__ = ["TrainState", "LossConfig", "make_optimizer", "init_state", "make_train_step", "make_train_epoch",
+           "make_predict"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """What the train step's loss is made of (static: changing it recompiles).
+
+    Attributes:
+        node_weights: RARE's w̃ per node ``[C]`` (numpy), or None for C-HMCNN's unweighted loss.
+        apply_to: ``positive`` (eq. 9) or ``negative`` (released code).
+        focal: ``none``, ``bbma``, ``gmu``, ``kl`` or ``js``: the focal factor ``u0 + U^k``.
+        u0, focal_k: the focal gate and exponent (paper: 0.25, 1).
+        focal_probs: ``raw`` (members' unconstrained train-mode sigmoids, as the code) or ``constrained``.
+        mc_passes: > 0 computes U from this many gradient-free MC-dropout passes of one network.
+        reduction: ``mean`` over counted entries per member (default) or ``sum`` (the focal code path).
+        schedule, omega, schedule_k, steps_per_epoch: App. D's batch schedulers.
+        mix_lambda: λ of the mixed loss (1 = weighted only).
+    """
+
+    node_weights: np.ndarray | None = None
+    apply_to: str = "positive"
+    focal: str = "none"
+    u0: float = 0.25
+    focal_k: float = 1.0
+    focal_probs: str = "raw"
+    mc_passes: int = 0
+    reduction: str = "mean"
+    schedule: str = "none"
+    omega: float = 0.25
+    schedule_k: float = 3.0
+    steps_per_epoch: int = 1
+    mix_lambda: float = 1.0
 
 
 class TrainState(NamedTuple):
@@ -28,28 +70,78 @@ def make_optimizer(*, lr: float, weight_decay: float) -> optax.GradientTransform
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
 
 
-def init_state(model, optimizer, num_features: int, *, key: jax.Array) -> TrainState:
-    params = model.init({"params": key}, jnp.zeros((1, num_features), jnp.float32), train=False)["params"]
+def init_state(model, optimizer, num_features: int, *, key: jax.Array, members: int = 0) -> TrainState:
+    """Fresh parameters and optimiser state; ``members=E >= 1`` stacks E independently initialised networks."""
+    if members:
+        from hmljax.models import init_stacked
+
+        params = init_stacked(model, num_features, members, key=key)
+    else:
+        params = model.init({"params": key}, jnp.zeros((1, num_features), jnp.float32), train=False)["params"]
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
-def make_train_step(model, optimizer, *, ancestry, evaluated: Bool[Array, " C"]):
-    """``step(state, x [B, D], y [B, C], where [B], key) -> (state, loss)``, pure and jittable.
+def make_train_step(model, optimizer, *, ancestry, evaluated: Bool[Array, " C"], loss_cfg: LossConfig | None = None,
+                    forward=None):
+    """``step(state, x [B, D], y [B, C], where [B], key, t=0) -> (state, loss)``, pure and jittable.
 
-    The loss is C-HMCNN's: mean MCLoss over the valid rows and evaluated nodes.
+    With the default ``loss_cfg`` this is C-HMCNN's step: mean MCLoss over the
+    valid rows and evaluated nodes. :class:`LossConfig` adds RARE's node weights,
+    focal term (from the ensemble or from MC-dropout passes), schedulers, the
+    mixed loss and the reduction. ``forward`` (see :mod:`hmljax.models`) maps
+    ``params`` to logits ``[E, B, C]``; the default is ``model`` as one network.
+    ``t`` is the batch's index within its epoch (for the batch schedulers).
     Dropout uses ``fold_in(key, state.step)``, so a resumed run repeats its randomness.
     """
+    from hmljax.models import single_forward
+
+    lc = loss_cfg or LossConfig()
     evaluated = jnp.asarray(evaluated, bool)
+    forward = forward or single_forward(model)
+    node_w = None if lc.node_weights is None else jnp.asarray(lc.node_weights, jnp.float32)
 
-    def loss_fn(params, x, y, where, key):
-        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
+    def focal_term(params, logits_ExBxC, x, key):
+        if lc.focal == "none":
+            return 1.0
+        if lc.mc_passes:
+            # MC dropout: P extra stochastic passes of the one network, gradient-free.
+            keys = jax.random.split(jax.random.fold_in(key, 1), lc.mc_passes)
+            frozen = jax.lax.stop_gradient(params)
+            logits_PxBxC = jax.vmap(lambda k: forward(frozen, x, train=True, key=k)[0])(keys)
+        else:
+            logits_PxBxC = logits_ExBxC
+        if lc.focal_probs == "constrained":
+            probs = jax.vmap(lambda z: constrained_probs(z, ancestry))(logits_PxBxC)
+        else:  # the released code: raw sigmoid outputs of the members in train mode
+            probs = jax.nn.sigmoid(logits_PxBxC)
+        return focal_weight(uncertainty(probs, mode=lc.focal), u0=lc.u0, k=lc.focal_k)
+
+    def loss_fn(params, x, y, where, key, t):
+        logits = forward(params, x, train=True, key=key)  # [E, B, C]
         mask_BxC = where[:, None] & evaluated[None, :]
-        per_elem = mc_loss(logits, y, ancestry, where=mask_BxC)
-        return per_elem.sum() / jnp.maximum(mask_BxC.sum(), 1)
+        per = jax.vmap(lambda z: mc_loss(z, y, ancestry, where=mask_BxC))(logits)  # [E, B, C]
+        weight = jnp.ones(y.shape, jnp.float32)
+        if node_w is not None:
+            weight = label_weights(node_w, y, apply_to=lc.apply_to)
+        if lc.schedule != "none":
+            weight = scheduled_weights(weight, schedule_fraction(t, lc.steps_per_epoch, kind=lc.schedule,
+                                                                 k=lc.schedule_k), omega=lc.omega)
+        if lc.mix_lambda != 1.0:
+            weight = mix_weights(weight, lam=lc.mix_lambda)
+        focal = focal_term(params, logits, x, key)  # [B, C], shared by every member
+        per = per * weight[None] * (focal[None] if lc.focal != "none" else 1.0)
+        # Each member's loss is reduced on its own and the members' losses are summed,
+        # so member e's gradient is that of its own (mean or sum) loss.
+        if lc.reduction == "sum":
+            total = per.sum()
+        else:
+            total = per.sum() / jnp.maximum(mask_BxC.sum(), 1)
+        return total, total / logits.shape[0]
 
-    def step(state: TrainState, x: Float[Array, "B D"], y, where: Bool[Array, " B"], key: jax.Array):
+    def step(state: TrainState, x: Float[Array, "B D"], y, where: Bool[Array, " B"], key: jax.Array, t=0):
         step_key = jax.random.fold_in(key, state.step)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y.astype(jnp.float32), where, step_key)
+        (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, x, y.astype(jnp.float32), where, step_key, t)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, state.step + 1), loss
@@ -66,24 +158,31 @@ def make_train_epoch(step):
 
     def epoch(state, X, Y, idx_SxB, where_SxB, key):
         def body(state, inp):
-            idx_B, where_B = inp
-            return step(state, X[idx_B], Y[idx_B], where_B, key)
+            idx_B, where_B, t = inp
+            return step(state, X[idx_B], Y[idx_B], where_B, key, t)
 
-        return jax.lax.scan(body, state, (idx_SxB, where_SxB))
+        t_S = jnp.arange(idx_SxB.shape[0], dtype=jnp.int32)
+        return jax.lax.scan(body, state, (idx_SxB, where_SxB, t_S))
 
     return epoch
 
 
-def make_predict(model, *, ancestry, batch_size: int = 512):
+def make_predict(model, *, ancestry, batch_size: int = 512, forward=None):
     """``predict(params, X [N, D]) -> constrained probabilities [N, C]`` (numpy), jit-compiled per chunk shape.
 
-    Rows are processed in fixed-size chunks (the last one padded), so evaluation
-    compiles once per dataset whatever N is.
+    For an ensemble (``forward`` returning ``[E, B, C]``) the prediction is the
+    mean of the members' constrained outputs, as RARE does. Rows are processed
+    in fixed-size chunks (the last one padded), so evaluation compiles once per
+    dataset whatever N is.
     """
+    from hmljax.models import single_forward
+
+    forward = forward or single_forward(model)
 
     @jax.jit
     def chunk(params, x):
-        return constrained_probs(model.apply({"params": params}, x, train=False), ancestry)
+        logits = forward(params, x, train=False)
+        return jax.vmap(lambda z: constrained_probs(z, ancestry))(logits).mean(0)
 
     def predict(params, X):
         X = np.asarray(X, np.float32)

@@ -1,0 +1,357 @@
+"""RARE's experiments (Tables 1, 2/4, 5, 7, 8, Figures 3 and 6, Appendix G), one command each.
+
+    python experiments/rare.py table1 --data-dir ../shared/data --seeds 3 --workers 2
+    python experiments/rare.py table2 --data-dir ../shared/data --seeds 3      # also writes Table 4
+    python experiments/rare.py fig3 | fig6 | table5 | table7 | table8 | appg ...
+
+Every (experiment, dataset, method, seed) run goes to
+``<runs>/<experiment>/<dataset>/<method>/s<seed>`` and is skipped when its
+``results.json`` exists, so a long table can be completed over several
+sittings. After the runs, the experiment's table is rebuilt from every finished
+run found: ``experiments/results/rare_<experiment>.{md,json}`` (mean ± std over
+seeds, in percent, with the paper's > 2σ bolding) plus a PNG figure.
+
+"> 2σ" here: a mean is bold when it exceeds every compared mean by more than
+twice the larger of the two standard deviations (Table 1: all other methods of
+the dataset; Tables 2/4: the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+FUN = ["cellcycle_FUN", "derisi_FUN", "eisen_FUN", "gasch2_FUN", "seq_FUN", "spo_FUN"]
+GO = ["cellcycle_GO", "derisi_GO", "eisen_GO", "gasch2_GO", "seq_GO", "spo_GO"]
+METRICS = [("F1", "node_f1"), ("Precision", "node_precision"), ("Recall", "node_recall"),
+           ("Bin. AP", "binary_ap"), ("AP", "auprc")]
+
+WEIGHTED = {"code": ["weights=code", "w0=0.25"], "paper": ["weights=paper", "w0=0.25"]}
+
+
+def _imbalance_methods(conventions=("code", "paper"), hros=True):
+    m = {"None": [], "LPROS": ["resample=lpros"]}
+    if hros:
+        m["HROS-PD"] = ["resample=hros_pd"]
+    for conv in conventions:
+        for w0 in ("0.25", "0.50"):
+            m[f"w0={w0} ({conv})"] = [f"weights={conv}", f"w0={w0}"]
+    return m
+
+
+def _focal_methods(ensemble: int, conv: str = "code"):
+    base = [*WEIGHTED[conv], f"ensemble={ensemble}"]
+    return {"Baseline": base, "bBMA": [*base, "focal=bbma"], "GMU": [*base, "focal=gmu"],
+            "Epistemic JS": [*base, "focal=js"], "Epistemic KL": [*base, "focal=kl"]}
+
+
+def experiment(name: str, args) -> dict:
+    """``{dataset: {method: [overrides]}}`` for one experiment."""
+    ds = args.datasets
+    E = args.ensemble
+    if name == "table1":
+        return {d: _imbalance_methods() for d in ds or FUN}
+    if name == "table5":
+        return {d: _imbalance_methods(hros=False) for d in ds or GO}
+    if name in ("table2", "table4"):
+        return {d: _focal_methods(E) for d in ds or FUN}
+    if name == "fig3":
+        out = {}
+        for d in ds or ["cellcycle_FUN"]:
+            out[d] = {}
+            for e in args.sizes:
+                for k, v in _focal_methods(e).items():
+                    out[d][f"{k} E={e}"] = [x for x in v if not x.startswith("ensemble=")] + [f"ensemble={e}"]
+        return out
+    if name == "fig6":
+        out = {}
+        for d in ds or ["cellcycle_FUN"]:
+            m = {}
+            for w0 in (0.0, 0.125, 0.25, 0.5, 0.75, 1.0):
+                m[f"w0={w0}"] = ["weights=code", f"w0={w0}"]
+            for u0 in (0.0, 0.25, 0.5, 1.0):
+                m[f"u0={u0}"] = [*WEIGHTED["code"], f"ensemble={E}", "focal=gmu", f"u0={u0}"]
+            for k in (0.5, 1.0, 2.0, 3.0):
+                m[f"k={k}"] = [*WEIGHTED["code"], f"ensemble={E}", "focal=gmu", f"focal_k={k}"]
+            out[d] = m
+        return out
+    if name == "table7":
+        return {d: {"None": [], "LPROS": ["resample=lpros"], "w0=0.25 (code)": WEIGHTED["code"],
+                    "LPROS + w0=0.25 (code)": ["resample=lpros", *WEIGHTED["code"]]} for d in ds or FUN}
+    if name == "table8":
+        out = {}
+        for d in ds or ["cellcycle_FUN"]:
+            m = {f"Ensemble E={e}": [*WEIGHTED["code"], f"ensemble={e}", "focal=gmu"] for e in (1, 5, 10)}
+            m[f"MC dropout ({E} passes)"] = [*WEIGHTED["code"], f"mc_passes={E}", "focal=gmu"]
+            out[d] = m
+        return out
+    if name == "appg":
+        return {d: {"None": [], "w0=0.25 (code)": WEIGHTED["code"], "GMU": _focal_methods(E)["GMU"]}
+                for d in ds or ["Enron_corr", "Diatoms"]}
+    raise SystemExit(f"unknown experiment {name!r}")
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "=.-" else "_" for c in s)
+
+
+def _run_one(task) -> tuple[str, str | None]:
+    """Worker: one training run (its own process, so jax compiles are not shared across workers)."""
+    cfg_dict, run_dir = task
+    from hmljax.training import TrainConfig, train_and_evaluate
+
+    try:
+        cfg = TrainConfig(**cfg_dict)
+        resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
+        train_and_evaluate(cfg, run_dir, resume=resume, progress=False)
+        return run_dir, None
+    except Exception as e:  # noqa: BLE001 - reported, and the other runs go on
+        return run_dir, f"{type(e).__name__}: {e}"
+
+
+def run(name: str, args) -> None:
+    from tqdm.auto import tqdm
+
+    from hmljax.training import TrainConfig
+
+    exp = experiment(name, args)
+    tasks = []
+    for d, methods in exp.items():
+        for method, overrides in methods.items():
+            for seed in range(args.seeds):
+                run_dir = os.path.join(args.runs, name, d, _slug(method), f"s{seed}")
+                if os.path.exists(os.path.join(run_dir, "results.json")):
+                    continue
+                cfg = TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override(
+                    [*overrides, *args.override])
+                if d.endswith("_GO") and cfg.resample == "hros_pd":
+                    continue  # HROS-PD is for trees; the table marks it n/a
+                tasks.append((dataclasses.asdict(cfg), run_dir))
+    print(f"{name}: {len(tasks)} runs to do ({args.workers} workers)", flush=True)
+    failures = []
+    if tasks:
+        if args.workers > 1:  # one core per worker: batch-4 steps gain nothing from intra-op threads
+            os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        ctx = __import__("multiprocessing").get_context("spawn")
+        with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, max_tasks_per_child=args.tasks_per_worker) as pool:
+            futs = [pool.submit(_run_one, t) for t in tasks]
+            for f in tqdm(cf.as_completed(futs), total=len(futs), desc=name, unit="run"):
+                run_dir, err = f.result()
+                if err:
+                    failures.append((run_dir, err))
+                    tqdm.write(f"FAILED {run_dir}: {err}")
+    write_outputs(name, args)
+    if failures:
+        raise SystemExit(f"{len(failures)} runs failed (see above)")
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def collect(name: str, args) -> dict:
+    """``{dataset: {method: [results.json dicts]}}`` for every finished run of the experiment."""
+    out: dict = {}
+    for d, methods in experiment(name, args).items():
+        for method in methods:
+            base = os.path.join(args.runs, name, d, _slug(method))
+            rows = []
+            if os.path.isdir(base):
+                for s in sorted(os.listdir(base)):
+                    p = os.path.join(base, s, "results.json")
+                    if os.path.exists(p):
+                        with open(p) as fh:
+                            rows.append(json.load(fh))
+            out.setdefault(d, {})[method] = rows
+    return out
+
+
+def _stats(rows, key):
+    v = np.array([r["test"][key] for r in rows], float) * 100
+    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)) if len(v) else None
+
+
+def significantly_greater(a, b) -> bool:
+    """mean_a - mean_b > 2 max(std_a, std_b); False unless both have >= 2 seeds."""
+    if a is None or b is None or a[2] < 2 or b[2] < 2:
+        return False
+    return a[0] - b[0] > 2 * max(a[1], b[1])
+
+
+def _cell(st, bold):
+    if st is None:
+        return "n/a"
+    txt = f"{st[0]:.2f} ± {st[1]:.2f}"
+    return f"**{txt}**" if bold else txt
+
+
+def _header(name, args) -> list[str]:
+    try:
+        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cmd = f"python experiments/rare.py {name} --data-dir {args.data_dir or '$HMLJAX_DATA'} --seeds {args.seeds}"
+    if args.datasets:
+        cmd += " --datasets " + " ".join(args.datasets)
+    if args.override:
+        cmd += " --override " + " ".join(args.override)
+    return [f"Command: `{cmd}`  ", f"Commit: `{commit}`; machine: {platform.platform()}, {os.cpu_count()} CPUs; "
+            f"date: {datetime.date.today().isoformat()}. Values in percent, mean ± std over the seeds (n).", ""]
+
+
+def write_outputs(name: str, args) -> None:
+    res = collect(name, args)
+    os.makedirs(RESULTS, exist_ok=True)
+    from hmljax.data import atomic_write_text
+
+    summary = {d: {m: {k: _stats(rows, key) for k, key in METRICS} | {"n": len(rows),
+               "median_epoch_s": float(np.median([r["median_epoch_seconds"] for r in rows])) if rows else None,
+               "host_max_rss_MiB": float(np.median([r.get("peak_memory_bytes", {}).get("host_max_rss", 0)
+                                                    for r in rows]) / 2**20) if rows else None}
+                   for m, rows in methods.items()} for d, methods in res.items()}
+    lines = [f"# RARE {name} (hmljax)", "", *_header(name, args)]
+    if name in ("table1", "table5", "table7", "appg"):
+        lines += ["| dataset | method | n | " + " | ".join(k for k, _ in METRICS) + " |",
+                  "|---|---|---|" + "---|" * len(METRICS)]
+        for d, methods in summary.items():
+            for m, s in methods.items():
+                cells = []
+                for k, _ in METRICS:
+                    others = [s2[k] for m2, s2 in methods.items() if m2 != m and s2[k] is not None]
+                    bold = bool(others) and all(significantly_greater(s[k], o) for o in others)
+                    cells.append(_cell(s[k], bold))
+                lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
+    elif name in ("table2", "table4"):
+        for tname, keys in (("Table 2 (F1)", METRICS[:1]), ("Table 4 (all metrics)", METRICS)):
+            lines += [f"## {tname}", "", "| dataset | method | n | " + " | ".join(k for k, _ in keys) + " |",
+                      "|---|---|---|" + "---|" * len(keys)]
+            for d, methods in summary.items():
+                base = methods.get("Baseline")
+                for m, s in methods.items():
+                    cells = [_cell(s[k], m != "Baseline" and base is not None and significantly_greater(s[k], base[k]))
+                             for k, _ in keys]
+                    lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
+            lines.append("")
+    else:  # fig3, fig6, table8: a flat table (the figure carries the message)
+        extra = ["median epoch s", "max RSS MiB"] if name == "table8" else []
+        lines += ["| dataset | setting | n | " + " | ".join([k for k, _ in METRICS] + extra) + " |",
+                  "|---|---|---|" + "---|" * (len(METRICS) + len(extra))]
+        for d, methods in summary.items():
+            for m, s in methods.items():
+                cells = [_cell(s[k], False) for k, _ in METRICS]
+                if extra:
+                    cells += [f"{s['median_epoch_s']:.3f}" if s["median_epoch_s"] else "n/a",
+                              f"{s['host_max_rss_MiB']:.0f}" if s["host_max_rss_MiB"] else "n/a"]
+                lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
+    stem = os.path.join(RESULTS, f"rare_{name}")
+    atomic_write_text(stem + ".md", "\n".join(lines) + "\n")
+    atomic_write_text(stem + ".json", json.dumps(summary, indent=2))
+    try:
+        _figure(name, summary, stem + ".png")
+    except ImportError:
+        print("matplotlib not installed: no figure (pip install 'hmljax[plot]')")
+    print("\n".join(lines))
+
+
+def _figure(name, summary, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if name == "fig3":
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for d, methods in summary.items():
+            by = {}
+            for m, s in methods.items():
+                kind, e = m.rsplit(" E=", 1)
+                by.setdefault(kind, []).append((int(e), s))
+            for ax, (label, _) in zip(axes, (METRICS[0], METRICS[2])):
+                for kind, pts in by.items():
+                    pts = sorted((e, s[label]) for e, s in pts if s[label] is not None)
+                    if not pts:
+                        continue
+                    e_, st = zip(*pts)
+                    mu, sd = np.array([s[0] for s in st]), np.array([s[1] for s in st])
+                    ax.plot(e_, mu, label=kind, lw=2)
+                    ax.fill_between(e_, mu - sd, mu + sd, alpha=0.2)
+                ax.set_xlabel("ensemble size E")
+                ax.set_ylabel(f"{label} (%)")
+                ax.set_title(f"{d}: {label}")
+            axes[0].legend()
+    elif name == "fig6":
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        for d, methods in summary.items():
+            for ax, prefix in zip(axes, ("w0", "u0", "k")):
+                pts = sorted((float(m.split("=")[1]), s) for m, s in methods.items() if m.startswith(prefix + "="))
+                for label in ("F1", "Precision", "Recall"):
+                    xs = [x for x, s in pts if s[label]]
+                    mu = np.array([s[label][0] for x, s in pts if s[label]])
+                    sd = np.array([s[label][1] for x, s in pts if s[label]])
+                    if len(xs):
+                        ax.plot(xs, mu, marker="o", label=label)
+                        ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
+                ax.set_xlabel(prefix)
+                ax.set_ylabel("%")
+                ax.set_title(f"{d}: sweep of {prefix}")
+            axes[0].legend()
+    else:
+        datasets = list(summary)
+        methods = list(next(iter(summary.values())))
+        keys = ("F1", "Recall") if name != "table8" else ("F1",)
+        fig, axes = plt.subplots(1, len(keys), figsize=(7 * len(keys), 4), squeeze=False)
+        width = 0.8 / max(len(methods), 1)
+        for ax, label in zip(axes[0], keys):
+            for i, m in enumerate(methods):
+                mu = [summary[d][m][label][0] if summary[d][m][label] else 0 for d in datasets]
+                sd = [summary[d][m][label][1] if summary[d][m][label] else 0 for d in datasets]
+                ax.bar(np.arange(len(datasets)) + i * width, mu, width, yerr=sd, label=m, capsize=2)
+            ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
+            ax.set_xticklabels(datasets, rotation=30, ha="right")
+            ax.set_ylabel(f"{label} (%)")
+            ax.set_title(f"RARE {name}: {label}")
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=["table1", "table2", "table4", "table5", "table7", "table8", "fig3", "fig6",
+                                          "appg"])
+    p.add_argument("--data-dir", default=None, help="folder with hmc/ (default: $HMLJAX_DATA)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--datasets", nargs="*", default=None)
+    p.add_argument("--ensemble", type=int, default=10, help="E for the focal experiments (paper: 10)")
+    p.add_argument("--sizes", type=int, nargs="*", default=list(range(1, 11)), help="fig3's ensemble sizes")
+    p.add_argument("--override", nargs="*", default=[], help="key=value applied to every run")
+    p.add_argument("--runs", default=os.path.join("runs", "rare"))
+    p.add_argument("--workers", type=int, default=1, help="parallel runs (one process each)")
+    p.add_argument("--tasks-per-worker", type=int, default=None,
+                   help="restart workers after this many runs (1 gives per-run peak RSS, as table8 does)")
+    p.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs")
+    args = p.parse_args(argv)
+    if args.experiment == "table8" and args.tasks_per_worker is None:
+        args.tasks_per_worker = 1
+    name = "table2" if args.experiment == "table4" else args.experiment
+    if args.table_only:
+        write_outputs(name, args)
+    else:
+        run(name, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
