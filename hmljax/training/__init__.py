@@ -1,6 +1,7 @@
 """Training: jit-compiled steps, scan-fused epochs, checkpointed runs."""
 
 from hmljax.training._run import TrainConfig, evaluate_run, load_config, train_and_evaluate
+from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
 from hmljax.training._train import (
     LossConfig,
     TrainState,
@@ -12,6 +13,11 @@ from hmljax.training._train import (
 )
 
 __all__ = [
+    "SHARDINGS",
+    "make_mesh",
+    "replicate",
+    "shard_epoch_batches",
+    "shard_members",
     "LossConfig",
     "TrainConfig",
     "TrainState",

@@ -26,6 +26,7 @@ from hmljax.data import (
 from hmljax.losses import SCHEDULES, UNCERTAINTIES, WEIGHT_PRESETS, imbalance_weights, node_counts
 from hmljax.metrics import evaluate_predictions
 from hmljax.models import ChmcnnMLP, single_forward, stacked_forward
+from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
 from hmljax.training._train import (
     LossConfig,
     init_state,
@@ -83,6 +84,9 @@ class TrainConfig:
     omega: float = 0.25
     schedule_k: float = 3.0
     mix_lambda: float = 1.0
+    # --- placement ---
+    shard: str = "none"  # 'members' (split the ensemble axis) or 'data' (split batch rows) over devices
+    devices: int = 0  # how many devices to shard over (0: all)
 
     def resolved(self) -> TrainConfig:
         spec = get_spec(self.dataset, resolve_data_dir(self.data_dir))
@@ -135,11 +139,15 @@ class TrainConfig:
             ("schedule", self.schedule in SCHEDULES),
             ("schedule", self.schedule == "none" or self.weights != "none"),
             ("mix_lambda", 0 <= self.mix_lambda <= 1),
+            ("shard", self.shard in SHARDINGS),
+            ("shard", self.shard != "members" or self.ensemble >= 1),
+            ("devices", self.devices >= 0),
         ]
         hints = {
             "focal": "a focal term needs ensemble >= 1 or mc_passes >= 1",
             "mc_passes": "mc_passes (MC dropout) replaces the ensemble: use one of them",
             "schedule": "a weight scheduler needs weights='paper' or 'code'",
+            "shard": "shard must be 'none', 'members' (needs ensemble >= 1) or 'data'",
         }
         for name, ok in checks:
             if not ok:
@@ -212,6 +220,21 @@ def node_weights_for(cfg: TrainConfig, ds, Y_used: np.ndarray) -> np.ndarray | N
     n = node_counts(Y, h.ancestry, counts=cfg.weight_counts)
     num_classes = h.num_nodes if cfg.weight_num_classes == "nodes" else 2
     return imbalance_weights(n, num_obs=Y.shape[0], num_classes=num_classes, w0=cfg.w0, rescale=cfg.weight_rescale)
+
+
+def _placement(cfg: TrainConfig):
+    """``place(indices, where)``: moves an epoch's batch arrays to the device(s) as ``cfg.shard`` says."""
+    if cfg.shard == "none":
+        place = lambda i, w: (jax.device_put(i), jax.device_put(w))  # noqa: E731
+        place.mesh = None
+        return place
+    mesh = make_mesh(cfg.devices or None, axis=cfg.shard)
+    if cfg.shard == "data":
+        place = lambda i, w: shard_epoch_batches(i, w, mesh)  # noqa: E731
+    else:
+        place = lambda i, w: (replicate(i, mesh), replicate(w, mesh))  # noqa: E731
+    place.mesh = mesh
+    return place
 
 
 def _checkpointer(run_dir: str):
@@ -287,6 +310,11 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
                            forward=forward)
     train_epoch = jax.jit(make_train_epoch(step), donate_argnums=(0,))
     predict = make_predict(model, ancestry=ancestry, forward=forward)
+    place_batches = _placement(cfg)
+    if cfg.shard != "none":
+        mesh = place_batches.mesh
+        X, Y = replicate(X, mesh), replicate(Y, mesh)
+        state = shard_members(state, mesh, cfg.ensemble) if cfg.shard == "members" else replicate(state, mesh)
 
     mngr = _checkpointer(run_dir)
     start_epoch, history = 0, []
@@ -313,7 +341,7 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
     for epoch in bar:
         eb = sampler.epoch(epoch)
         t0 = time.perf_counter()
-        state, losses = train_epoch(state, X, Y, jax.device_put(eb.indices), jax.device_put(eb.where), loop_key)
+        state, losses = train_epoch(state, X, Y, *place_batches(eb.indices, eb.where), loop_key)
         mean_loss = float(jnp.mean(losses))  # the one host sync per epoch
         dt = time.perf_counter() - t0
         if compile_s is None:

@@ -1,0 +1,209 @@
+"""Shared benchmark plumbing: thread pinning, timing, equality checks, JSON rows, printed tables.
+
+Import this module *before* jax or torch: it fixes both libraries' thread counts
+to ``--threads`` (default: every core) so the two sides compete on equal terms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+
+def parse_args(description: str, extra=None) -> argparse.Namespace:
+    _reexec_with_malloc_env()
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both jax and torch")
+    p.add_argument("--repeats", type=int, default=30, help="timed repeats (the median is reported)")
+    p.add_argument("--quick", action="store_true", help="few repeats and small sizes: a smoke run")
+    p.add_argument("--out", default=None, help="JSON rows file (default: benchmarks/results/<name>.json)")
+    if extra:
+        extra(p)
+    args = p.parse_args()
+    pin_threads(args.threads)
+    if args.quick:
+        args.repeats = min(args.repeats, 3)
+    return args
+
+
+def pin_threads(n: int) -> None:
+    """Same thread count on both sides; must run before jax/torch create their pools."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        multi = "true" if n > 1 else "false"
+        os.environ["XLA_FLAGS"] = (flags + f" --xla_cpu_multi_thread_eigen={multi} "
+                                   f"intra_op_parallelism_threads={n}").strip()
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    os.environ.setdefault("MKL_NUM_THREADS", str(n))
+    os.environ.setdefault("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", ""))
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+        torch.set_num_interop_threads(1)
+    except (ImportError, RuntimeError):
+        pass
+
+
+def timeit(fn, *, repeats: int, warmup: int = 2, sync=lambda r: r) -> dict:
+    """Median (and spread) wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
+
+    ``sync`` blocks on the result (``jax.block_until_ready``); torch CPU ops are synchronous.
+    """
+    for _ in range(warmup):
+        sync(fn())
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sync(fn())
+        ts.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "repeats": repeats}
+
+
+def jax_sync(r):
+    import jax
+
+    return jax.block_until_ready(r)
+
+
+def compile_seconds(jitted, *args) -> tuple[float, object]:
+    """AOT-compiles ``jitted`` for ``args`` from a cold cache; returns (seconds, compiled)."""
+    import jax
+
+    jax.clear_caches()
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return time.perf_counter() - t0, compiled
+
+
+def xla_memory_bytes(compiled) -> int | None:
+    """XLA's planned peak for one call: arguments + outputs + temporaries (aliased bytes counted once)."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                   - m.alias_size_in_bytes)
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return None
+
+
+def xla_flops(compiled) -> float | None:
+    try:
+        ca = compiled.cost_analysis()
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+        return float(ca.get("flops", 0.0)) or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(field)
+
+
+def peak_rss_delta(fn) -> int | None:
+    """Bytes the process's resident set grows to, above its level before, while running ``fn()`` once.
+
+    Resets the kernel's high-water mark (``/proc/self/clear_refs``), so setup,
+    compilation and warm-up do not count. Measured the same way for jax and
+    torch (both allocate CPU tensors with malloc; see ``_reexec_with_malloc_env``).
+    Returns None where /proc is unavailable.
+    """
+    import gc
+
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        before = _status_kib("VmRSS")
+        fn()
+        return max(_status_kib("VmHWM") - before, 0) * 1024
+    except OSError:
+        return None
+
+
+def _reexec_with_malloc_env() -> None:
+    # glibc keeps freed chunks below its (dynamically growing) mmap threshold; a
+    # fixed low threshold returns large buffers to the OS, so peak RSS deltas
+    # reflect what each call needs rather than what an earlier call left cached.
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux") and sys.argv[0]:
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def assert_close(name: str, a, b, *, rtol=1e-4, atol=1e-5) -> float:
+    """Both sides must compute the same values before anything is timed."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"{name}: shapes differ {a.shape} vs {b.shape}")
+    err = float(np.max(np.abs(a - b) / (atol + rtol * np.abs(b)))) if a.size else 0.0
+    if not np.allclose(a, b, rtol=rtol, atol=atol):
+        raise AssertionError(f"{name}: jax and torch disagree (max scaled error {err:.3g})")
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version()}
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+        info["jax_devices"] = [str(d) for d in jax.devices()]
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def write_rows(name: str, rows: list[dict], args, out=None) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = out or getattr(args, "out", None) or os.path.join(RESULTS, f"{name}.json")
+    payload = {"benchmark": name, "machine": machine(), "threads": args.threads, "repeats": args.repeats,
+               "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "rows": rows,
+               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
