@@ -143,7 +143,7 @@ def _reexec_with_malloc_env() -> None:
 
 
 def assert_close(name: str, a, b, *, rtol=1e-4, atol=1e-5) -> float:
-    """Both sides must compute the same values before anything is timed."""
+    """Both sides (jax vs torch, or sharded vs one device) must compute the same values before timing."""
     import numpy as np
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -151,7 +151,7 @@ def assert_close(name: str, a, b, *, rtol=1e-4, atol=1e-5) -> float:
         raise AssertionError(f"{name}: shapes differ {a.shape} vs {b.shape}")
     err = float(np.max(np.abs(a - b) / (atol + rtol * np.abs(b)))) if a.size else 0.0
     if not np.allclose(a, b, rtol=rtol, atol=atol):
-        raise AssertionError(f"{name}: jax and torch disagree (max scaled error {err:.3g})")
+        raise AssertionError(f"{name}: the two sides disagree (max scaled error {err:.3g})")
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 

@@ -34,7 +34,12 @@ def mcm(h: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
 
 
 def mc_loss(logits: torch.Tensor, y: torch.Tensor, R: torch.Tensor, to_eval: torch.Tensor) -> torch.Tensor:
-    """MCLoss: BCE of (1 - y) MCM(h) + y MCM(y h), mean over the evaluated nodes (C-HMCNN's train path)."""
+    """MCLoss: BCE of (1 - y) MCM(h) + y MCM(y h), mean over the evaluated nodes (C-HMCNN's train path).
+
+    ``to_eval`` is a boolean mask or an index tensor (indices also work under ``torch.func.vmap``).
+    """
     h = torch.sigmoid(logits)
     out = (1 - y) * mcm(h, R) + y * mcm(y * h, R)
-    return nn.functional.binary_cross_entropy(out[:, to_eval], y[:, to_eval])
+    if to_eval.dtype == torch.bool:
+        to_eval = torch.nonzero(to_eval).squeeze(1)
+    return nn.functional.binary_cross_entropy(out.index_select(-1, to_eval), y.index_select(-1, to_eval))

@@ -49,6 +49,7 @@ def main():
     graph = constraint_graph(h)
     R_t = torch.from_numpy(np.asarray(h.ancestry, np.float32))
     to_eval = torch.from_numpy(np.asarray(h.evaluated))
+    eval_idx = torch.nonzero(to_eval).squeeze(1)
     lr, wd = 1e-4, 1e-5
     opt = make_optimizer(lr=lr, weight_decay=wd)
     x_np, y_np = Xall[:B], Yall[:B]
@@ -78,15 +79,15 @@ def main():
             params, buffers = stack_module_state(models)
             topt = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=wd)
 
-            def fwd(p, b, x):
-                return functional_call(base, (p, b), (x,))
+            def member_loss(p, b, x, y):
+                return T.mc_loss(functional_call(base, (p, b), (x,)), y, R_t, eval_idx)
 
-            vfwd = torch.func.vmap(fwd, in_axes=(0, 0, None), randomness="different")
+            # The whole member step (forward and loss) is vmapped over the stacked parameters.
+            vloss = torch.func.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different")
 
             def f():
                 topt.zero_grad(set_to_none=True)
-                logits = vfwd(params, buffers, xt)  # [E, B, C]
-                loss = sum(T.mc_loss(logits[e], yt, R_t, to_eval) for e in range(E))
+                loss = vloss(params, buffers, xt, yt).sum()
                 loss.backward()
                 topt.step()
                 return loss

@@ -63,11 +63,16 @@ def main():
             X, Y = replicate(Xn, mesh), replicate(Yn, mesh)
             idx, wh = (shard_epoch_batches(eb.indices, eb.where, mesh) if layout == "data"
                        else (replicate(eb.indices, mesh), replicate(eb.where, mesh)))
-            out, _ = epoch(state, X, Y, idx, wh, jax.random.key(1))
-            leaf = np.asarray(jax.tree.leaves(out.params)[0])
+            # Equality on the epoch's first 20 steps (longer runs drift apart at float32 rounding level,
+            # because the cross-device sums add in a different order).
+            out, _ = epoch(state, X, Y, idx[:20], wh[:20], jax.random.key(1))
+            leaves = [np.asarray(a) for a in jax.tree.leaves(out.params)]
             if ref is None:
-                ref = leaf
-            C.assert_close(f"{layout} on {n} devices", leaf, ref, rtol=1e-4, atol=1e-6)
+                ref = leaves
+            for a, b in zip(leaves, ref):
+                # atol: a tenth of one Adam step (lr 1e-4); Adam's m/sqrt(v) amplifies rounding-level
+                # gradient differences on parameters whose gradient is near zero.
+                C.assert_close(f"{layout} on {n} devices vs 1", a, b, rtol=1e-4, atol=1e-5)
             t = C.timeit(lambda: epoch(state, X, Y, idx, wh, jax.random.key(1)), repeats=max(3, args.repeats // 10),
                          warmup=1, sync=C.jax_sync)
             base = base or t["median_s"]
