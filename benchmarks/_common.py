@@ -54,18 +54,27 @@ def pin_threads(n: int) -> None:
         pass
 
 
-def timeit(fn, *, repeats: int, warmup: int = 2, sync=lambda r: r) -> dict:
+def timeit(fn, *, repeats: int, warmup: int = 2, sync=lambda r: r, budget_s: float = 30.0) -> dict:
     """Median (and spread) wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
 
-    ``sync`` blocks on the result (``jax.block_until_ready``); torch CPU ops are synchronous.
+    ``sync`` blocks on the result (``jax.block_until_ready``); torch CPU ops are
+    synchronous. Cases slower than ``budget_s`` in total stop early, after at
+    least 3 timed runs (the row records how many ran).
     """
+    t_start = time.perf_counter()
     for _ in range(warmup):
         sync(fn())
+        if time.perf_counter() - t_start > budget_s:
+            break
     ts = []
+    t_start = time.perf_counter()
     for _ in range(repeats):
         t0 = time.perf_counter()
         sync(fn())
         ts.append(time.perf_counter() - t0)
+        if len(ts) >= 3 and time.perf_counter() - t_start > budget_s:
+            break
+    repeats = len(ts)
     return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "repeats": repeats}
 
 

@@ -211,7 +211,7 @@ def _header(name, args) -> list[str]:
 
 def write_outputs(name: str, args) -> None:
     res = collect(name, args)
-    os.makedirs(RESULTS, exist_ok=True)
+    os.makedirs(args.results, exist_ok=True)
     from hmljax.data import atomic_write_text
 
     summary = {d: {m: {k: _stats(rows, key) for k, key in METRICS} | {"n": len(rows),
@@ -253,7 +253,7 @@ def write_outputs(name: str, args) -> None:
                     cells += [f"{s['median_epoch_s']:.3f}" if s["median_epoch_s"] else "n/a",
                               f"{s['host_max_rss_MiB']:.0f}" if s["host_max_rss_MiB"] else "n/a"]
                 lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
-    stem = os.path.join(RESULTS, f"rare_{name}")
+    stem = os.path.join(args.results, f"rare_{name}")
     atomic_write_text(stem + ".md", "\n".join(lines) + "\n")
     atomic_write_text(stem + ".json", json.dumps(summary, indent=2))
     try:
@@ -339,6 +339,7 @@ def main(argv=None) -> None:
     p.add_argument("--sizes", type=int, nargs="*", default=list(range(1, 11)), help="fig3's ensemble sizes")
     p.add_argument("--override", nargs="*", default=[], help="key=value applied to every run")
     p.add_argument("--runs", default=os.path.join("runs", "rare"))
+    p.add_argument("--results", default=RESULTS, help="where the tables and figures go")
     p.add_argument("--workers", type=int, default=1, help="parallel runs (one process each)")
     p.add_argument("--tasks-per-worker", type=int, default=None,
                    help="restart workers after this many runs (1 gives per-run peak RSS, as table8 does)")

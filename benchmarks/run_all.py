@@ -1,0 +1,147 @@
+"""Runs every benchmark in turn (one process each) and rewrites benchmarks/README.md from their JSON rows.
+
+    python -m benchmarks.run_all --data-dir ../shared/data [--threads 2] [--quick]
+    python -m benchmarks.run_all --report-only        # rebuild README.md from benchmarks/results/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler", "bench_sharding"]
+
+
+def _load(name):
+    p = os.path.join(HERE, "results", f"{name}.json")
+    if not os.path.exists(p):
+        return None
+    with open(p) as fh:
+        return json.load(fh)
+
+
+def _fmt(v, nd=3):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        return f"{v:.{nd}g}"
+    return str(v)
+
+
+def _table(rows, cols, heads=None):
+    heads = heads or cols
+    out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return out
+
+
+def report() -> str:
+    lines = ["# Benchmarks: hmljax vs PyTorch", "",
+             "Written by `python -m benchmarks.run_all` from the JSON rows in `benchmarks/results/`. Every",
+             "benchmark checks that both sides compute the same values before timing; jax is timed after",
+             "compilation (compile time reported on its own); float32 on both sides; the same thread count",
+             "for XLA and torch; the median of many repeats. Ratios are from one run on one machine.", ""]
+    first = next((d for d in (_load(b.replace("bench_", "")) for b in BENCHES) if d), None)
+    if first:
+        m = first["machine"]
+        lines += [f"Machine: {m.get('cpu_model', m.get('processor'))}, {m.get('cpus')} CPUs; {m.get('platform')}; "
+                  f"python {m.get('python')}, jax {m.get('jax')}, torch {m.get('torch')}; threads {first['threads']}; "
+                  f"date {first['date']}.", ""]
+    d = _load("constraint")
+    if d:
+        rows = [r for r in d["rows"] if "impl" in r]
+        lines += ["## 1. Constraint module (max over descendants)", "", f"Command: `{d['command']}`", ""]
+        lines += _table(rows, ["hierarchy", "N", "B", "impl", "mode", "median_ms", "speedup_vs_torch",
+                               "peak_rss_MiB", "memory_ratio_vs_torch", "compile_s"],
+                        ["hierarchy", "N", "B", "impl", "mode", "median ms", "x torch", "peak RSS MiB",
+                         "torch mem / ours", "compile s"])
+        skipped = [r["skipped"] for r in d["rows"] if "skipped" in r]
+        for s in (skipped[0] if skipped else []):
+            lines.append(f"- skipped: {s}")
+        lines += ["", "Peak memory is the resident-set growth during one call, measured the same way for both",
+                  "sides; for jax the ratio uses the larger of that and XLA's own plan.", ""]
+    d = _load("train")
+    if d:
+        rows = [r for r in d["rows"] if "impl" in r]
+        extra = [r for r in d["rows"] if "end_to_end" in r]
+        lines += ["## 2. Train step (MLP + MCLoss + Adam) and 7. the compute floor", "", f"Command: `{d['command']}`", ""]
+        lines += _table(rows, ["dataset", "H", "B", "impl", "step_ms", "steps_per_s", "speedup_vs_torch_eager",
+                               "compile_s", "fraction_of_floor"],
+                        ["dataset", "H", "B", "impl", "ms/step", "steps/s", "x torch eager", "compile s",
+                         "floor / time"])
+        if extra:
+            rates = extra[0]["machine_rates"]
+            lines += ["", f"Machine rates: float32 matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s (2048^3), "
+                      f"copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s.", ""]
+            fl = {(r["dataset"], r["B"]): r for r in rows}
+            lines += ["| dataset | B | params | XLA FLOPs/step | matmul floor ms | Adam update alone ms | floor ms |",
+                      "|---|---|---|---|---|---|---|"]
+            for (ds, b), r in fl.items():
+                lines.append(f"| {ds} | {b} | {r['params']:,} | {_fmt(r['flops_per_step_xla'])} | "
+                             f"{r['matmul_floor_s'] * 1e3:.3f} | {r['adam_update_s'] * 1e3:.3f} | "
+                             f"{r['floor_step_s'] * 1e3:.3f} |")
+            e = extra[0]["end_to_end"]
+            lines += ["", "## 4. End to end: one cellcycle_FUN epoch (published settings, batch 4)", "",
+                      f"hmljax scan-fused epoch: {e['hmljax_epoch_s']:.3f} s ({e['hmljax_samples_per_s']:,.0f} "
+                      f"samples/s; first epoch incl. compile {e['hmljax_first_epoch_s_incl_compile']:.2f} s). "
+                      f"PyTorch reference loop (DataLoader, eager): {e['torch_epoch_s']:.2f} s "
+                      f"({e['torch_samples_per_s']:,.0f} samples/s). **Ratio: {e['ratio']:.1f}x.**", ""]
+    d = _load("ensemble")
+    if d:
+        lines += ["## 3. Ensembles (cellcycle_FUN sizes, batch 4)", "", f"Command: `{d['command']}`", ""]
+        lines += _table(d["rows"], ["E", "B", "impl", "step_ms", "speedup_vs_torch_loop",
+                                    "speedup_vs_torch_func_vmap", "compile_s"],
+                        ["E", "B", "impl", "ms/step", "x torch loop", "x torch.func vmap", "compile s"])
+        lines.append("")
+    d = _load("sampler")
+    if d:
+        lines += ["## 5. Samplers (from the memmaps)", "", f"Command: `{d['command']}`", ""]
+        lines += _table(d["rows"], ["dataset", "B", "rows", "index_batches_per_s", "gather_batches_per_s",
+                                    "gather_samples_per_s"],
+                        ["dataset", "B", "rows", "index batches/s", "with host gather batches/s", "samples/s"])
+        lines.append("")
+    d = _load("sharding")
+    if d:
+        lines += ["## 6. Across devices (simulated CPU devices sharing this machine's cores)", "",
+                  f"Command: `{d['command']}`", ""]
+        lines += _table(d["rows"], ["layout", "E", "B", "devices", "epoch_s", "samples_per_s", "speedup_vs_1_device"],
+                        ["layout", "E", "B", "devices", "s/epoch", "samples/s", "x 1 device"])
+        lines += ["", "Simulated devices split the same 2 cores, so this shows the layouts work and what the",
+                  "partitioning costs, not multi-accelerator scaling.", ""]
+    text = "\n".join(lines) + "\n"
+    tmp = os.path.join(HERE, "README.md.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, os.path.join(HERE, "README.md"))
+    return text
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", nargs="*", default=BENCHES)
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    if not args.report_only:
+        for b in args.only:
+            cmd = [sys.executable, "-m", f"benchmarks.{b}", "--threads", str(args.threads)]
+            if args.data_dir:
+                cmd += ["--data-dir", args.data_dir]
+            if args.quick:
+                cmd.append("--quick")
+            print("$", " ".join(cmd), flush=True)
+            subprocess.run(cmd, cwd=ROOT, check=True)
+    print(report())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Cost of RARE's focal weighting: per-epoch time and peak memory, ensembles of E = 1, 5, 10 vs MC dropout.
+
+    python experiments/rare_cost.py --data-dir ../shared/data [--dataset cellcycle_FUN] [--epochs 3]
+
+Each setting trains cellcycle_FUN at its published settings (train+valid,
+batch 4, H = 500) with the released code's node weights (w0 = 0.25) and the GMU
+focal term, exactly as ``hmljax train`` would: ensembles are vmapped stacks of
+E networks; MC dropout is one network with E gradient-free stochastic passes for
+U. Reported: compile time, median epoch time over ``--epochs`` epochs, XLA's
+planned peak for one fused epoch (arguments + outputs + temporaries), and the
+growth of the process's resident set during one epoch. F1 needs full-length
+runs: see ``experiments/rare.py table8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", default="cellcycle_FUN")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--passes", type=int, default=10, help="MC-dropout passes (paper: as many as ensemble members)")
+    args = p.parse_args(argv)
+
+    import jax
+    import numpy as np
+
+    from benchmarks._common import peak_rss_delta, xla_memory_bytes
+    from hmljax.data import EpochSampler, atomic_write_text
+    from hmljax.training import TrainConfig, make_optimizer, make_train_epoch, make_train_step
+    from hmljax.training._run import _setup, init_state, node_weights_for, training_data
+    from hmljax.training._train import LossConfig
+
+    settings = [(f"Ensemble E={e}", [f"ensemble={e}"]) for e in (1, 5, 10)]
+    settings.append((f"MC dropout ({args.passes} passes)", [f"mc_passes={args.passes}"]))
+    rows = []
+    for label, ov in settings:
+        cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir).override(
+            ["weights=code", "w0=0.25", "focal=gmu", *ov]).resolved()
+        ds, h, ancestry, model, forward = _setup(cfg)
+        X, Y, _ = training_data(cfg, ds, "train+valid")
+        sampler = EpochSampler(X.shape[0], cfg.batch_size, seed=0)
+        opt = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
+        lc = LossConfig(node_weights=node_weights_for(cfg, ds, Y), apply_to=cfg.weight_apply_to, focal="gmu",
+                        mc_passes=cfg.mc_passes, steps_per_epoch=sampler.steps_per_epoch)
+        step = make_train_step(model, opt, ancestry=ancestry, evaluated=h.evaluated, loss_cfg=lc, forward=forward)
+        state = init_state(model, opt, ds.num_features, key=jax.random.key(0), members=cfg.ensemble)
+        Xd, Yd = jax.device_put(X), jax.device_put(Y)
+        eb = sampler.epoch(0)
+        idx, wh = jax.device_put(eb.indices), jax.device_put(eb.where)
+        t0 = time.perf_counter()
+        compiled = jax.jit(make_train_epoch(step)).lower(state, Xd, Yd, idx, wh, jax.random.key(1)).compile()
+        compile_s = time.perf_counter() - t0
+        plan = xla_memory_bytes(compiled)
+        times = []
+        for e in range(args.epochs):
+            eb = sampler.epoch(e)
+            idx, wh = jax.device_put(eb.indices), jax.device_put(eb.where)
+            t0 = time.perf_counter()
+            state, losses = compiled(state, Xd, Yd, idx, wh, jax.random.key(1))
+            jax.block_until_ready(losses)
+            times.append(time.perf_counter() - t0)
+        holder = [state]
+
+        def one_epoch():
+            holder[0], l_ = compiled(holder[0], Xd, Yd, idx, wh, jax.random.key(1))
+            jax.block_until_ready(l_)
+
+        rss = peak_rss_delta(one_epoch)
+        n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
+        row = {"setting": label, "params": n_params, "compile_s": compile_s, "epoch_s": float(np.median(times)),
+               "xla_peak_MiB": plan / 2**20 if plan else None, "rss_growth_MiB": (rss or 0) / 2**20,
+               "steps": sampler.steps_per_epoch}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    base = rows[-2]  # E = 10
+    lines = [f"# RARE cost: ensemble vs MC dropout on {args.dataset}", "",
+             f"Command: `python experiments/rare_cost.py --dataset {args.dataset} --epochs {args.epochs}`  ",
+             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, jax {jax.__version__} "
+             f"({jax.default_backend()}); date {datetime.date.today().isoformat()}", "",
+             "| setting | parameters | compile s | epoch s | vs E=10 | XLA peak MiB | RSS growth MiB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['params']:,} | {r['compile_s']:.1f} | {r['epoch_s']:.3f} | "
+                     f"{r['epoch_s'] / base['epoch_s']:.2f}x | {r['xla_peak_MiB']:.1f} | {r['rss_growth_MiB']:.1f} |")
+    out = os.path.join(HERE, "results", "rare_cost")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    atomic_write_text(out + ".md", "\n".join(lines) + "\n")
+    atomic_write_text(out + ".json", json.dumps(rows, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The experiment runners: resumable runs, tables with > 2 sigma bolding, figures; the benchmarks' torch twin."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+
+
+def test_two_sigma_rule():
+    import rare
+
+    assert rare.significantly_greater((5.0, 0.1, 3), (4.0, 0.2, 3))  # 1.0 > 2 * 0.2
+    assert not rare.significantly_greater((5.0, 0.6, 3), (4.0, 0.2, 3))  # 1.0 < 2 * 0.6
+    assert not rare.significantly_greater((5.0, 0.0, 1), (4.0, 0.0, 3))  # one seed: no claim
+
+
+def test_rare_table1_runs_resumes_and_writes_outputs(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "rare.py"), "table1", "--datasets", "synthetic",
+           "--seeds", "2", "--override", "epochs=1", "hidden=16", "batch_size=64",
+           "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--workers", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "14 runs to do" in out.stdout
+    md = (tmp_path / "res" / "rare_table1.md").read_text()
+    for method in ("None", "LPROS", "HROS-PD", "w0=0.25 (code)", "w0=0.50 (paper)"):
+        assert f"| synthetic | {method} | 2 |" in md
+    summary = json.loads((tmp_path / "res" / "rare_table1.json").read_text())
+    assert summary["synthetic"]["None"]["n"] == 2
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert "0 runs to do" in again.stdout  # finished runs are skipped
+
+
+def test_torch_reference_matches_hmljax():
+    torch = pytest.importorskip("torch", reason="torch is a benchmark-only dependency: pip install -e '.[bench]'")
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, ROOT)
+    from benchmarks import _torch_ref as T
+    from hmljax.constraints import constraint_graph
+    from hmljax.data import load_dataset
+    from hmljax.losses import mc_loss
+    from hmljax.models import ChmcnnMLP
+
+    h = load_dataset("synthetic").hierarchy
+    rng = np.random.default_rng(0)
+    Y = (rng.random((6, h.num_nodes)) < 0.3).astype(np.float32)
+    Y = (Y @ np.asarray(h.ancestry, np.float32).T > 0).astype(np.float32)  # close under ancestors
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    model = ChmcnnMLP(hidden=8, num_outputs=h.num_nodes, dropout=0.0)
+    params = model.init({"params": jax.random.key(0)}, jnp.asarray(x), train=False)["params"]
+    tm = T.mlp(5, 8, h.num_nodes, 0.0)
+    T.load_flax_params(tm, params)
+    logits = model.apply({"params": params}, jnp.asarray(x), train=False)
+    np.testing.assert_allclose(tm(torch.from_numpy(x)).detach().numpy(), logits, rtol=1e-5, atol=1e-6)
+    mask = np.asarray(h.evaluated)
+    ours = float(mc_loss(logits, jnp.asarray(Y), constraint_graph(h), where=mask).sum() / (6 * mask.sum()))
+    theirs = float(T.mc_loss(tm(torch.from_numpy(x)), torch.from_numpy(Y),
+                             torch.from_numpy(np.asarray(h.ancestry, np.float32)), torch.from_numpy(mask)))
+    assert ours == pytest.approx(theirs, rel=1e-5)
