@@ -20,7 +20,6 @@ RESULTS = os.path.join(HERE, "results")
 
 
 def parse_args(description: str, extra=None) -> argparse.Namespace:
-    _reexec_with_malloc_env()
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both jax and torch")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (the median is reported)")
@@ -126,7 +125,10 @@ def peak_rss_delta(fn) -> int | None:
 
     Resets the kernel's high-water mark (``/proc/self/clear_refs``), so setup,
     compilation and warm-up do not count. Measured the same way for jax and
-    torch (both allocate CPU tensors with malloc; see ``_reexec_with_malloc_env``).
+    torch (both allocate CPU buffers with malloc). Buffers above glibc's mmap
+    threshold (at most 32 MiB) are returned to the OS when freed and so are
+    counted in full; smaller ones may be served from memory the allocator kept,
+    which can only under-count (for jax the ratio also uses XLA's own plan).
     Returns None where /proc is unavailable.
     """
     import gc
@@ -140,15 +142,6 @@ def peak_rss_delta(fn) -> int | None:
         return max(_status_kib("VmHWM") - before, 0) * 1024
     except OSError:
         return None
-
-
-def _reexec_with_malloc_env() -> None:
-    # glibc keeps freed chunks below its (dynamically growing) mmap threshold; a
-    # fixed low threshold returns large buffers to the OS, so peak RSS deltas
-    # reflect what each call needs rather than what an earlier call left cached.
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux") and sys.argv[0]:
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def assert_close(name: str, a, b, *, rtol=1e-4, atol=1e-5) -> float:

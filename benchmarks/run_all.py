@@ -42,6 +42,34 @@ def _table(rows, cols, heads=None):
     return out
 
 
+def _targets() -> list[str]:
+    """The issue's acceptance ratios, read from the rows (missing benchmarks are skipped)."""
+    out = ["## Against the targets", ""]
+    c, t, e = _load("constraint"), _load("train"), _load("ensemble")
+    if c:
+        r = next((r for r in c["rows"] if r.get("hierarchy") == "cellcycle_GO" and r.get("B") == 64
+                  and r.get("impl") == "hmljax sparse" and r.get("mode") == "fwd+bwd"), None)
+        if r:
+            out.append(f"- Sparse constraint, GO N=4126, B=64, fwd+bwd: {r['speedup_vs_torch']:,.0f}x faster "
+                       f"(target 50x), {r.get('memory_ratio_vs_torch', 0):,.0f}x less peak memory (target 20x).")
+    if t:
+        e2e = next((r["end_to_end"] for r in t["rows"] if "end_to_end" in r), None)
+        if e2e:
+            out.append(f"- Scan-fused cellcycle_FUN epoch, batch 4: {e2e['ratio']:.1f}x the float32 PyTorch loop's "
+                       f"samples/s (target 20x; missed). Against the as-published reference (float64 constraint, "
+                       f"5.7 s/epoch as quoted in the issue, not re-measured here): "
+                       f"{5.7 / e2e['hmljax_epoch_s']:.1f}x. The step is bound by Adam's elementwise pass: see the "
+                       f"floor table (the step runs at ~80% of the floor; the update alone is ~0.34 ms of 0.43).")
+    if e:
+        loop = next((r for r in e["rows"] if r["E"] == 10 and r["impl"] == "hmljax vmapped jit step"), None)
+        if loop:
+            out.append(f"- Ensemble of 10, batch 4: {loop['speedup_vs_torch_loop']:.1f}x the torch Python loop "
+                       f"(target 10x; missed) and {loop['speedup_vs_torch_func_vmap']:.1f}x torch.func's vmap "
+                       f"(target 2x). 5.4M parameters: Adam's pass over them (~150 MB moved per step) sets a "
+                       f"~8-10 ms floor that the torch loop pays as well.")
+    return out + [""]
+
+
 def report() -> str:
     lines = ["# Benchmarks: hmljax vs PyTorch", "",
              "Written by `python -m benchmarks.run_all` from the JSON rows in `benchmarks/results/`. Every",
@@ -57,11 +85,13 @@ def report() -> str:
     d = _load("constraint")
     if d:
         rows = [r for r in d["rows"] if "impl" in r]
+        for r in rows:
+            r["xla_plan_MiB"] = r["xla_plan_bytes"] / 2**20 if r.get("xla_plan_bytes") else None
         lines += ["## 1. Constraint module (max over descendants)", "", f"Command: `{d['command']}`", ""]
         lines += _table(rows, ["hierarchy", "N", "B", "impl", "mode", "median_ms", "speedup_vs_torch",
-                               "peak_rss_MiB", "memory_ratio_vs_torch", "compile_s"],
-                        ["hierarchy", "N", "B", "impl", "mode", "median ms", "x torch", "peak RSS MiB",
-                         "torch mem / ours", "compile s"])
+                               "peak_rss_MiB", "xla_plan_MiB", "memory_ratio_vs_torch", "compile_s"],
+                        ["hierarchy", "N", "B", "impl", "mode", "median ms", "x torch", "RSS growth MiB",
+                         "XLA plan MiB", "torch mem / ours", "compile s"])
         skipped = [r["skipped"] for r in d["rows"] if "skipped" in r]
         for s in (skipped[0] if skipped else []):
             lines.append(f"- skipped: {s}")
@@ -115,6 +145,7 @@ def report() -> str:
                         ["layout", "E", "B", "devices", "s/epoch", "samples/s", "x 1 device"])
         lines += ["", "Simulated devices split the same 2 cores, so this shows the layouts work and what the",
                   "partitioning costs, not multi-accelerator scaling.", ""]
+    lines += _targets()
     text = "\n".join(lines) + "\n"
     tmp = os.path.join(HERE, "README.md.tmp")
     with open(tmp, "w") as fh:
