@@ -22,16 +22,17 @@ def test_two_sigma_rule():
 
 def test_rare_table1_runs_resumes_and_writes_outputs(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "rare.py"), "table1", "--datasets", "synthetic",
-           "--seeds", "2", "--override", "epochs=1", "hidden=16", "batch_size=64",
+           "--seeds", "1", "--override", "epochs=1", "hidden=16", "batch_size=64",
            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--workers", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "14 runs to do" in out.stdout
+    assert "7 runs to do" in out.stdout
     md = (tmp_path / "res" / "rare_table1.md").read_text()
     for method in ("None", "LPROS", "HROS-PD", "w0=0.25 (code)", "w0=0.50 (paper)"):
-        assert f"| synthetic | {method} | 2 |" in md
+        assert f"| synthetic | {method} | 1 |" in md
     summary = json.loads((tmp_path / "res" / "rare_table1.json").read_text())
-    assert summary["synthetic"]["None"]["n"] == 2
+    assert summary["synthetic"]["None"]["n"] == 1
+    assert (tmp_path / "res" / "rare_table1.png").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert "0 runs to do" in again.stdout  # finished runs are skipped
 
