@@ -249,12 +249,10 @@ def _peak_memory() -> dict:
     import resource
 
     out = {"host_max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-        if "peak_bytes_in_use" in stats:
-            out["device_peak"] = int(stats["peak_bytes_in_use"])
-    except Exception:  # backends without memory stats (CPU)
-        pass
+    stats_fn = getattr(jax.devices()[0], "memory_stats", None)
+    stats = (stats_fn() if stats_fn else None) or {}  # None on backends without allocator stats (CPU)
+    if "peak_bytes_in_use" in stats:
+        out["device_peak"] = int(stats["peak_bytes_in_use"])
     return out
 
 
