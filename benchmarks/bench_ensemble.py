@@ -141,6 +141,9 @@ def main():
 
         t_ep = C.timeit(run_epoch, repeats=max(3, args.repeats // 10), warmup=1, sync=C.jax_sync)
         scan_step = t_ep["median_s"] / sampler.steps_per_epoch
+        from benchmarks.bench_train import optimizer_update_seconds
+
+        adam_s = optimizer_update_seconds(model, opt, D, args.repeats, members=E)
         t_loop = C.timeit(f_loop, repeats=args.repeats * 2)
         t_vmap = C.timeit(f_vmap, repeats=args.repeats * 2)
         for impl, sec, comp in (("hmljax vmapped jit step", t_jit["median_s"], c_s),
@@ -148,6 +151,7 @@ def main():
                                 ("torch python loop", t_loop["median_s"], None),
                                 ("torch.func vmap", t_vmap["median_s"], None)):
             row = {"E": E, "B": B, "impl": impl, "step_ms": sec * 1e3, "compile_s": comp,
+                   "adam_update_ms": adam_s * 1e3,
                    "speedup_vs_torch_loop": t_loop["median_s"] / sec,
                    "speedup_vs_torch_func_vmap": t_vmap["median_s"] / sec}
             rows.append(row)

@@ -48,17 +48,17 @@ def machine_rates(repeats: int) -> dict:
     return {"matmul_flops_per_s": 2 * n**3 / t, "copy_bytes_per_s": 2 * big.nbytes / tb}
 
 
-def optimizer_update_seconds(model, opt, num_features: int, repeats: int) -> float:
-    """Median time of the optimiser update alone (torch-style wd + Adam) on this model's parameters."""
+def optimizer_update_seconds(model, opt, num_features: int, repeats: int, members: int = 0) -> float:
+    """Median time of the optimiser update alone (torch-style wd + Adam) on this model's (stacked) parameters."""
     import jax
     import optax
 
     from hmljax.training import init_state
 
-    st = init_state(model, opt, num_features, key=jax.random.key(0))
+    st = init_state(model, opt, num_features, key=jax.random.key(0), members=members)
     grads = jax.tree.map(lambda p: p * 1e-3, st.params)
 
-    @jax.jit
+    @jax.jit  # no donation, as in the train step's own update (its buffers are donated as a whole)
     def upd(params, opt_state):
         u, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, u), opt_state

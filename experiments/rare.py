@@ -19,7 +19,6 @@ the dataset; Tables 2/4: the baseline).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import dataclasses
 import datetime
 import json
@@ -29,6 +28,9 @@ import subprocess
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _runner import run_tasks  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -106,23 +108,7 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "=.-" else "_" for c in s)
 
 
-def _run_one(task) -> tuple[str, str | None]:
-    """Worker: one training run (its own process, so jax compiles are not shared across workers)."""
-    cfg_dict, run_dir = task
-    from hmljax.training import TrainConfig, train_and_evaluate
-
-    try:
-        cfg = TrainConfig(**cfg_dict)
-        resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
-        train_and_evaluate(cfg, run_dir, resume=resume, progress=False)
-        return run_dir, None
-    except Exception as e:  # noqa: BLE001 - reported, and the other runs go on
-        return run_dir, f"{type(e).__name__}: {e}"
-
-
 def run(name: str, args) -> None:
-    from tqdm.auto import tqdm
-
     from hmljax.training import TrainConfig
 
     exp = experiment(name, args)
@@ -139,18 +125,7 @@ def run(name: str, args) -> None:
                     continue  # HROS-PD is for trees; the table marks it n/a
                 tasks.append((dataclasses.asdict(cfg), run_dir))
     print(f"{name}: {len(tasks)} runs to do ({args.workers} workers)", flush=True)
-    failures = []
-    if tasks:
-        if args.workers > 1:  # one core per worker: batch-4 steps gain nothing from intra-op threads
-            os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-        ctx = __import__("multiprocessing").get_context("spawn")
-        with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, max_tasks_per_child=args.tasks_per_worker) as pool:
-            futs = [pool.submit(_run_one, t) for t in tasks]
-            for f in tqdm(cf.as_completed(futs), total=len(futs), desc=name, unit="run"):
-                run_dir, err = f.result()
-                if err:
-                    failures.append((run_dir, err))
-                    tqdm.write(f"FAILED {run_dir}: {err}")
+    failures = run_tasks(tasks, workers=args.workers, tasks_per_worker=args.tasks_per_worker, desc=name)
     write_outputs(name, args)
     if failures:
         raise SystemExit(f"{len(failures)} runs failed (see above)")

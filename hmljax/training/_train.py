@@ -118,6 +118,10 @@ def make_train_step(model, optimizer, *, ancestry, evaluated: Bool[Array, " C"],
 
     def loss_fn(params, x, y, where, key, t):
         logits = forward(params, x, train=True, key=key)  # [E, B, C]
+        with jax.named_scope("loss"):  # named scopes label the ops in profiles (benchmarks/profile_step.py)
+            return _weighted_total(params, logits, x, y, where, key, t)
+
+    def _weighted_total(params, logits, x, y, where, key, t):
         mask_BxC = where[:, None] & evaluated[None, :]
         per = jax.vmap(lambda z: mc_loss(z, y, ancestry, where=mask_BxC))(logits)  # [E, B, C]
         weight = jnp.ones(y.shape, jnp.float32)
@@ -142,8 +146,9 @@ def make_train_step(model, optimizer, *, ancestry, evaluated: Bool[Array, " C"],
         step_key = jax.random.fold_in(key, state.step)
         (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, x, y.astype(jnp.float32), where, step_key, t)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        with jax.named_scope("optimizer"):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, state.step + 1), loss
 
     return step
