@@ -104,7 +104,8 @@ def _profile_section(d: dict) -> list[str]:
     lines = ["## 8. Profile: where a batch-4 step's time goes", "", f"Command: `{d['command']}`", "",
              "jax: `jax.profiler` trace of the jit step, each XLA op grouped by the scope XLA keeps in its",
              "metadata; torch: `torch.profiler` over the same eager steps. Shares are of the profiled time",
-             "(profilers add overhead of their own); wall is the unprofiled median.", "",
+             "(profilers add overhead of their own); wall is the unprofiled median. One thread, so that",
+             "XLA runs the step's ops one at a time and each op's traced time is its own.", "",
              "| case | impl | wall us/step | profiled us/step | groups (share of profiled) |", "|---|---|---|---|---|"]
     for r in d["rows"]:
         groups = ", ".join(f"{g} {us / max(r['profiled_us'], 1e-9):.0%}" for g, us in r["groups_us"].items() if us > 0)
@@ -215,7 +216,9 @@ def main():
     args = p.parse_args()
     if not args.report_only:
         for b in args.only:
-            cmd = [sys.executable, "-m", f"benchmarks.{b}", "--threads", str(args.threads)]
+            # The profile runs on one thread: its attribution needs XLA's ops to run one at a time.
+            threads = 1 if b == "profile_step" else args.threads
+            cmd = [sys.executable, "-m", f"benchmarks.{b}", "--threads", str(threads)]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]
             if args.quick:
