@@ -43,3 +43,14 @@ def mc_loss(logits: torch.Tensor, y: torch.Tensor, R: torch.Tensor, to_eval: tor
     if to_eval.dtype == torch.bool:
         to_eval = torch.nonzero(to_eval).squeeze(1)
     return nn.functional.binary_cross_entropy(out.index_select(-1, to_eval), y.index_select(-1, to_eval))
+
+
+def loop_step(models, optimizer, x: torch.Tensor, y: torch.Tensor, R: torch.Tensor, to_eval: torch.Tensor):
+    """RARE's released training loop for E members: the members' MCLosses summed, one backward, one Adam step."""
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(mc_loss(m(x), y, R, to_eval) for m in models)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step

@@ -66,13 +66,7 @@ def main():
             return ms
 
         def loop_step_fn(models, topt):
-            def f():
-                topt.zero_grad(set_to_none=True)
-                loss = sum(T.mc_loss(m(xt), yt, R_t, to_eval) for m in models)
-                loss.backward()
-                topt.step()
-                return loss
-            return f
+            return T.loop_step(models, topt, xt, yt, R_t, to_eval)
 
         def vmap_step_fn(models):
             base = copy.deepcopy(models[0]).to("meta")

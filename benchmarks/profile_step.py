@@ -165,13 +165,7 @@ def main():
         for e, m in enumerate(members):
             T.load_flax_params(m, jax.tree.map(lambda a, e=e: a[e] if E > 1 else a, state.params))
         topt = torch.optim.Adam([p for m in members for p in m.parameters()], lr=lr, weight_decay=wd)
-
-        def torch_step():
-            topt.zero_grad(set_to_none=True)
-            loss = sum(T.mc_loss(m(xt), yt, R_t, to_eval) for m in members)
-            loss.backward()
-            topt.step()
-            return loss
+        torch_step = T.loop_step(members, topt, xt, yt, R_t, to_eval)
 
         holder = [state]
 
