@@ -19,15 +19,15 @@ import os
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def run_one(task) -> tuple[str, str | None]:
-    """Worker: one training run. Returns ``(run_dir, error or None)``."""
+def run_one(task, progress: bool = False) -> tuple[str, str | None]:
+    """One training run (in a worker, or in this process). Returns ``(run_dir, error or None)``."""
     cfg_dict, run_dir = task
     from hmljax.training import TrainConfig, train_and_evaluate
 
     try:
         cfg = TrainConfig(**cfg_dict)
         resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
-        train_and_evaluate(cfg, run_dir, resume=resume, progress=False)
+        train_and_evaluate(cfg, run_dir, resume=resume, progress=progress)
         return run_dir, None
     except Exception as e:  # noqa: BLE001 - reported by the caller, and the other runs go on
         return run_dir, f"{type(e).__name__}: {e}"
@@ -39,15 +39,25 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
 
     ``on_done(run_dir)`` is called in the parent after each successful run
     (the scripts rewrite their tables there, so a table is never stale by more
-    than the runs still in flight).
+    than the runs still in flight). One worker and no ``tasks_per_worker`` runs
+    in this process, with progress bars; ``tasks_per_worker=1`` gives every run
+    a fresh process (for per-run peak memory).
     """
     from tqdm.auto import tqdm
 
     failures: list[tuple[str, str]] = []
     if not tasks:
         return failures
-    if workers > 1:
-        os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
+    if workers <= 1 and tasks_per_worker is None:  # in this process, with each run's epoch progress bar
+        for t in tasks:
+            run_dir, err = run_one(t, progress=True)
+            if err:
+                failures.append((run_dir, err))
+                print(f"FAILED {run_dir}: {err}", flush=True)
+            elif on_done is not None:
+                on_done(run_dir)
+        return failures
+    os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
     ctx = multiprocessing.get_context("spawn")  # jax is not fork-safe
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker) as pool:
         futs = [pool.submit(run_one, t) for t in tasks]
