@@ -7,7 +7,9 @@
 Every (experiment, dataset, method, seed) run goes to
 ``<runs>/<experiment>/<dataset>/<method>/s<seed>`` and is skipped when its
 ``results.json`` exists, so a long table can be completed over several
-sittings. After the runs, the experiment's table is rebuilt from every finished
+sittings. A run whose config (dataset, seed, every setting) matches a finished
+run of another experiment is not trained again: the tables share it (Table 7's
+None, LPROS and w0 = 0.25 rows are Table 1's runs). After the runs, the experiment's table is rebuilt from every finished
 run found: ``experiments/results/rare_<experiment>.{md,json}`` (mean ± std over
 seeds, in percent, with the paper's > 2σ bolding) plus a PNG figure.
 
@@ -108,21 +110,61 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "=.-" else "_" for c in s)
 
 
-def run(name: str, args) -> None:
+def _config(d: str, overrides: list[str], seed: int, args):
     from hmljax.training import TrainConfig
 
+    return TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override([*overrides, *args.override])
+
+
+_FINISHED: dict | None = None
+
+
+def finished_runs(runs_root: str) -> dict:
+    """``{frozen config (data_dir aside): run_dir}`` for every finished run under ``runs_root``, any experiment.
+
+    Experiments share runs: Table 7's None, LPROS and w0 = 0.25 rows are Table
+    1's runs, found here by their saved config instead of trained again.
+    """
+    global _FINISHED
+    if _FINISHED is None:
+        _FINISHED = {}
+        for root, _dirs, files in os.walk(runs_root):
+            if "results.json" in files and "config.json" in files:
+                with open(os.path.join(root, "config.json")) as fh:
+                    _FINISHED.setdefault(_config_key(json.load(fh)["config"]), root)
+    return _FINISHED
+
+
+def _config_key(cfg: dict) -> str:
+    """A config's identity: rebuilt as today's TrainConfig (keys added since the run take their defaults)
+    and resolved against the registry, as the run saw it."""
+    from hmljax.training import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    full = dataclasses.asdict(TrainConfig(**{k: v for k, v in cfg.items() if k in names}).resolved())
+    return json.dumps({k: v for k, v in full.items() if k != "data_dir"}, sort_keys=True)
+
+
+def run_dir_for(name: str, d: str, method: str, seed: int, cfg, args) -> str:
+    """Where a run's results are: its own directory, or a finished run of the same config elsewhere."""
+    own = os.path.join(args.runs, name, d, _slug(method), f"s{seed}")
+    if os.path.exists(os.path.join(own, "results.json")) or name == "table8":  # table8 times its own runs
+        return own
+    return finished_runs(args.runs).get(_config_key(dataclasses.asdict(cfg)), own)
+
+
+def run(name: str, args) -> None:
     exp = experiment(name, args)
     tasks = []
     for d, methods in exp.items():
         for method, overrides in methods.items():
             for seed in range(args.seeds):
-                run_dir = os.path.join(args.runs, name, d, _slug(method), f"s{seed}")
-                if os.path.exists(os.path.join(run_dir, "results.json")):
-                    continue
-                cfg = TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override(
-                    [*overrides, *args.override])
+                cfg = _config(d, overrides, seed, args)
                 if d.endswith("_GO") and cfg.resample == "hros_pd":
                     continue  # HROS-PD is for trees; the table marks it n/a
+                run_dir = run_dir_for(name, d, method, seed, cfg, args)
+                if os.path.exists(os.path.join(run_dir, "results.json")):
+                    continue
                 tasks.append((dataclasses.asdict(cfg), run_dir))
     print(f"{name}: {len(tasks)} runs to do ({args.workers} workers)", flush=True)
     failures = run_tasks(tasks, workers=args.workers, tasks_per_worker=args.tasks_per_worker, desc=name)
@@ -135,18 +177,29 @@ def run(name: str, args) -> None:
 
 
 def collect(name: str, args) -> dict:
-    """``{dataset: {method: [results.json dicts]}}`` for every finished run of the experiment."""
+    """``{dataset: {method: [results.json dicts]}}`` for every finished run of the experiment.
+
+    Seeds found in the method's own directory count, and so do seeds
+    ``0 .. --seeds-1`` finished elsewhere with the same config.
+    """
     out: dict = {}
     for d, methods in experiment(name, args).items():
-        for method in methods:
+        for method, overrides in methods.items():
             base = os.path.join(args.runs, name, d, _slug(method))
-            rows = []
+            found = {}
             if os.path.isdir(base):
                 for s in sorted(os.listdir(base)):
-                    p = os.path.join(base, s, "results.json")
-                    if os.path.exists(p):
-                        with open(p) as fh:
-                            rows.append(json.load(fh))
+                    if os.path.exists(os.path.join(base, s, "results.json")):
+                        found[s] = os.path.join(base, s)
+            for seed in range(args.seeds):
+                if f"s{seed}" not in found:
+                    found[f"s{seed}"] = run_dir_for(name, d, method, seed, _config(d, overrides, seed, args), args)
+            rows = []
+            for s in sorted(found):
+                p = os.path.join(found[s], "results.json")
+                if os.path.exists(p):
+                    with open(p) as fh:
+                        rows.append(json.load(fh))
             out.setdefault(d, {})[method] = rows
     return out
 

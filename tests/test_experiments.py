@@ -35,6 +35,13 @@ def test_rare_table1_runs_resumes_and_writes_outputs(tmp_path):
     assert (tmp_path / "res" / "rare_table1.png").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert "0 runs to do" in again.stdout  # finished runs are skipped
+    # Table 7 shares Table 1's None, LPROS and w0 = 0.25 (code) runs: only LPROS + weights is new.
+    t7 = subprocess.run([*cmd[:2], "table7", *cmd[3:]], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert t7.returncode == 0, t7.stderr[-3000:]
+    assert "table7: 1 runs to do" in t7.stdout
+    md7 = (tmp_path / "res" / "rare_table7.md").read_text()
+    for method in ("None", "LPROS", "w0=0.25 (code)", "LPROS + w0=0.25 (code)"):
+        assert f"| synthetic | {method} | 1 |" in md7
 
 
 def test_torch_reference_matches_hmljax():
