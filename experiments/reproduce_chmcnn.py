@@ -78,6 +78,8 @@ def write_table(runs_dir: str, out_md: str, command: str) -> str:
                      f"{f1.mean():.4f} | {ep:.2f} |")
         rows[name] = {"seeds": [r["seed"] for r in rs], "auprc": ap.tolist(), "published": pub,
                       "node_f1": f1.tolist(), "median_epoch_seconds": float(ep)}
+    lines += ["", "Epoch times are each run's median; runs made with `--workers 2` shared the 2 cores with "
+              "another run and are slower than a run alone."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out_md, text)
     atomic_write_text(os.path.splitext(out_md)[0] + ".json", json.dumps(rows, indent=2))
