@@ -5,9 +5,11 @@ run_dir)``; a run with a checkpoint directory resumes, so an interrupted
 sitting loses at most ``checkpoint_every`` epochs per run.
 
 Why processes with one core each: C-HMCNN trains at batch 4, where a step is a
-handful of small matmuls and an Adam pass. XLA's intra-op threads buy nothing
+handful of small matmuls and an Adam pass. XLA's intra-op threads buy little
 there (measured: derisi_GO, 2.87 s/epoch on 1 thread against 3.10 s on 2), so
-two single-threaded runs on a 2-core machine finish twice the work.
+small (FUN-sized) runs side by side nearly double the throughput. GO-sized runs
+are bound by Adam's memory traffic and slow each other down (cellcycle_GO: 4.5
+s/epoch alone, about 10 s each with two side by side), so they gain little.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ Every (experiment, dataset, method, seed) run goes to
 ``results.json`` exists, so a long table can be completed over several
 sittings. A run whose config (dataset, seed, every setting) matches a finished
 run of another experiment is not trained again: the tables share it (Table 7's
-None, LPROS and w0 = 0.25 rows are Table 1's runs). After the runs, the experiment's table is rebuilt from every finished
-run found: ``experiments/results/rare_<experiment>.{md,json}`` (mean ± std over
-seeds, in percent, with the paper's > 2σ bolding) plus a PNG figure.
+None, LPROS and w0 = 0.25 rows are Table 1's runs). After the runs, the
+experiment's table is rebuilt from every finished run found:
+``experiments/results/rare_<experiment>.{md,json}`` (mean ± std over seeds, in
+percent, with the paper's > 2σ bolding) plus a PNG figure.
 
 "> 2σ" here: a mean is bold when it exceeds every compared mean by more than
 twice the larger of the two standard deviations (Table 1: all other methods of
