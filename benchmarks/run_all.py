@@ -78,7 +78,8 @@ def _targets() -> list[str]:
                          f"{_share(p1, 'backward'):.0%}, forward {_share(p1, 'forward'):.0%}, parameter copies "
                          f"{_share(p1, 'copies'):.0%} and dropout RNG {_share(p1, 'dropout rng'):.0%} of the "
                          f"profiled time. The copies (XLA copies donated kernels before updating them in "
-                         f"place) and the RNG are overhead not yet removed; without them the step would be about "
+                         f"place) and the RNG are overhead not yet removed; even if they cost the scan step what they "
+                         f"cost the jit step, removing them would give at most about "
                          f"{torch_step_ms / (scan['step_ms'] * (1 - waste)):.0f}x the loop, still short of 20x.")
             out.append(line)
     if e:
