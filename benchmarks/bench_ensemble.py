@@ -36,6 +36,7 @@ def main():
     from torch.func import functional_call, stack_module_state
 
     from benchmarks import _torch_ref as T
+    from benchmarks.bench_train import optimizer_update_seconds
     from hmljax.constraints import constraint_graph
     from hmljax.data import EpochSampler, load_dataset
     from hmljax.models import ChmcnnMLP, stacked_forward
@@ -135,8 +136,6 @@ def main():
 
         t_ep = C.timeit(run_epoch, repeats=max(3, args.repeats // 10), warmup=1, sync=C.jax_sync)
         scan_step = t_ep["median_s"] / sampler.steps_per_epoch
-        from benchmarks.bench_train import optimizer_update_seconds
-
         adam_s = optimizer_update_seconds(model, opt, D, args.repeats, members=E)
         t_loop = C.timeit(f_loop, repeats=args.repeats * 2)
         t_vmap = C.timeit(f_vmap, repeats=args.repeats * 2)

@@ -58,7 +58,9 @@ def optimizer_update_seconds(model, opt, num_features: int, repeats: int, member
     st = init_state(model, opt, num_features, key=jax.random.key(0), members=members)
     grads = jax.tree.map(lambda p: p * 1e-3, st.params)
 
-    @jax.jit  # no donation, as in the train step's own update (its buffers are donated as a whole)
+    # Not donated: each call writes fresh parameter and moment buffers, so this is an upper bound
+    # on what the update costs inside the (donating) train step.
+    @jax.jit
     def upd(params, opt_state):
         u, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, u), opt_state

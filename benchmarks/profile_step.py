@@ -29,6 +29,7 @@ import gzip
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 
@@ -40,7 +41,8 @@ GROUPS = ("forward", "loss", "backward", "optimizer", "dropout rng", "copies", "
 
 def _extra(p):
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--steps", type=int, default=200, help="profiled steps per case")
+    p.add_argument("--steps", type=int, default=200, help="profiled steps per trace")
+    p.add_argument("--traces", type=int, default=3, help="jax traces per case (each op's median is used)")
     p.add_argument("--ensemble", type=int, default=10)
 
 
@@ -61,10 +63,12 @@ def group_of(name: str, op_name: str) -> str:
         return "optimizer"
     if any(s in op_name for s in ("_bernoulli", "_uniform", "random_bits", "threefry", "fold_in")):
         return "dropout rng"
-    if "transpose(jvp(" in op_name:
-        return "loss" if "/loss/" in op_name else "backward"
-    if "loss" in op_name.split("/"):
+    # Under grad the scope shows as ``jvp(loss)`` (forward) or ``transpose(jvp(loss))`` (backward):
+    # both count as the loss.
+    if re.search(r"(^|[/(])loss([)/]|$)", op_name):
         return "loss"
+    if "transpose(jvp(" in op_name:
+        return "backward"
     if "jvp(" in op_name:
         return "forward"
     if name.startswith("copy"):
@@ -72,15 +76,10 @@ def group_of(name: str, op_name: str) -> str:
     return "other"
 
 
-def jax_profile(jitted, args: tuple, steps: int) -> dict:
-    """Profiles ``steps`` calls of ``state, loss = jitted(state, *rest)``; per-step microseconds by group."""
+def _trace_op_us(jitted, state, rest, steps: int, ops: dict) -> tuple[collections.Counter, object]:
+    """One trace of ``steps`` calls: per-step microseconds of each entry op."""
     import jax
 
-    state, rest = args[0], args[1:]
-    ops = entry_ops(jitted.lower(state, *rest).compile().as_text())
-    for _ in range(5):  # warm up outside the trace
-        state, loss = jitted(state, *rest)
-    jax.block_until_ready(loss)
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d, create_perfetto_trace=True)
         for _ in range(steps):
@@ -95,13 +94,38 @@ def jax_profile(jitted, args: tuple, steps: int) -> dict:
     for e in events:
         if e.get("ph") == "X" and e.get("name") in ops:
             per_op[e["name"]] += e.get("dur", 0.0) / steps
+    return per_op, state
+
+
+def jax_profile(jitted, args: tuple, steps: int, traces: int = 3) -> dict:
+    """Profiles ``steps`` calls of ``state, loss = jitted(state, *rest)``, ``traces`` times.
+
+    Per-step microseconds by group, from each op's median over the traces (single
+    traces on a shared machine moved a group's share by tens of points); the
+    groups' min-max over the traces is kept as ``groups_us_range``.
+    """
+    import jax
+
+    state, rest = args[0], args[1:]
+    ops = entry_ops(jitted.lower(state, *rest).compile().as_text())
+    for _ in range(5):  # warm up outside the trace
+        state, loss = jitted(state, *rest)
+    jax.block_until_ready(loss)
+    runs = []
+    for _ in range(traces):
+        per_op, state = _trace_op_us(jitted, state, rest, steps, ops)
+        runs.append(per_op)
+    names = set().union(*runs)
+    med = {n: statistics.median(r.get(n, 0.0) for r in runs) for n in names}
     groups = collections.Counter()
-    for name, us in per_op.items():
-        groups[group_of(name, ops[name])] += us
+    for n, us in med.items():
+        groups[group_of(n, ops[n])] += us
+    per_trace = [{g: sum(us for n, us in r.items() if group_of(n, ops[n]) == g) for g in GROUPS} for r in runs]
     top = [{"op": n, "us_per_step": us, "group": group_of(n, ops[n]), "op_name": ops[n][-90:]}
-           for n, us in per_op.most_common(12)]
-    return {"groups_us": {g: groups.get(g, 0.0) for g in GROUPS}, "profiled_us": sum(per_op.values()),
-            "top_ops": top}
+           for n, us in sorted(med.items(), key=lambda t: -t[1])[:12]]
+    return {"groups_us": {g: groups.get(g, 0.0) for g in GROUPS}, "profiled_us": sum(med.values()),
+            "groups_us_range": {g: [min(t[g] for t in per_trace), max(t[g] for t in per_trace)] for g in GROUPS},
+            "traces": traces, "top_ops": top}
 
 
 def torch_profile(step_fn, steps: int) -> dict:
@@ -175,7 +199,7 @@ def main():
 
         wall_j = C.timeit(run_jax, repeats=args.repeats * 5, sync=C.jax_sync)["median_s"]
         wall_t = C.timeit(torch_step, repeats=args.repeats * 2)["median_s"]
-        pj = jax_profile(step, (holder[0], *rest), args.steps)
+        pj = jax_profile(step, (holder[0], *rest), args.steps, traces=1 if args.quick else args.traces)
         pt = torch_profile(torch_step, args.steps)
         for side, prof, wall in (("hmljax jit step", pj, wall_j), ("torch eager", pt, wall_t)):
             row = {"case": f"E={E}", "E": E, "B": B, "impl": side, "wall_us_per_step": wall * 1e6} | prof

@@ -109,10 +109,15 @@ def _profile_section(d: dict) -> list[str]:
              "jax: `jax.profiler` trace of the jit step, each XLA op grouped by the scope XLA keeps in its",
              "metadata; torch: `torch.profiler` over the same eager steps. Shares are of the profiled time",
              "(profilers add overhead of their own); wall is the unprofiled median. One thread, so that",
-             "XLA runs the step's ops one at a time and each op's traced time is its own.", "",
+             "XLA runs the step's ops one at a time and each op's traced time is its own. jax shares come",
+             "from each op's median over several traces; [min-max] is each group's range over the traces:",
+             "on a shared machine single traces differ a lot, so read the shares as rough.", "",
              "| case | impl | wall us/step | profiled us/step | groups (share of profiled) |", "|---|---|---|---|---|"]
     for r in d["rows"]:
-        groups = ", ".join(f"{g} {us / max(r['profiled_us'], 1e-9):.0%}" for g, us in r["groups_us"].items() if us > 0)
+        rng = r.get("groups_us_range", {})
+        groups = ", ".join(f"{g} {us / max(r['profiled_us'], 1e-9):.0%}"
+                           + (f" [{rng[g][0]:,.0f}-{rng[g][1]:,.0f} us]" if g in rng else "")
+                           for g, us in r["groups_us"].items() if us > 0)
         lines.append(f"| {r['case']} | {r['impl']} | {r['wall_us_per_step']:,.0f} | {r['profiled_us']:,.0f} | "
                      f"{groups} |")
     for r in d["rows"]:

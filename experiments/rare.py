@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -117,23 +118,19 @@ def _config(d: str, overrides: list[str], seed: int, args):
     return TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override([*overrides, *args.override])
 
 
-_FINISHED: dict | None = None
-
-
+@functools.lru_cache(maxsize=None)
 def finished_runs(runs_root: str) -> dict:
-    """``{frozen config (data_dir aside): run_dir}`` for every finished run under ``runs_root``, any experiment.
+    """``{config key: run_dir}`` for every finished run under ``runs_root``, any experiment (read once).
 
     Experiments share runs: Table 7's None, LPROS and w0 = 0.25 rows are Table
     1's runs, found here by their saved config instead of trained again.
     """
-    global _FINISHED
-    if _FINISHED is None:
-        _FINISHED = {}
-        for root, _dirs, files in os.walk(runs_root):
-            if "results.json" in files and "config.json" in files:
-                with open(os.path.join(root, "config.json")) as fh:
-                    _FINISHED.setdefault(_config_key(json.load(fh)["config"]), root)
-    return _FINISHED
+    out = {}
+    for root, _dirs, files in os.walk(runs_root):
+        if "results.json" in files and "config.json" in files:
+            with open(os.path.join(root, "config.json")) as fh:
+                out.setdefault(_config_key(json.load(fh)["config"]), root)
+    return out
 
 
 def _config_key(cfg: dict) -> str:

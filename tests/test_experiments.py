@@ -98,11 +98,14 @@ def test_step_profile_groups_ops_by_scope():
     ops = entry_ops(step.lower(state, *rest).compile().as_text())
     groups = {group_of(n, m) for n, m in ops.items()}
     # The train step's named scopes reach XLA's metadata: the update and both passes are told apart.
-    assert {"optimizer", "forward", "backward"} <= groups, groups
+    assert {"optimizer", "forward", "backward", "loss"} <= groups, groups
+    assert group_of("fusion.1", "jit(step)/transpose(jvp(loss))/vmap()/mul") == "loss"
+    assert group_of("fusion.2", "jit(step)/jvp(loss)/vmap()/max") == "loss"
     assert group_of("fusion.3", "jit(step)/optimizer/add") == "optimizer"
     assert group_of("fusion.4", "jit(step)/transpose(jvp(ChmcnnMLP))/dense_1/dot_general") == "backward"
     assert group_of("while.1", "jit(step)/jvp(ChmcnnMLP)/Dropout_0/jit(_bernoulli)/while") == "dropout rng"
     prof = jax_profile(step, (state, *rest), steps=3)
-    assert set(prof["groups_us"]) == set(GROUPS)
+    assert set(prof["groups_us"]) == set(GROUPS) == set(prof["groups_us_range"])
+    assert all(lo <= hi for lo, hi in prof["groups_us_range"].values())
     assert prof["profiled_us"] > 0 and prof["groups_us"]["optimizer"] > 0
     assert prof["top_ops"] and all(t["group"] in GROUPS for t in prof["top_ops"])
