@@ -63,7 +63,19 @@ def _focal_methods(ensemble: int, conv: str = "code"):
 
 
 def experiment(name: str, args) -> dict:
-    """``{dataset: {method: [overrides]}}`` for one experiment."""
+    """``{dataset: {method: [overrides]}}`` for one experiment, restricted to ``args.methods`` if given."""
+    exp = _experiment(name, args)
+    if not getattr(args, "methods", None):
+        return exp
+    known = {m for methods in exp.values() for m in methods}
+    unknown = sorted(set(args.methods) - known)
+    if unknown:
+        raise SystemExit(f"--methods: {unknown} not in {name} (its methods: {sorted(known)})")
+    # In the order given, so the runs a user needs first are trained first.
+    return {d: {m: methods[m] for m in args.methods if m in methods} for d, methods in exp.items()}
+
+
+def _experiment(name: str, args) -> dict:
     ds = args.datasets
     E = args.ensemble
     if name == "table1":
@@ -174,6 +186,15 @@ def run(name: str, args) -> None:
 # ----------------------------------------------------------------------------- tables
 
 
+def _table_cells(name: str, args) -> dict:
+    """The table's ``{dataset: {method: overrides}}``: every method, on the experiment's default
+    datasets plus any named with ``--datasets``, so a partial command never shrinks the table."""
+    cells = _experiment(name, argparse.Namespace(**{**vars(args), "datasets": None}))
+    for d, methods in _experiment(name, args).items():
+        cells.setdefault(d, methods)
+    return cells
+
+
 def collect(name: str, args) -> dict:
     """``{dataset: {method: [results.json dicts]}}`` for every finished run of the experiment.
 
@@ -181,7 +202,7 @@ def collect(name: str, args) -> dict:
     ``0 .. --seeds-1`` finished elsewhere with the same config.
     """
     out: dict = {}
-    for d, methods in experiment(name, args).items():
+    for d, methods in _table_cells(name, args).items():
         for method, overrides in methods.items():
             base = os.path.join(args.runs, name, d, _slug(method))
             found = {}
@@ -227,8 +248,11 @@ def _header(name, args) -> list[str]:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     cmd = f"python experiments/rare.py {name} --data-dir {args.data_dir or '$HMLJAX_DATA'} --seeds {args.seeds}"
-    if args.datasets:
-        cmd += " --datasets " + " ".join(args.datasets)
+    # The command that makes the whole table (not a partial one): only datasets beyond the defaults.
+    default = _experiment(name, argparse.Namespace(**{**vars(args), "datasets": None}))
+    extra = [d for d in args.datasets or [] if d not in default]
+    if extra:
+        cmd += " --datasets " + " ".join(list(default) + extra)
     if args.override:
         cmd += " --override " + " ".join(args.override)
     return [f"Command: `{cmd}`  ", f"Commit: `{commit}`; machine: {platform.platform()}, {os.cpu_count()} CPUs; "
@@ -361,6 +385,8 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None, help="folder with hmc/ (default: $HMLJAX_DATA)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--datasets", nargs="*", default=None)
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="train only these methods (names as in the table, e.g. Baseline bBMA GMU), in this order")
     p.add_argument("--ensemble", type=int, default=10, help="E for the focal experiments (paper: 10)")
     p.add_argument("--sizes", type=int, nargs="*", default=list(range(1, 11)), help="fig3's ensemble sizes")
     p.add_argument("--override", nargs="*", default=[], help="key=value applied to every run")

@@ -109,3 +109,18 @@ def test_step_profile_groups_ops_by_scope():
     assert all(lo <= hi for lo, hi in prof["groups_us_range"].values())
     assert prof["profiled_us"] > 0 and prof["groups_us"]["optimizer"] > 0
     assert prof["top_ops"] and all(t["group"] in GROUPS for t in prof["top_ops"])
+
+
+def test_methods_filter_orders_runs_but_not_the_table():
+    """``--methods`` picks and orders the runs to train; the table still has every method and dataset."""
+    import argparse
+
+    import rare
+
+    args = argparse.Namespace(datasets=["spo_FUN"], methods=["GMU", "Baseline"], ensemble=10, sizes=[1])
+    exp = rare.experiment("table2", args)
+    assert list(exp) == ["spo_FUN"] and list(exp["spo_FUN"]) == ["GMU", "Baseline"]
+    cells = rare._table_cells("table2", args)
+    assert list(cells) == rare.FUN and len(cells["cellcycle_FUN"]) == 5
+    with pytest.raises(SystemExit, match="not in table2"):
+        rare.experiment("table2", argparse.Namespace(**{**vars(args), "methods": ["GMU", "Focal"]}))
