@@ -235,6 +235,24 @@ def significantly_greater(a, b) -> bool:
     return a[0] - b[0] > 2 * max(a[1], b[1])
 
 
+def beats_baseline(summary: dict, key: str = "F1") -> list[tuple[str, int, int, int]]:
+    """Per focal method: on how many datasets its mean beats the Baseline's, how many by > 2σ,
+    out of how many datasets where both have finished runs (Tables 2/4's acceptance count)."""
+    out = {}
+    for methods in summary.values():
+        base = methods.get("Baseline", {}).get(key)
+        for m, s in methods.items():
+            if m == "Baseline":
+                continue
+            row = out.setdefault(m, [0, 0, 0])
+            if base is None or s[key] is None:
+                continue
+            row[0] += s[key][0] > base[0]
+            row[1] += significantly_greater(s[key], base)
+            row[2] += 1
+    return [(m, *row) for m, row in out.items()]
+
+
 def _cell(st, bold):
     if st is None:
         return "n/a"
@@ -292,6 +310,11 @@ def write_outputs(name: str, args) -> None:
                              for k, _ in keys]
                     lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
             lines.append("")
+        lines += ["## Against the baseline (F1)", "", "| method | higher mean | > 2σ | datasets compared |",
+                  "|---|---|---|---|"]
+        for m, higher, sig, compared in beats_baseline(summary):
+            lines.append(f"| {m} | {higher} | {sig} | {compared} |")
+        lines.append("")
     else:  # fig3, fig6, table8: a flat table (the figure carries the message)
         extra = ["median epoch s", "max RSS MiB"] if name == "table8" else []
         lines += ["| dataset | setting | n | " + " | ".join([k for k, _ in METRICS] + extra) + " |",

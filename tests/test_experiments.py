@@ -20,6 +20,15 @@ def test_two_sigma_rule():
     assert not rare.significantly_greater((5.0, 0.0, 1), (4.0, 0.0, 3))  # one seed: no claim
 
 
+def test_beats_baseline_counts_datasets_with_both_runs():
+    import rare
+
+    summary = {"a": {"Baseline": {"F1": (4.0, 0.1, 3)}, "GMU": {"F1": (5.0, 0.1, 3)}, "bBMA": {"F1": (3.0, 0.1, 3)}},
+               "b": {"Baseline": {"F1": (4.0, 0.1, 1)}, "GMU": {"F1": (4.5, 0.0, 1)}, "bBMA": {"F1": None}},
+               "c": {"Baseline": {"F1": None}, "GMU": {"F1": (9.0, 0.1, 3)}, "bBMA": {"F1": None}}}
+    assert sorted(rare.beats_baseline(summary)) == [("GMU", 2, 1, 2), ("bBMA", 0, 0, 1)]
+
+
 def test_rare_table1_runs_resumes_and_writes_outputs(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "rare.py"), "table1", "--datasets", "synthetic",
            "--seeds", "1", "--override", "epochs=1", "hidden=16", "batch_size=64",
