@@ -15,6 +15,7 @@ s/epoch alone, about 10 s each with two side by side), so they gain little.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
 
@@ -36,14 +37,16 @@ def run_one(task, progress: bool = False) -> tuple[str, str | None]:
 
 
 def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, desc: str = "runs",
-              on_done=None) -> list[tuple[str, str]]:
+              on_done=None, poll_s: float = 5.0) -> list[tuple[str, str]]:
     """Runs every task; returns ``[(run_dir, error)]`` for the ones that failed.
 
     ``on_done(run_dir)`` is called in the parent after each successful run
     (the scripts rewrite their tables there, so a table is never stale by more
     than the runs still in flight). One worker and no ``tasks_per_worker`` runs
     in this process, with progress bars; ``tasks_per_worker=1`` gives every run
-    a fresh process (for per-run peak memory).
+    a fresh process (for per-run peak memory). With workers, the bar counts
+    epochs over all runs (polled every ``poll_s`` seconds from the runs'
+    ``metrics.jsonl``), so an hours-long table shows its progress and ETA.
     """
     from tqdm.auto import tqdm
 
@@ -61,13 +64,45 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
         return failures
     os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
     ctx = multiprocessing.get_context("spawn")  # jax is not fork-safe
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker) as pool:
-        futs = [pool.submit(run_one, t) for t in tasks]
-        for f in tqdm(cf.as_completed(futs), total=len(futs), desc=desc, unit="run"):
-            run_dir, err = f.result()
-            if err:
-                failures.append((run_dir, err))
-                tqdm.write(f"FAILED {run_dir}: {err}")
-            elif on_done is not None:
-                on_done(run_dir)
+    totals = [_epochs_planned(cfg) for cfg, _ in tasks]
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker) as pool, \
+            tqdm(total=sum(totals), desc=desc, unit="epoch") as bar:
+        futs = {pool.submit(run_one, t): i for i, t in enumerate(tasks)}
+        pending, finished = set(futs), 0
+        while pending:
+            done, pending = cf.wait(pending, timeout=poll_s, return_when=cf.FIRST_COMPLETED)
+            for f in done:
+                run_dir, err = f.result()
+                finished += 1
+                if err:
+                    failures.append((run_dir, err))
+                    tqdm.write(f"FAILED {run_dir}: {err}")
+                else:
+                    tqdm.write(f"done {run_dir}")
+                    if on_done is not None:
+                        on_done(run_dir)
+            # Epoch-level progress: a long table's bar moves with every epoch of the runs in flight,
+            # read from their metrics.jsonl (finished runs count in full, failed ones as planned).
+            epochs = sum(totals[futs[f]] if f not in pending else _epochs_logged(tasks[futs[f]][1]) for f in futs)
+            bar.n = epochs
+            bar.set_postfix(runs=f"{finished}/{len(tasks)}")
     return failures
+
+
+def _epochs_planned(cfg_dict) -> int:
+    from hmljax.training import TrainConfig
+
+    try:
+        return int(TrainConfig(**cfg_dict).resolved().epochs)
+    except Exception:  # noqa: BLE001 - a bad config is the worker's to report, with its run_dir
+        return int(cfg_dict.get("epochs") or 1)
+
+
+def _epochs_logged(run_dir: str) -> int:
+    """The last epoch in a run's metrics.jsonl (0 before it has one)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as fh:
+            lines = fh.read().splitlines()
+        return int(json.loads(lines[-1])["epoch"]) if lines else 0
+    except (OSError, ValueError, KeyError, IndexError):  # not started, or a line being written
+        return 0

@@ -177,7 +177,9 @@ def run(name: str, args) -> None:
                     continue
                 tasks.append((dataclasses.asdict(cfg), run_dir))
     print(f"{name}: {len(tasks)} runs to do ({args.workers} workers)", flush=True)
-    failures = run_tasks(tasks, workers=args.workers, tasks_per_worker=args.tasks_per_worker, desc=name)
+    # The table is rewritten after every finished run, so it is never staler than the runs in flight.
+    failures = run_tasks(tasks, workers=args.workers, tasks_per_worker=args.tasks_per_worker, desc=name,
+                         on_done=lambda _run_dir: write_outputs(name, args, echo=False))
     write_outputs(name, args)
     if failures:
         raise SystemExit(f"{len(failures)} runs failed (see above)")
@@ -277,7 +279,7 @@ def _header(name, args) -> list[str]:
             f"date: {datetime.date.today().isoformat()}. Values in percent, mean ± std over the seeds (n).", ""]
 
 
-def write_outputs(name: str, args) -> None:
+def write_outputs(name: str, args, *, echo: bool = True) -> None:
     res = collect(name, args)
     os.makedirs(args.results, exist_ok=True)
     from hmljax.data import atomic_write_text
@@ -333,7 +335,8 @@ def write_outputs(name: str, args) -> None:
         _figure(name, summary, stem + ".png")
     except ImportError:
         print("matplotlib not installed: no figure (pip install 'hmljax[plot]')")
-    print("\n".join(lines))
+    if echo:
+        print("\n".join(lines))
 
 
 def _figure(name, summary, path):

@@ -133,3 +133,25 @@ def test_methods_filter_orders_runs_but_not_the_table():
     assert list(cells) == rare.FUN and len(cells["cellcycle_FUN"]) == 5
     with pytest.raises(SystemExit, match="not in table2"):
         rare.experiment("table2", argparse.Namespace(**{**vars(args), "methods": ["GMU", "Focal"]}))
+
+
+def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, capsys):
+    """Two worker processes: every good run finishes (on_done called), a bad one is reported, not fatal."""
+    import dataclasses
+
+    import _runner
+
+    from hmljax.training import TrainConfig
+
+    good = [(dataclasses.asdict(TrainConfig(dataset="synthetic", seed=s, epochs=2, hidden=16, batch_size=64)),
+             str(tmp_path / f"s{s}")) for s in range(2)]
+    bad = ({**good[0][0], "dataset": "spo_FUN", "epochs": 2, "data_dir": str(tmp_path / "no-data")},
+           str(tmp_path / "bad"))
+    seen = []
+    failures = _runner.run_tasks([*good, bad], workers=2, on_done=seen.append, poll_s=0.2)
+    assert sorted(seen) == sorted(d for _, d in good)
+    assert [d for d, _ in failures] == [bad[1]]
+    for _, d in good:
+        assert _runner._epochs_logged(d) == 2 and os.path.exists(os.path.join(d, "results.json"))
+    assert _runner._epochs_logged(str(tmp_path / "nowhere")) == 0
+    assert "6/6" in capsys.readouterr().err  # the bar ends at every planned epoch, the bad run's included
