@@ -74,8 +74,9 @@ def main(argv=None):
             jax.block_until_ready(losses)
             times.append(time.perf_counter() - t0)
         n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
+        state_bytes = sum(a.nbytes for a in jax.tree.leaves((state.params, state.opt_state)))
         row = {"setting": label, "params": n_params, "compile_s": compile_s, "epoch_s": float(np.median(times)),
-               "xla_peak_MiB": plan / 2**20 if plan else None, "state_MiB": sum(a.nbytes for a in jax.tree.leaves((state.params, state.opt_state))) / 2**20,
+               "xla_peak_MiB": plan / 2**20 if plan else None, "state_MiB": state_bytes / 2**20,
                "steps": sampler.steps_per_epoch}
         rows.append(row)
         print(json.dumps(row), flush=True)
