@@ -155,3 +155,27 @@ def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, cap
         assert _runner._epochs_logged(d) == 2 and os.path.exists(os.path.join(d, "results.json"))
     assert _runner._epochs_logged(str(tmp_path / "nowhere")) == 0
     assert "6/6" in capsys.readouterr().err  # the bar ends at every planned epoch, the bad run's included
+
+
+def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(tmp_path):
+    import argparse
+    import dataclasses
+
+    import rare
+
+    args = argparse.Namespace(runs=str(tmp_path), override=[], datasets=None, methods=None, ensemble=10,
+                              data_dir=None, sizes=[1])
+    cfg = rare._config("spo_FUN", ["weights=code", "w0=0.25", "reduction=sum", "ensemble=10"], 0, args)
+    own = os.path.join(str(tmp_path), "table2", "spo_FUN", "Baseline", "s0")
+    os.makedirs(own)
+    old = dataclasses.asdict(dataclasses.replace(cfg, reduction="mean"))
+    with open(os.path.join(own, "config.json"), "w") as fh:
+        json.dump({"config": old}, fh)
+    with pytest.raises(SystemExit, match="reduction: saved 'mean', wanted 'sum'"):
+        rare.run_dir_for("table2", "spo_FUN", "Baseline", 0, cfg, args)
+    # With --override the experiment is another one: its runs and table live apart.
+    args.override = ["reduction=mean"]
+    assert rare._tag("table2", args) == "table2__reduction=mean"
+    mean_cfg = rare._config("spo_FUN", ["weights=code", "w0=0.25", "reduction=sum", "ensemble=10"], 0, args)
+    assert mean_cfg.reduction == "mean"
+    assert "table2__reduction=mean" in rare.run_dir_for("table2", "spo_FUN", "Baseline", 0, mean_cfg, args)
