@@ -418,14 +418,19 @@ def _figure(name, summary, path):
         width = 0.8 / max(len(methods), 1)
         for ax, label in zip(axes[0], keys):
             for i, m in enumerate(methods):
-                mu = [summary[d][m][label][0] if summary[d][m][label] else 0 for d in datasets]
-                sd = [summary[d][m][label][1] if summary[d][m][label] else 0 for d in datasets]
-                ax.bar(np.arange(len(datasets)) + i * width, mu, width, yerr=sd, label=m, capsize=2)
+                # A method without finished runs gets no bar and a mark, so it never reads as 0 %.
+                mu = [summary[d][m][label][0] if summary[d][m][label] else np.nan for d in datasets]
+                sd = [summary[d][m][label][1] if summary[d][m][label] else np.nan for d in datasets]
+                x = np.arange(len(datasets)) + i * width
+                bars = ax.bar(x, mu, width, yerr=sd, label=m, capsize=2)
+                for xi, v in zip(x, mu):
+                    if np.isnan(v):
+                        ax.text(xi, 0, "×", ha="center", va="bottom", fontsize=7, color=bars.patches[0].get_facecolor())
             ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
             ax.set_xticklabels(datasets, rotation=30, ha="right")
             ax.set_ylabel(f"{label} (%)")
             ax.set_title(f"RARE {name}: {label}")
-        axes[0][0].legend(fontsize=7)
+        axes[0][0].legend(fontsize=7, title="× = not run", title_fontsize=7)
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=110)
