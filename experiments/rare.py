@@ -331,6 +331,11 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                     cells.append(_cell(s[k], bold))
                 lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
     elif name in ("table2", "table4"):
+        base = _focal_methods(args.ensemble)["Baseline"]
+        lines += [f"Every row: `{' '.join([*base, *args.override])}`"
+                  f"{'' if args.override else ' (the released focal code’s summed loss)'}, "
+                  "plus `focal=<method>` with u0 = 0.25, k = 1; prediction = members' mean constrained output > 0.5.",
+                  ""]
         for tname, keys in (("Table 2 (F1)", METRICS[:1]), ("Table 4 (all metrics)", METRICS)):
             lines += [f"## {tname}", "", "| dataset | method | n | " + " | ".join(k for k, _ in keys) + " |",
                       "|---|---|---|" + "---|" * len(keys)]
