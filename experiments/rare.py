@@ -287,7 +287,7 @@ def beats_baseline(summary: dict, key: str = "F1") -> list[tuple[str, int, int, 
 def _cell(st, bold):
     if st is None:
         return "n/a"
-    txt = f"{st[0]:.2f} ± {st[1]:.2f}"
+    txt = f"{st[0]:.2f} ± {st[1]:.2f}" if st[2] > 1 else f"{st[0]:.2f}"  # one seed: no spread to show
     return f"**{txt}**" if bold else txt
 
 
