@@ -178,8 +178,8 @@ def _check_same_config(run_dir: str, cfg) -> None:
     want = json.loads(_config_key(dataclasses.asdict(cfg)))
     diff = {k: (saved.get(k), want.get(k)) for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)}
     if diff:
-        raise SystemExit(f"{run_dir} holds a run of another config ({', '.join(f'{k}: saved {a!r}, wanted {b!r}' for k, (a, b) in diff.items())}); "
-                         "move it away or delete it")
+        what = ", ".join(f"{k}: saved {a!r}, wanted {b!r}" for k, (a, b) in diff.items())
+        raise SystemExit(f"{run_dir} holds a run of another config ({what}); move it away or delete it")
 
 
 def run_dir_for(name: str, d: str, method: str, seed: int, cfg, args) -> str:
@@ -430,7 +430,8 @@ def _figure(name, summary, path):
                 bars = ax.bar(x, mu, width, yerr=sd, label=m, capsize=2)
                 for xi, v in zip(x, mu):
                     if np.isnan(v):
-                        ax.text(xi, 0, "×", ha="center", va="bottom", fontsize=7, color=bars.patches[0].get_facecolor())
+                        ax.text(xi, 0, "×", ha="center", va="bottom", fontsize=7,
+                                color=bars.patches[0].get_facecolor())
             ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
             ax.set_xticklabels(datasets, rotation=30, ha="right")
             ax.set_ylabel(f"{label} (%)")
