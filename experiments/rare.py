@@ -216,10 +216,15 @@ def run(name: str, args) -> None:
 # ----------------------------------------------------------------------------- tables
 
 
+def _default_cells(name: str, args) -> dict:
+    """Every method of the experiment on its default datasets (ignoring ``--datasets``)."""
+    return _experiment(name, argparse.Namespace(**{**vars(args), "datasets": None}))
+
+
 def _table_cells(name: str, args) -> dict:
     """The table's ``{dataset: {method: overrides}}``: every method, on the experiment's default
     datasets plus any named with ``--datasets``, so a partial command never shrinks the table."""
-    cells = _experiment(name, argparse.Namespace(**{**vars(args), "datasets": None}))
+    cells = _default_cells(name, args)
     for d, methods in _experiment(name, args).items():
         cells.setdefault(d, methods)
     return cells
@@ -298,7 +303,7 @@ def _header(name, args) -> list[str]:
         commit = "unknown"
     cmd = f"python experiments/rare.py {name} --data-dir {args.data_dir or '$HMLJAX_DATA'} --seeds {args.seeds}"
     # The command that makes the whole table (not a partial one): only datasets beyond the defaults.
-    default = _experiment(name, argparse.Namespace(**{**vars(args), "datasets": None}))
+    default = _default_cells(name, args)
     extra = [d for d in args.datasets or [] if d not in default]
     if extra:
         cmd += " --datasets " + " ".join(list(default) + extra)
