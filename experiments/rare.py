@@ -170,14 +170,9 @@ def _config_key(cfg: dict) -> str:
 def _check_same_config(run_dir: str, cfg) -> None:
     """A run directory is skipped or resumed by name: refuse one whose saved config is another's
     (say, made before a method's settings changed) rather than mix it into the table."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as fh:
-        saved = json.loads(_config_key(json.load(fh)["config"]))
-    want = json.loads(_config_key(dataclasses.asdict(cfg)))
-    diff = {k: (saved.get(k), want.get(k)) for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)}
-    if diff:
+    from hmljax.training import config_diff
+
+    if diff := config_diff(run_dir, cfg):
         what = ", ".join(f"{k}: saved {a!r}, wanted {b!r}" for k, (a, b) in diff.items())
         raise SystemExit(f"{run_dir} holds a run of another config ({what}); move it away or delete it")
 

@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from hmljax.data import REGISTRY, atomic_write_text
-from hmljax.training import TrainConfig
+from hmljax.training import TrainConfig, config_diff
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _runner import run_tasks  # noqa: E402
@@ -102,9 +102,11 @@ def main(argv=None) -> int:
     for name in args.datasets:
         for seed in range(args.seeds):
             run_dir = os.path.join(args.runs, name, f"s{seed}")
+            cfg = TrainConfig(dataset=name, data_dir=args.data_dir, seed=seed).override(args.overrides)
+            if diff := config_diff(run_dir, cfg):  # a finished run is skipped by name: it must be this config
+                raise SystemExit(f"{run_dir} holds a run of another config ({diff}); use another --runs")
             if os.path.exists(os.path.join(run_dir, "results.json")):
                 continue
-            cfg = TrainConfig(dataset=name, data_dir=args.data_dir, seed=seed).override(args.overrides)
             tasks.append((dataclasses.asdict(cfg), run_dir))
     print(f"{len(tasks)} runs to do ({args.workers} workers)", flush=True)
 

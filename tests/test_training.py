@@ -173,3 +173,19 @@ def test_cli_train_prints_table(tmp_path, capsys):
     assert main(["train", "--dataset", "synthetic", "--out", str(tmp_path / "x"), "lr=-1"]) == 2
     assert "bad value for lr" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written for a bad config
+
+
+def test_resume_refuses_another_configs_run(tmp_path):
+    """Resuming a checkpoint under other settings would train a mix of two runs: refused, naming the setting."""
+    import dataclasses
+
+    from hmljax.training import TrainConfig, config_diff, train_and_evaluate
+
+    cfg = TrainConfig(dataset="synthetic", epochs=1, hidden=16, batch_size=64)
+    train_and_evaluate(cfg, str(tmp_path), progress=False)
+    assert config_diff(str(tmp_path), cfg) == {}
+    other = dataclasses.replace(cfg, hidden=32)
+    assert config_diff(str(tmp_path), other) == {"hidden": (16, 32)}
+    assert config_diff(str(tmp_path / "empty"), other) == {}
+    with pytest.raises(ValueError, match="another config.*hidden: saved 16, given 32"):
+        train_and_evaluate(other, str(tmp_path), resume=True, progress=False)

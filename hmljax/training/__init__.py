@@ -1,6 +1,6 @@
 """Training: jit-compiled steps, scan-fused epochs, checkpointed runs."""
 
-from hmljax.training._run import TrainConfig, evaluate_run, load_config, train_and_evaluate
+from hmljax.training._run import TrainConfig, config_diff, evaluate_run, load_config, train_and_evaluate
 from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
 from hmljax.training._train import (
     LossConfig,
@@ -24,6 +24,7 @@ __all__ = [
     "evaluate_run",
     "init_state",
     "load_config",
+    "config_diff",
     "make_optimizer",
     "make_predict",
     "make_train_epoch",

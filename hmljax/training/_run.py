@@ -187,6 +187,26 @@ def load_config(run_dir: str) -> TrainConfig:
         return TrainConfig(**json.load(fh)["config"])
 
 
+def config_diff(run_dir: str, cfg: TrainConfig) -> dict[str, tuple]:
+    """``{setting: (saved, wanted)}`` where ``run_dir``'s saved config differs from ``cfg``.
+
+    Both sides are resolved against the registry (keys added since the run take
+    their defaults); ``data_dir`` is where the data lives, not what the run is,
+    so it is left out. Empty when they agree or ``run_dir`` holds no config.
+    """
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        saved_raw = json.load(fh)["config"]
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = TrainConfig(**{k: v for k, v in saved_raw.items() if k in names and k != "data_dir"},
+                        data_dir=cfg.data_dir)
+    a = dataclasses.asdict(saved.resolved())
+    b = dataclasses.asdict(cfg.resolved())
+    return {k: (a[k], b[k]) for k in a if k != "data_dir" and a[k] != b[k]}
+
+
 def _setup(cfg: TrainConfig):
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing)
     h = ds.hierarchy
@@ -285,6 +305,11 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
         os.path.join(run_dir, "checkpoints")
     ):
         raise ValueError(f"{run_dir!r} already holds checkpoints: pass --resume or choose another --out")
+    if resume and (diff := config_diff(run_dir, cfg)):
+        # Resuming another config's checkpoint would silently train a mix of the two.
+        what = ", ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{run_dir!r} holds a run of another config ({what}): resume it with its own "
+                         "config or choose another --out")
     atomic_write_text(
         os.path.join(run_dir, "config.json"),
         json.dumps({"config": dataclasses.asdict(cfg), "machine": _machine()}, indent=2),
