@@ -104,10 +104,11 @@ def _experiment(name: str, args) -> dict:
             m = {}
             for w0 in (0.0, 0.125, 0.25, 0.5, 0.75, 1.0):
                 m[f"w0={w0}"] = ["weights=code", f"w0={w0}"]
+            gmu = _focal_methods(E)["GMU"]  # the focal sweeps share Table 2's GMU settings
             for u0 in (0.0, 0.25, 0.5, 1.0):
-                m[f"u0={u0}"] = [*WEIGHTED["code"], f"ensemble={E}", "focal=gmu", f"u0={u0}"]
+                m[f"u0={u0}"] = [*gmu, f"u0={u0}"]
             for k in (0.5, 1.0, 2.0, 3.0):
-                m[f"k={k}"] = [*WEIGHTED["code"], f"ensemble={E}", "focal=gmu", f"focal_k={k}"]
+                m[f"k={k}"] = [*gmu, f"focal_k={k}"]
             out[d] = m
         return out
     if name == "table7":
@@ -116,8 +117,9 @@ def _experiment(name: str, args) -> dict:
     if name == "table8":
         out = {}
         for d in ds or ["cellcycle_FUN"]:
-            m = {f"Ensemble E={e}": [*WEIGHTED["code"], f"ensemble={e}", "focal=gmu"] for e in (1, 5, 10)}
-            m[f"MC dropout ({E} passes)"] = [*WEIGHTED["code"], f"mc_passes={E}", "focal=gmu"]
+            m = {f"Ensemble E={e}": _focal_methods(e)["GMU"] for e in (1, 5, 10)}
+            mc = [x for x in _focal_methods(1)["GMU"] if not x.startswith("ensemble=")]
+            m[f"MC dropout ({E} passes)"] = [*mc, f"mc_passes={E}"]
             out[d] = m
         return out
     if name == "appg":
@@ -415,10 +417,24 @@ def _figure(name, summary, path):
                 ax.set_ylabel("%")
                 ax.set_title(f"{d}: sweep of {prefix}")
             axes[0].legend()
+    elif name == "table8":
+        # Cost is the point of Table 8, so time and memory get a panel each beside F1.
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for d, methods in summary.items():
+            names = list(methods)
+            panels = (("F1 (%)", [s["F1"][0] if s["F1"] else np.nan for s in methods.values()],
+                       [s["F1"][1] if s["F1"] else 0 for s in methods.values()]),
+                      ("median s / epoch", [s["median_epoch_s"] or np.nan for s in methods.values()], None),
+                      ("host max RSS (MiB)", [s["host_max_rss_MiB"] or np.nan for s in methods.values()], None))
+            for ax, (label, mu, sd) in zip(axes, panels):
+                ax.bar(np.arange(len(names)), mu, yerr=sd, capsize=3, color=[f"C{i}" for i in range(len(names))])
+                ax.set_xticks(np.arange(len(names)))
+                ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+                ax.set_title(f"{d}: {label}")
     else:
         datasets = list(summary)
         methods = list(next(iter(summary.values())))
-        keys = ("F1", "Recall") if name != "table8" else ("F1",)
+        keys = ("F1", "Recall")
         fig, axes = plt.subplots(1, len(keys), figsize=(7 * len(keys), 4), squeeze=False)
         width = 0.8 / max(len(methods), 1)
         for ax, label in zip(axes[0], keys):

@@ -182,3 +182,37 @@ def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(t
     mean_cfg = rare._config("spo_FUN", ["weights=code", "w0=0.25", "reduction=sum", "ensemble=10"], 0, args)
     assert mean_cfg.reduction == "mean"
     assert "table2__reduction=mean" in rare.run_dir_for("table2", "spo_FUN", "Baseline", 0, mean_cfg, args)
+
+
+@pytest.mark.parametrize("name", ["fig3", "fig6", "table8", "appg"])
+def test_figure_experiments_render_partial_results(name, tmp_path, monkeypatch):
+    """Tables and figures come out of partly run experiments: missing cells read n = 0, never a fake value."""
+    import argparse
+
+    import rare
+
+    pytest.importorskip("matplotlib")
+    args = argparse.Namespace(datasets=None, methods=None, ensemble=10, sizes=[1, 2, 3], override=[], seeds=1,
+                              runs=str(tmp_path / "runs"), results=str(tmp_path / "res"), data_dir=None)
+    cells = rare._table_cells(name, args)
+    first_d = next(iter(cells))
+    done = list(cells[first_d])[::2]  # every other setting of the first dataset has one finished run
+
+    def row(i):
+        return {"test": {key: 0.01 * (i + 1) for _, key in rare.METRICS}, "median_epoch_seconds": 0.5 + i,
+                "peak_memory_bytes": {"host_max_rss": (100 + i) * 2**20}}
+
+    monkeypatch.setattr(rare, "collect", lambda n, a: {d: {m: [row(i)] if d == first_d and m in done else []
+                                                           for i, m in enumerate(ms)} for d, ms in cells.items()})
+    rare.write_outputs(name, args, echo=False)
+    md = (tmp_path / "res" / f"rare_{name}.md").read_text()
+    assert (tmp_path / "res" / f"rare_{name}.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "res" / f"rare_{name}.json").read_text())
+    for i, m in enumerate(cells[first_d]):
+        assert summary[first_d][m]["n"] == (1 if m in done else 0)
+        assert f"| {first_d} | {m} | {summary[first_d][m]['n']} |" in md
+        if m in done:
+            assert summary[first_d][m]["F1"][0] == pytest.approx(i + 1)
+    if name == "table8":
+        assert summary[first_d][done[0]]["median_epoch_s"] == pytest.approx(0.5)
+        assert "| 0.500 | 100 |" in md
