@@ -310,6 +310,16 @@ def _header(name, args) -> list[str]:
             f"date: {datetime.date.today().isoformat()}. Values in percent, mean ± std over the seeds (n).", ""]
 
 
+def _median_mib(rows, key):
+    v = [r.get("peak_memory_bytes", {}).get(key) for r in rows]
+    v = [x for x in v if x is not None]
+    return float(np.median(v)) / 2**20 if v else None
+
+
+def _fmt_mib(v):
+    return f"{v:.0f}" if v else "n/a"
+
+
 def write_outputs(name: str, args, *, echo: bool = True) -> None:
     res = collect(name, args)
     os.makedirs(args.results, exist_ok=True)
@@ -317,8 +327,8 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
 
     summary = {d: {m: {k: _stats(rows, key) for k, key in METRICS} | {"n": len(rows),
                "median_epoch_s": float(np.median([r["median_epoch_seconds"] for r in rows])) if rows else None,
-               "host_max_rss_MiB": float(np.median([r.get("peak_memory_bytes", {}).get("host_max_rss", 0)
-                                                    for r in rows]) / 2**20) if rows else None}
+               "host_max_rss_MiB": _median_mib(rows, "host_max_rss"),
+               "device_peak_MiB": _median_mib(rows, "device_peak")}
                    for m, rows in methods.items()} for d, methods in res.items()}
     lines = [f"# RARE {name} (hmljax)", "", *_header(name, args)]
     if name in ("table1", "table5", "table7", "appg"):
@@ -354,7 +364,9 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
             lines.append(f"| {m} | {higher} | {sig} | {compared} |")
         lines.append("")
     else:  # fig3, fig6, table8: a flat table (the figure carries the message)
-        extra = ["median epoch s", "max RSS MiB"] if name == "table8" else []
+        # Device peak where the backend reports it (GPU, TPU); the CPU backend has only the process's RSS.
+        on_device = any(s["device_peak_MiB"] for ms in summary.values() for s in ms.values())
+        extra = ["median epoch s", "device peak MiB" if on_device else "max RSS MiB"] if name == "table8" else []
         lines += ["| dataset | setting | n | " + " | ".join([k for k, _ in METRICS] + extra) + " |",
                   "|---|---|---|" + "---|" * (len(METRICS) + len(extra))]
         for d, methods in summary.items():
@@ -362,7 +374,7 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                 cells = [_cell(s[k], False) for k, _ in METRICS]
                 if extra:
                     cells += [f"{s['median_epoch_s']:.3f}" if s["median_epoch_s"] else "n/a",
-                              f"{s['host_max_rss_MiB']:.0f}" if s["host_max_rss_MiB"] else "n/a"]
+                              _fmt_mib(s["device_peak_MiB"] if on_device else s["host_max_rss_MiB"])]
                 lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
     stem = os.path.join(args.results, f"rare_{_tag(name, args)}")
     atomic_write_text(stem + ".md", "\n".join(lines) + "\n")
@@ -425,7 +437,9 @@ def _figure(name, summary, path):
             panels = (("F1 (%)", [s["F1"][0] if s["F1"] else np.nan for s in methods.values()],
                        [s["F1"][1] if s["F1"] else 0 for s in methods.values()]),
                       ("median s / epoch", [s["median_epoch_s"] or np.nan for s in methods.values()], None),
-                      ("host max RSS (MiB)", [s["host_max_rss_MiB"] or np.nan for s in methods.values()], None))
+                      *[(f"{label} (MiB)", [s[k] or np.nan for s in methods.values()], None)
+                        for k, label in (("device_peak_MiB", "device peak"), ("host_max_rss_MiB", "host max RSS"))
+                        if any(s[k] for s in methods.values())][:1])
             for ax, (label, mu, sd) in zip(axes, panels):
                 ax.bar(np.arange(len(names)), mu, yerr=sd, capsize=3, color=[f"C{i}" for i in range(len(names))])
                 ax.set_xticks(np.arange(len(names)))
