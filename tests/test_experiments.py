@@ -216,3 +216,16 @@ def test_figure_experiments_render_partial_results(name, tmp_path, monkeypatch):
     if name == "table8":
         assert summary[first_d][done[0]]["median_epoch_s"] == pytest.approx(0.5)
         assert "| 0.500 | 100 |" in md
+
+
+def test_dropout_savings_against_the_ensemble():
+    import rare
+
+    def cell(f1, s, rss, n=1):
+        return {"F1": (f1, 0.0, n), "median_epoch_s": s, "host_max_rss_MiB": rss, "device_peak_MiB": None, "n": n}
+
+    summary = {"a": {"Ensemble E=10": cell(8.0, 4.0, 800.0), "MC dropout (10 passes)": cell(6.0, 1.0, 200.0)},
+               "b": {"Ensemble E=10": cell(8.0, 4.0, 800.0), "MC dropout (10 passes)": {"n": 0, "F1": None}}}
+    cut = rare.dropout_savings(summary, 10)
+    assert list(cut) == ["a"]  # b's dropout run is not finished
+    assert cut["a"] == pytest.approx({"time": 75.0, "memory": 75.0, "F1": 25.0})
