@@ -229,3 +229,28 @@ def test_dropout_savings_against_the_ensemble():
     cut = rare.dropout_savings(summary, 10)
     assert list(cut) == ["a"]  # b's dropout run is not finished
     assert cut["a"] == pytest.approx({"time": 75.0, "memory": 75.0, "F1": 25.0})
+
+
+def test_appg_bolds_focal_rows_above_both_baselines(tmp_path, monkeypatch):
+    """Table 9's rule: a focal method is bold when > 2 sigma above "No weighting" and "Baseline", whatever the
+    other focal rows do; the baselines themselves are never bold."""
+    import argparse
+
+    import rare
+
+    args = argparse.Namespace(datasets=["Enron_corr"], methods=None, ensemble=10, sizes=[], override=[], seeds=3,
+                              runs=str(tmp_path / "runs"), results=str(tmp_path / "res"), data_dir=None)
+    f1 = {"No weighting": 10.0, "Baseline": 12.0, "bBMA": 15.0, "GMU": 16.0, "Epistemic JS": 12.01,
+          "Epistemic KL": 12.0}
+
+    def rows(v):
+        return [{"test": {key: (v + 0.01 * i) / 100 for _, key in rare.METRICS}, "median_epoch_seconds": 1.0,
+                 "peak_memory_bytes": {}} for i in range(3)]
+
+    cells = rare._table_cells("appg", args)
+    monkeypatch.setattr(rare, "collect", lambda n, a: {d: {m: rows(f1[m]) if d == "Enron_corr" else []
+                                                           for m in ms} for d, ms in cells.items()})
+    rare.write_outputs("appg", args, echo=False)
+    md = (tmp_path / "res" / "rare_appg.md").read_text()
+    bold = {m for m in f1 if f"| Enron_corr | {m} | 3 | **" in md}
+    assert bold == {"bBMA", "GMU"}  # bBMA is below GMU but above both baselines
