@@ -471,7 +471,8 @@ def _figure(name, summary, path):
                         ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
                 ax.set_xlabel(prefix)
                 ax.set_ylabel("%")
-                ax.set_title(f"{d}: sweep of {prefix}")
+                what = "one network" if prefix == "w0" else "GMU ensemble"
+                ax.set_title(f"{d}: sweep of {prefix} ({what})")
             axes[0].legend()
     elif name == "table8":
         # Cost is the point of Table 8, so time and memory get a panel each beside F1.
