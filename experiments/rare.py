@@ -16,7 +16,13 @@ percent, with the paper's > 2σ bolding) plus a PNG figure.
 
 "> 2σ" here: a mean is bold when it exceeds every compared mean by more than
 twice the larger of the two standard deviations (Table 1: all other methods of
-the dataset; Tables 2/4: the baseline).
+the dataset; Tables 2/4: the baseline; App. G, as the paper's Table 9: both the
+unweighted and the imbalance-only ensembles).
+
+Table 8 times its own runs (one worker process per run, so the peak RSS is the
+run's) and should run alone on the machine: ``--workers 1`` and nothing else
+busy. Its summary gives what MC dropout saves against the E-member ensemble in
+time, memory and F1, as the paper's text does.
 """
 
 from __future__ import annotations
