@@ -379,10 +379,11 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
             for m, s in methods.items():
                 cells = []
                 for k, _ in METRICS:
-                    # Table 9 bolds a focal method > 2 sigma above both baselines; the others, a row above all rows.
-                    rivals = ("No weighting", "Baseline") if name == "appg" else methods
-                    if name == "appg" and m in rivals:
-                        rivals = ()
+                    if name == "appg":  # Table 9: a focal row > 2 sigma above both baselines
+                        baselines = ("No weighting", "Baseline")
+                        rivals = () if m in baselines else baselines
+                    else:  # a row above every other row
+                        rivals = methods
                     others = [s2[k] for m2, s2 in methods.items() if m2 in rivals and m2 != m and s2[k] is not None]
                     bold = bool(others) and all(significantly_greater(s[k], o) for o in others)
                     cells.append(_cell(s[k], bold))
