@@ -174,6 +174,32 @@ def test_uncertainty_edge_cases():
     assert float(bbma_uncertainty(half)[0]) == 1.0 and float(gmu_uncertainty(half)[0]) == 1.0
 
 
+@pytest.mark.parametrize("name", ["kl", "js"])
+def test_epistemic_terms_stay_finite_under_jit_at_saturated_probabilities(name):
+    """Members at p = 0 or 1 exactly (sigmoid saturates in float32 from |logit| ~ 17 on) must give the float64
+    reference under jit too: XLA folded (1 - q) + 1e-10 into 1 - q there, so KL(1 || 1) was NaN and a KL run
+    diverged mid-training while every eager test passed."""
+    vals = np.array([0.0, 1e-30, 1e-12, 1e-8, 0.3, 0.5, 1 - 6e-8, 1.0], np.float32)
+    P, Q = (a.ravel() for a in np.meshgrid(vals, vals, indexing="ij"))
+    probs = jnp.asarray(np.stack([P, Q]))  # [E = 2, pairs]
+    p64, q64 = P.astype(np.float64), Q.astype(np.float64)
+
+    def kl64(a, b):
+        lg = lambda x: np.log2(x + 1e-10)  # noqa: E731
+        return np.maximum(a * (lg(a) - lg(b)) + (1 - a) * (lg(1 - a) - lg(1 - b)), 0.0)
+
+    if name == "kl":
+        ref, f = (kl64(p64, q64) + kl64(q64, p64)) / 2, epistemic_kl
+    else:
+        m = (p64 + q64) / 2
+        ref, f = 0.5 * kl64(p64, m) + 0.5 * kl64(q64, m), epistemic_js
+    for fn in (f, jax.jit(f)):
+        u = np.asarray(fn(probs))
+        assert np.isfinite(u).all(), [(a, b) for a, b, v in zip(P, Q, u) if not np.isfinite(v)]
+        np.testing.assert_allclose(u, ref, rtol=1e-4, atol=2e-5)
+    assert float(jax.jit(f)(jnp.array([[1.0], [1.0]]))[0]) == 0.0
+
+
 def test_uncertainty_has_no_gradient_and_vmaps():
     p = jax.random.uniform(jax.random.key(0), (5, 3, 4))
     for f in (bbma_uncertainty, gmu_uncertainty, epistemic_kl, epistemic_js):

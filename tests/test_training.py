@@ -189,3 +189,13 @@ def test_resume_refuses_another_configs_run(tmp_path):
     assert config_diff(str(tmp_path / "empty"), other) == {}
     with pytest.raises(ValueError, match="another config.*hidden: saved 16, given 32"):
         train_and_evaluate(other, str(tmp_path), resume=True, progress=False)
+
+
+def test_diverged_run_stops_without_results(tmp_path):
+    """A NaN loss stops the run with an error naming the epoch; no results.json, so no table counts it."""
+    from hmljax.training import TrainConfig, train_and_evaluate
+
+    cfg = TrainConfig(dataset="synthetic", epochs=3, hidden=16, batch_size=64, lr=1e30, checkpoint_every=1)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch \d"):
+        train_and_evaluate(cfg, str(tmp_path), progress=False)
+    assert not (tmp_path / "results.json").exists()

@@ -48,9 +48,17 @@ def gmu_uncertainty(probs_E: Float[Array, "E ..."]) -> Float[Array, "..."]:
     return 1.0 - margin * (1.0 - jnp.exp(-snr))
 
 
+def _log2_eps(x):
+    # log2(x + 1e-10) as the released code writes it, for x >= 0. The max is not redundant: under jit XLA
+    # reassociates (1 - q) + 1e-10 into (1 + 1e-10) - q, which is 1 - q in float32, so at q = 1 the log
+    # was -inf and the KL inf or NaN (eager was fine). That killed cellcycle_FUN's KL run at epoch 101.
+    # The max restores the floor after any such rewrite and changes nothing where x + 1e-10 is computed as written.
+    return jnp.log2(jnp.maximum(x + _EPS, _EPS))
+
+
 def _bernoulli_kl2(p, q):
     """Bernoulli KL(p || q) in bits, with the code's +1e-10 inside the logs, clamped at 0."""
-    kl = p * (jnp.log2(p + _EPS) - jnp.log2(q + _EPS)) + (1 - p) * (jnp.log2(1 - p + _EPS) - jnp.log2(1 - q + _EPS))
+    kl = p * (_log2_eps(p) - _log2_eps(q)) + (1 - p) * (_log2_eps(1 - p) - _log2_eps(1 - q))
     return jnp.maximum(kl, 0.0)
 
 

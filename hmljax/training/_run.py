@@ -382,6 +382,15 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
         history.append(record)
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        if not np.isfinite(mean_loss):
+            # Stop before a checkpoint or results.json holds NaN parameters: a finished-looking run with
+            # F1 = 0 would otherwise enter the tables. The last checkpoint stays as it was.
+            last = mngr.latest_step()
+            mngr.close()
+            raise FloatingPointError(
+                f"{run_dir}: the training loss is {mean_loss} at epoch {epoch + 1}; stopped without writing "
+                f"results (last checkpoint: epoch {last}). Resuming repeats it: the run is "
+                "deterministic. Look for an overflow in the loss terms (e.g. a weight or focal factor).")
         bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(
