@@ -174,8 +174,7 @@ def _config_key(cfg: dict) -> str:
     and resolved against the registry, as the run saw it."""
     from hmljax.training import TrainConfig
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    full = dataclasses.asdict(TrainConfig(**{k: v for k, v in cfg.items() if k in names}).resolved())
+    full = dataclasses.asdict(TrainConfig.from_saved(cfg).resolved())
     return json.dumps({k: v for k, v in full.items() if k != "data_dir"}, sort_keys=True)
 
 

@@ -178,13 +178,20 @@ class TrainConfig:
             setattr(out, k, val)
         return out
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> TrainConfig:
+        """The config a run directory's ``config.json`` saved: keys added since the run take their
+        defaults, keys since removed are dropped."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
+
 
 def load_config(run_dir: str) -> TrainConfig:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         raise ValueError(f"{run_dir!r} is not a run directory (no config.json)")
     with open(path) as fh:
-        return TrainConfig(**json.load(fh)["config"])
+        return TrainConfig.from_saved(json.load(fh)["config"])
 
 
 def config_diff(run_dir: str, cfg: TrainConfig) -> dict[str, tuple]:
@@ -194,14 +201,9 @@ def config_diff(run_dir: str, cfg: TrainConfig) -> dict[str, tuple]:
     their defaults); ``data_dir`` is where the data lives, not what the run is,
     so it is left out. Empty when they agree or ``run_dir`` holds no config.
     """
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
         return {}
-    with open(path) as fh:
-        saved_raw = json.load(fh)["config"]
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = TrainConfig(**{k: v for k, v in saved_raw.items() if k in names and k != "data_dir"},
-                        data_dir=cfg.data_dir)
+    saved = dataclasses.replace(load_config(run_dir), data_dir=cfg.data_dir)
     a = dataclasses.asdict(saved.resolved())
     b = dataclasses.asdict(cfg.resolved())
     return {k: (a[k], b[k]) for k in a if k != "data_dir" and a[k] != b[k]}
