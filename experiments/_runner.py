@@ -18,6 +18,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import statistics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -106,3 +107,80 @@ def _epochs_logged(run_dir: str) -> int:
         return int(json.loads(lines[-1])["epoch"]) if lines else 0
     except (OSError, ValueError, KeyError, IndexError):  # not started, or a line being written
         return 0
+
+
+# ----------------------------------------------------------------------------- plans
+
+# What an epoch's cost depends on, to first order: the data (and its resampling) and how many networks train.
+_COST_KEYS = ("dataset", "resample", "ensemble", "mc_passes", "focal")
+
+
+def _cost_key(cfg_dict) -> tuple:
+    return tuple(str(cfg_dict.get(k)) for k in _COST_KEYS)
+
+
+def _epoch_seconds(run_dir: str) -> list[float]:
+    """The run's logged epoch times, less the first (it includes compilation)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+    except (OSError, ValueError):
+        return []
+    return [r["epoch_s"] for r in rows[1:] if "epoch_s" in r]
+
+
+def measured_epoch_seconds(roots) -> dict[tuple, float]:
+    """``{cost key: median epoch seconds}`` over every run under the ``roots`` folders with a config and metrics."""
+    times: dict[tuple, list[float]] = {}
+    for root, _dirs, files in (w for r in roots for w in os.walk(r)):
+        if "config.json" in files and "metrics.jsonl" in files:
+            try:
+                with open(os.path.join(root, "config.json")) as fh:
+                    cfg = json.load(fh)["config"]
+            except (OSError, ValueError, KeyError):
+                continue
+            times.setdefault(_cost_key(cfg), []).extend(_epoch_seconds(root))
+    return {k: statistics.median(v) for k, v in times.items() if v}
+
+
+def _resumes_from(run_dir: str) -> int:
+    """The epoch of the run's latest finished checkpoint (0 if none): where a resumed run starts."""
+    try:
+        steps = [int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")) if s.isdigit()]
+    except OSError:
+        return 0
+    return max(steps, default=0)
+
+
+def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1) -> str:
+    """A report of the runs still to do: where each resumes, its epochs left and an estimated time.
+
+    Estimates use the median epoch time logged by runs under ``timing_roots`` with
+    the same dataset, resampling, ensemble size, MC passes and focal term
+    (their own epochs first, if they have started). Those times were measured
+    under whatever load their sittings had, so treat the total as a guide.
+    Side-by-side workers help FUN-sized runs but not memory-bound ones (see
+    this module's docstring), so the wall time is quoted for one worker.
+    """
+    measured = measured_epoch_seconds(timing_roots)
+    lines = [f"{finished} runs finished, {len(tasks)} to do", "",
+             "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
+    total_s, unknown = 0.0, 0
+    for cfg, run_dir in tasks:
+        start, planned = _resumes_from(run_dir), _epochs_planned(cfg)
+        left = max(planned - start, 0)
+        own = _epoch_seconds(run_dir)
+        per = statistics.median(own) if own else measured.get(_cost_key(cfg))
+        if per is None:
+            unknown += 1
+            lines.append(f"| {run_dir} | {start} | {left} | ? | ? |")
+            continue
+        total_s += left * per
+        lines.append(f"| {run_dir} | {start} | {left} | {per:.2f} | {left * per / 3600:.2f} |")
+    known = len(tasks) - unknown
+    lines += ["", f"Estimated {total_s / 3600:.1f} hours for {known} runs"
+              + (f"; {unknown} runs have no measured epoch time of their kind (dataset, resampling, E, MC "
+                 "passes, focal term) yet" if unknown else "")
+              + (f"; with --workers {workers} the wall time is between that / {workers} (small runs) and that "
+                 "(memory-bound ones)" if workers > 1 else "") + "."]
+    return "\n".join(lines)

@@ -7,7 +7,8 @@
 Every (experiment, dataset, method, seed) run goes to
 ``<runs>/<experiment>/<dataset>/<method>/s<seed>`` and is skipped when its
 ``results.json`` exists, so a long table can be completed over several
-sittings. A run whose config (dataset, seed, every setting) matches a finished
+sittings (``--plan`` lists what is left, where each run resumes, and an
+estimated time from the epoch times already measured). A run whose config (dataset, seed, every setting) matches a finished
 run of another experiment is not trained again: the tables share it (Table 7's
 None, LPROS and w0 = 0.25 rows are Table 1's runs). After the runs, the
 experiment's table is rebuilt from every finished run found:
@@ -40,7 +41,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import run_tasks  # noqa: E402
+from _runner import plan, run_tasks  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -197,10 +198,10 @@ def run_dir_for(name: str, d: str, method: str, seed: int, cfg, args) -> str:
     return finished_runs(args.runs).get(_config_key(dataclasses.asdict(cfg)), own)
 
 
-def run(name: str, args) -> None:
-    exp = experiment(name, args)
-    tasks = []
-    for d, methods in exp.items():
+def pending_tasks(name: str, args) -> tuple[list, int]:
+    """The runs still to do as ``[(config dict, run_dir)]``, in training order, and how many are finished."""
+    tasks, finished = [], 0
+    for d, methods in experiment(name, args).items():
         for method, overrides in methods.items():
             for seed in range(args.seeds):
                 cfg = _config(d, overrides, seed, args)
@@ -208,8 +209,14 @@ def run(name: str, args) -> None:
                     continue  # HROS-PD is for trees; the table marks it n/a
                 run_dir = run_dir_for(name, d, method, seed, cfg, args)
                 if os.path.exists(os.path.join(run_dir, "results.json")):
-                    continue
-                tasks.append((dataclasses.asdict(cfg), run_dir))
+                    finished += 1
+                else:
+                    tasks.append((dataclasses.asdict(cfg), run_dir))
+    return tasks, finished
+
+
+def run(name: str, args) -> None:
+    tasks, _ = pending_tasks(name, args)
     print(f"{name}: {len(tasks)} runs to do ({args.workers} workers)", flush=True)
     # The table is rewritten after every finished run, so it is never staler than the runs in flight.
     failures = run_tasks(tasks, workers=args.workers, tasks_per_worker=args.tasks_per_worker, desc=name,
@@ -545,14 +552,21 @@ def main(argv=None) -> None:
     p.add_argument("--tasks-per-worker", type=int, default=None,
                    help="restart workers after this many runs (1 gives per-run peak RSS, as table8 does)")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing: list the runs still to do, where each resumes, and an estimated time")
+    p.add_argument("--timings", nargs="*", default=[os.path.join("runs", "chmcnn")],
+                   help="more run folders whose logged epoch times inform --plan's estimates")
     args = p.parse_args(argv)
     if args.experiment == "table8" and args.tasks_per_worker is None:
         args.tasks_per_worker = 1
-    if args.experiment == "table8" and args.workers > 1 and not args.table_only:
+    if args.experiment == "table8" and args.workers > 1 and not (args.table_only or args.plan):
         print(f"warning: table8 times its runs; with --workers {args.workers} they share the machine and each "
               "epoch time includes the others' load", file=sys.stderr)
     name = "table2" if args.experiment == "table4" else args.experiment
-    if args.table_only:
+    if args.plan:
+        tasks, finished = pending_tasks(name, args)
+        print(plan(tasks, timing_roots=[args.runs, *args.timings], finished=finished, workers=args.workers))
+    elif args.table_only:
         write_outputs(name, args)
     else:
         run(name, args)

@@ -5,7 +5,7 @@
 
 Each (dataset, seed) run goes to ``<runs>/<dataset>/s<seed>``; runs whose
 ``results.json`` exists are skipped, so a long table can be completed over
-several sittings. The Markdown table (mean +- std beside the published value,
+several sittings (``--plan`` lists what is left and an estimated time). The Markdown table (mean +- std beside the published value,
 with the command, commit, machine and date) is rewritten after every run, from
 every finished run found, to ``experiments/results/chmcnn_reproduction.md``
 (and ``.json``).
@@ -28,7 +28,7 @@ from hmljax.data import REGISTRY, atomic_write_text
 from hmljax.training import TrainConfig, config_diff
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import run_tasks  # noqa: E402
+from _runner import plan, run_tasks  # noqa: E402
 
 HMC = [n for n, s in REGISTRY.items() if s.family == "hmc" and s.shipped]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,10 +95,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(HERE, "results", "chmcnn_reproduction.md"))
     p.add_argument("--workers", type=int, default=1,
                    help="parallel runs, one process and one core each (batch-4 steps gain nothing from threads)")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing: list the runs still to do, where each resumes, and an estimated time")
+    p.add_argument("--timings", nargs="*", default=[os.path.join("runs", "rare")],
+                   help="more run folders whose logged epoch times inform --plan's estimates")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = p.parse_args(argv)
     command = "python experiments/reproduce_chmcnn.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    tasks = []
+    tasks, finished = [], 0
     for name in args.datasets:
         for seed in range(args.seeds):
             run_dir = os.path.join(args.runs, name, f"s{seed}")
@@ -106,8 +110,12 @@ def main(argv=None) -> int:
             if diff := config_diff(run_dir, cfg):  # a finished run is skipped by name: it must be this config
                 raise SystemExit(f"{run_dir} holds a run of another config ({diff}); use another --runs")
             if os.path.exists(os.path.join(run_dir, "results.json")):
+                finished += 1
                 continue
             tasks.append((dataclasses.asdict(cfg), run_dir))
+    if args.plan:
+        print(plan(tasks, timing_roots=[args.runs, *args.timings], finished=finished, workers=args.workers))
+        return 0
     print(f"{len(tasks)} runs to do ({args.workers} workers)", flush=True)
 
     def done(run_dir):

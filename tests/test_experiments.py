@@ -254,3 +254,30 @@ def test_appg_bolds_focal_rows_above_both_baselines(tmp_path, monkeypatch):
     md = (tmp_path / "res" / "rare_appg.md").read_text()
     bold = {m for m in f1 if f"| Enron_corr | {m} | 3 | **" in md}
     assert bold == {"bBMA", "GMU"}  # bBMA is below GMU but above both baselines
+
+
+def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_path):
+    import dataclasses
+
+    from _runner import plan
+
+    from hmljax.training import TrainConfig
+
+    def cfg(**kw):
+        return dataclasses.asdict(TrainConfig(dataset="synthetic", epochs=50, **kw))
+
+    done = tmp_path / "runs" / "done"
+    done.mkdir(parents=True)
+    (done / "config.json").write_text(json.dumps({"config": cfg(w0=0.25)}))  # weights do not change the cost
+    # The first epoch includes compilation and is left out: the median of 2, 2 and 4 s is 2 s.
+    (done / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
+                                                for i, t in enumerate([30.0, 2.0, 2.0, 4.0])))
+    half = tmp_path / "runs" / "half"
+    (half / "checkpoints" / "20").mkdir(parents=True)
+    (half / "checkpoints" / "30.orbax-checkpoint-tmp-1").mkdir()  # an unfinished save does not count
+    tasks = [(cfg(), str(half)), (cfg(ensemble=10), str(tmp_path / "runs" / "new"))]
+    text = plan(tasks, timing_roots=[str(tmp_path / "runs")], finished=3, workers=2)
+    assert text.startswith("3 runs finished, 2 to do")
+    assert f"| {half} | 20 | 30 | 2.00 | 0.02 |" in text  # resumes at its checkpoint: 30 epochs x 2 s
+    assert f"| {tmp_path / 'runs' / 'new'} | 0 | 50 | ? | ? |" in text  # no E = 10 run measured yet
+    assert "Estimated 0.0 hours for 1 runs; 1 runs have no measured epoch time" in text
