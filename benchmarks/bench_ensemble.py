@@ -40,7 +40,7 @@ def main():
     from hmljax.constraints import constraint_graph
     from hmljax.data import EpochSampler, load_dataset
     from hmljax.models import ChmcnnMLP, stacked_forward
-    from hmljax.training import init_state, make_optimizer, make_train_epoch, make_train_step
+    from hmljax.training import init_state, jit_train, make_optimizer, make_train_epoch, make_train_step
 
     ds = load_dataset("cellcycle_FUN", data_dir=args.data_dir)
     h = ds.hierarchy
@@ -91,7 +91,7 @@ def main():
         # ---- equality, dropout off ----
         model0 = ChmcnnMLP(hidden=H, num_outputs=Cn, dropout=0.0)
         s0 = init_state(model0, opt, D, key=jax.random.key(0), members=E)
-        step0 = jax.jit(make_train_step(model0, opt, ancestry=graph, evaluated=h.evaluated,
+        step0 = jit_train(make_train_step(model0, opt, ancestry=graph, evaluated=h.evaluated,
                                         forward=stacked_forward(model0, E)))
         s1, loss_j = step0(s0, xj, yj, wj, jax.random.key(1))
         loss_j = float(loss_j) * E  # the step reports the per-member mean; torch sums the members
@@ -115,8 +115,8 @@ def main():
         f_loop = loop_step_fn(ms, torch.optim.Adam([p for m in ms for p in m.parameters()], lr=lr, weight_decay=wd))
         f_vmap, _ = vmap_step_fn(torch_models(0.7, state.params))
         step = make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated, forward=fwd)
-        c_s, _ = C.compile_seconds(jax.jit(step), state, xj, yj, wj, jax.random.key(2))
-        jstep = jax.jit(step, donate_argnums=(0,))
+        c_s, _ = C.compile_seconds(jit_train(step), state, xj, yj, wj, jax.random.key(2))
+        jstep = jit_train(step, donate_argnums=(0,))
         holder = [state]
 
         def run_jit():
@@ -128,7 +128,7 @@ def main():
         eb = sampler.epoch(0)
         Xd, Yd = jax.device_put(Xall), jax.device_put(Yall.astype(np.uint8))
         idx, wh = jax.device_put(eb.indices), jax.device_put(eb.where)
-        epoch = jax.jit(make_train_epoch(step), donate_argnums=(0,))
+        epoch = jit_train(make_train_epoch(step), donate_argnums=(0,))
 
         def run_epoch():
             holder[0], losses = epoch(holder[0], Xd, Yd, idx, wh, jax.random.key(3))

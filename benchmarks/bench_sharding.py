@@ -36,7 +36,7 @@ def main():
     from hmljax.constraints import constraint_graph
     from hmljax.data import EpochSampler, load_dataset
     from hmljax.models import ChmcnnMLP, stacked_forward
-    from hmljax.training import (init_state, make_mesh, make_optimizer, make_train_epoch, make_train_step,
+    from hmljax.training import (init_state, jit_train, make_mesh, make_optimizer, make_train_epoch, make_train_step,
                                  replicate, shard_epoch_batches, shard_members)
 
     ds = load_dataset("cellcycle_FUN", data_dir=args.data_dir)
@@ -51,7 +51,7 @@ def main():
     for layout, E, B in (("members", 8, 4), ("data", 0, 64)):
         model = ChmcnnMLP(hidden=500, num_outputs=Cn, dropout=0.7)
         fwd = stacked_forward(model, E) if E else None
-        epoch = jax.jit(make_train_epoch(make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated,
+        epoch = jit_train(make_train_epoch(make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated,
                                                          forward=fwd)))
         eb = EpochSampler(Xn.shape[0], B, seed=0).epoch(0)
         ref = None

@@ -85,7 +85,7 @@ def main():
     from hmljax.constraints import constraint_graph
     from hmljax.data import EpochSampler, load_dataset
     from hmljax.models import ChmcnnMLP
-    from hmljax.training import init_state, make_optimizer, make_train_epoch, make_train_step
+    from hmljax.training import init_state, jit_train, make_optimizer, make_train_epoch, make_train_step
 
     rates = machine_rates(args.repeats)
     print(f"machine: matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
@@ -108,7 +108,7 @@ def main():
             # ---- equality: same start, dropout off, one Adam step ----
             model0 = ChmcnnMLP(hidden=hidden, num_outputs=Cn, dropout=0.0)
             s0 = init_state(model0, opt, D, key=jax.random.key(0))
-            step0 = jax.jit(make_train_step(model0, opt, ancestry=graph, evaluated=h.evaluated))
+            step0 = jit_train(make_train_step(model0, opt, ancestry=graph, evaluated=h.evaluated))
             s1, loss_j = step0(s0, jnp.asarray(x_np), jnp.asarray(y_np), jnp.ones(B, bool), jax.random.key(1))
             tm0 = T.mlp(D, hidden, Cn, 0.0)
             T.load_flax_params(tm0, s0.params)
@@ -128,9 +128,9 @@ def main():
             tm = T.mlp(D, hidden, Cn, 0.7)
             T.load_flax_params(tm, state.params)  # before the jax timing donates `state`
             step = make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated)
-            jstep = jax.jit(step, donate_argnums=(0,))
+            jstep = jit_train(step, donate_argnums=(0,))
             xj, yj, wj, key = jnp.asarray(x_np), jnp.asarray(y_np), jnp.ones(B, bool), jax.random.key(2)
-            c_s, compiled = C.compile_seconds(jax.jit(step), state, xj, yj, wj, key)
+            c_s, compiled = C.compile_seconds(jit_train(step), state, xj, yj, wj, key)
             flops_xla = C.xla_flops(compiled)
             holder = [state]
 
@@ -144,8 +144,8 @@ def main():
             eb = sampler.epoch(0)
             Xd, Yd = jax.device_put(Xall), jax.device_put(Yall.astype(np.uint8))
             idx, wh = jax.device_put(eb.indices), jax.device_put(eb.where)
-            epoch = jax.jit(make_train_epoch(step), donate_argnums=(0,))
-            ec_s, _ = C.compile_seconds(jax.jit(make_train_epoch(step)), holder[0], Xd, Yd, idx, wh, key)
+            epoch = jit_train(make_train_epoch(step), donate_argnums=(0,))
+            ec_s, _ = C.compile_seconds(jit_train(make_train_epoch(step)), holder[0], Xd, Yd, idx, wh, key)
             ep_holder = [init_state(model, opt, D, key=jax.random.key(0))]
 
             def run_epoch():
@@ -210,7 +210,7 @@ def main():
     model = ChmcnnMLP(hidden=500, num_outputs=Cn, dropout=0.7)
     opt = make_optimizer(lr=1e-4, weight_decay=1e-5)
     graph = constraint_graph(h)
-    epoch = jax.jit(make_train_epoch(make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated)),
+    epoch = jit_train(make_train_epoch(make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated)),
                     donate_argnums=(0,))
     sampler = EpochSampler(Xall.shape[0], B, seed=0)
     st = [init_state(model, opt, D, key=jax.random.key(0))]

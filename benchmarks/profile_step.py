@@ -161,7 +161,7 @@ def main():
     from hmljax.constraints import constraint_graph
     from hmljax.data import load_dataset
     from hmljax.models import ChmcnnMLP, stacked_forward
-    from hmljax.training import init_state, make_optimizer, make_train_step
+    from hmljax.training import init_state, jit_train, make_optimizer, make_train_step
 
     if args.quick:
         args.steps = min(args.steps, 20)
@@ -182,7 +182,7 @@ def main():
     for E in (1, args.ensemble):
         state = init_state(model, opt, D, key=jax.random.key(0), members=E if E > 1 else 0)
         fwd = stacked_forward(model, E) if E > 1 else None
-        step = jax.jit(make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated, forward=fwd),
+        step = jit_train(make_train_step(model, opt, ancestry=graph, evaluated=h.evaluated, forward=fwd),
                        donate_argnums=(0,))
         rest = (jnp.asarray(x_np), jnp.asarray(y_np), jnp.ones(B, bool), jax.random.key(1))
         members = [T.mlp(D, H, Cn, 0.7) for _ in range(E)]

@@ -8,8 +8,9 @@ Every (experiment, dataset, method, seed) run goes to
 ``<runs>/<experiment>/<dataset>/<method>/s<seed>`` and is skipped when its
 ``results.json`` exists, so a long table can be completed over several
 sittings (``--plan`` lists what is left, where each run resumes, and an
-estimated time from the epoch times already measured). A run whose config (dataset, seed, every setting) matches a finished
-run of another experiment is not trained again: the tables share it (Table 7's
+estimated time from the epoch times already measured). A run whose config
+(dataset, seed, every setting) matches a finished run of another experiment
+is not trained again: the tables share it (Table 7's
 None, LPROS and w0 = 0.25 rows are Table 1's runs). After the runs, the
 experiment's table is rebuilt from every finished run found:
 ``experiments/results/rare_<experiment>.{md,json}`` (mean ± std over seeds, in

@@ -40,7 +40,7 @@ def main(argv=None):
 
     from benchmarks._common import xla_memory_bytes
     from hmljax.data import EpochSampler, atomic_write_text
-    from hmljax.training import TrainConfig, make_optimizer, make_train_epoch, make_train_step
+    from hmljax.training import TrainConfig, jit_train, make_optimizer, make_train_epoch, make_train_step
     from hmljax.training._run import _setup, init_state, node_weights_for, training_data
     from hmljax.training._train import LossConfig
 
@@ -62,7 +62,7 @@ def main(argv=None):
         eb = sampler.epoch(0)
         idx, wh = jax.device_put(eb.indices), jax.device_put(eb.where)
         t0 = time.perf_counter()
-        compiled = jax.jit(make_train_epoch(step)).lower(state, Xd, Yd, idx, wh, jax.random.key(1)).compile()
+        compiled = jit_train(make_train_epoch(step)).lower(state, Xd, Yd, idx, wh, jax.random.key(1)).compile()
         compile_s = time.perf_counter() - t0
         plan = xla_memory_bytes(compiled)
         times = []

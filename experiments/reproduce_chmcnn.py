@@ -5,8 +5,9 @@
 
 Each (dataset, seed) run goes to ``<runs>/<dataset>/s<seed>``; runs whose
 ``results.json`` exists are skipped, so a long table can be completed over
-several sittings (``--plan`` lists what is left and an estimated time). The Markdown table (mean +- std beside the published value,
-with the command, commit, machine and date) is rewritten after every run, from
+several sittings (``--plan`` lists what is left and an estimated time). The
+Markdown table (mean +- std beside the published value, with the command,
+commit, machine and date) is rewritten after every run, from
 every finished run found, to ``experiments/results/chmcnn_reproduction.md``
 (and ``.json``).
 """

@@ -18,10 +18,12 @@ from hmljax.training import (
     TrainConfig,
     evaluate_run,
     init_state,
+    jit_train,
     make_optimizer,
     make_train_epoch,
     make_train_step,
     train_and_evaluate,
+    train_compiler_options,
 )
 
 SMALL = ["hidden=32", "batch_size=32", "lr=0.003"]
@@ -69,6 +71,29 @@ def test_step_and_epoch_compile_once_and_match():
             s2, _ = step2(s2, X[idx], Y[idx], w, key)
     assert step2._cache_size() == 1
     chex.assert_trees_all_close(s.params, s2.params, rtol=1e-5, atol=1e-6)
+
+
+def test_jit_train_options_change_speed_not_results(monkeypatch):
+    import hmljax.training._train as T
+
+    # On CPU the donated epoch compiles with region-analysis copy insertion, and trains to bitwise the same
+    # parameters as a plain jit; elsewhere no options are passed.
+    assert train_compiler_options("cpu") == {"xla_cpu_copy_insertion_use_region_analysis": True}
+    assert train_compiler_options("gpu") == {} and train_compiler_options("tpu") == {}
+    ds, h, anc, model, opt, state = _setup()
+    step = make_train_step(model, opt, ancestry=anc, evaluated=h.evaluated)
+    X, Y = jax.device_put(np.asarray(ds.X["train"])), jax.device_put(np.asarray(ds.Y["train"]))
+    eb = EpochSampler(X.shape[0], 32, seed=0).epoch(0)
+    copy = lambda t: jax.tree.map(jnp.copy, t)  # both runs donate their state
+    ours, _ = jit_train(make_train_epoch(step), donate_argnums=(0,))(copy(state), X, Y, eb.indices, eb.where,
+                                                                      jax.random.key(1))
+    plain, _ = jax.jit(make_train_epoch(step), donate_argnums=(0,))(copy(state), X, Y, eb.indices, eb.where,
+                                                                     jax.random.key(1))
+    chex.assert_trees_all_equal(ours.params, plain.params)
+    # A jaxlib that does not know the option must cost only the speed, not every compile.
+    monkeypatch.setattr(T, "_CPU_OPTIONS", {"xla_cpu_no_such_option_in_any_xla": True})
+    assert train_compiler_options("cpu") == {}
+    assert float(jit_train(lambda x: x * 2)(jnp.float32(2.0))) == 4.0
 
 
 def test_dense_and_sparse_training_agree():

@@ -6,10 +6,12 @@ from hmljax.training._train import (
     LossConfig,
     TrainState,
     init_state,
+    jit_train,
     make_optimizer,
     make_predict,
     make_train_epoch,
     make_train_step,
+    train_compiler_options,
 )
 
 __all__ = [
@@ -29,5 +31,7 @@ __all__ = [
     "make_predict",
     "make_train_epoch",
     "make_train_step",
+    "jit_train",
+    "train_compiler_options",
     "train_and_evaluate",
 ]

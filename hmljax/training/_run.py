@@ -30,6 +30,7 @@ from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epo
 from hmljax.training._train import (
     LossConfig,
     init_state,
+    jit_train,
     make_optimizer,
     make_predict,
     make_train_epoch,
@@ -333,7 +334,7 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
         mix_lambda=cfg.mix_lambda)
     step = make_train_step(model, optimizer, ancestry=ancestry, evaluated=h.evaluated, loss_cfg=loss_cfg,
                            forward=forward)
-    train_epoch = jax.jit(make_train_epoch(step), donate_argnums=(0,))
+    train_epoch = jit_train(make_train_epoch(step), donate_argnums=(0,))
     predict = make_predict(model, ancestry=ancestry, forward=forward)
     place_batches = _placement(cfg)
     if cfg.shard != "none":

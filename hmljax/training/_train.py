@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -23,7 +24,7 @@ from hmljax.losses import (
 )
 
 __all__ = ["TrainState", "LossConfig", "make_optimizer", "init_state", "make_train_step", "make_train_epoch",
-           "make_predict"]
+           "make_predict", "train_compiler_options", "jit_train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +171,46 @@ def make_train_epoch(step):
         return jax.lax.scan(body, state, (idx_SxB, where_SxB, t_S))
 
     return epoch
+
+
+# Copy insertion with region analysis. The fused epoch carries the parameters and Adam's moments through the scan
+# and updates them in place; XLA's default analysis cannot prove that the backward pass's reads of a weight matrix
+# (dx = delta W^T) come before the optimiser overwrites it, so it copies every such matrix on every step. Region
+# analysis proves it and drops the copies: bitwise the same parameters, 1.1-1.3x faster epochs on 2 CPU cores
+# (measured: cellcycle_FUN 1.10x, its E = 10 GMU ensemble 1.28x, MC dropout 1.19x, cellcycle_GO 1.17x).
+_CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted(backend: str, options: tuple) -> bool:
+    # A jaxlib that no longer knows an option refuses every compile that names it: try one tiny compile first.
+    try:
+        x = jax.device_put(jnp.float32(1.0), jax.local_devices(backend=backend)[0])
+        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(x).compile()
+        return True
+    except Exception:  # noqa: BLE001 - TypeError on a jax without compiler_options, XLA's error on an unknown option
+        return False
+
+
+def train_compiler_options(backend: str | None = None) -> dict:
+    """The XLA options hmljax compiles its train step and epoch with on ``backend`` (default: JAX's default).
+
+    On CPU, copy insertion with region analysis (see ``_CPU_OPTIONS``); nothing
+    elsewhere. Empty if this jax/jaxlib does not accept them, so a newer XLA that
+    drops the option only loses the speed.
+    """
+    backend = backend or jax.default_backend()
+    if backend != "cpu" or not _accepted(backend, tuple(sorted(_CPU_OPTIONS.items()))):
+        return {}
+    return dict(_CPU_OPTIONS)
+
+
+def jit_train(fn, **jit_kwargs):
+    """``jax.jit(fn, **jit_kwargs)`` compiled with :func:`train_compiler_options`: how hmljax jits a train step or
+    epoch (``jit_train(make_train_epoch(step), donate_argnums=(0,))``)."""
+    if options := train_compiler_options():
+        jit_kwargs = {**jit_kwargs, "compiler_options": options}
+    return jax.jit(fn, **jit_kwargs)
 
 
 def make_predict(model, *, ancestry, batch_size: int = 512, forward=None):
