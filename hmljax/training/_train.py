@@ -176,8 +176,9 @@ def make_train_epoch(step):
 # Copy insertion with region analysis. The fused epoch carries the parameters and Adam's moments through the scan
 # and updates them in place; XLA's default analysis cannot prove that the backward pass's reads of a weight matrix
 # (dx = delta W^T) come before the optimiser overwrites it, so it copies every such matrix on every step. Region
-# analysis proves it and drops the copies: bitwise the same parameters, 1.1-1.3x faster epochs on 2 CPU cores
-# (measured: cellcycle_FUN 1.10x, its E = 10 GMU ensemble 1.28x, MC dropout 1.19x, cellcycle_GO 1.17x).
+# analysis proves it and drops the copies: bitwise the same parameters, 1.08-1.22x faster epochs on 2 CPU cores
+# (benchmarks/bench_compile_options.py: cellcycle_FUN 1.08x, its E = 10 GMU ensemble 1.22x, MC dropout 1.13x,
+# cellcycle_GO 1.16x).
 _CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
