@@ -36,7 +36,6 @@ import functools
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
@@ -267,8 +266,8 @@ def collect(name: str, args) -> dict:
             for s in sorted(found):
                 p = os.path.join(found[s], "results.json")
                 if os.path.exists(p):
-                    with open(p) as fh:
-                        rows.append(json.load(fh))
+                    with open(p) as fh, open(os.path.join(found[s], "config.json")) as cfh:
+                        rows.append({**json.load(fh), "machine": json.load(cfh).get("machine", {})})
             out.setdefault(d, {})[method] = rows
     return out
 
@@ -311,10 +310,9 @@ def _cell(st, bold):
 
 
 def _header(name, args) -> list[str]:
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    from hmljax.training import source_commit
+
+    commit = source_commit()
     cmd = f"python experiments/rare.py {name} --data-dir {args.data_dir or '$HMLJAX_DATA'} --seeds {args.seeds}"
     # The command that makes the whole table (not a partial one): only datasets beyond the defaults.
     default = _default_cells(name, args)
@@ -376,7 +374,9 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
     summary = {d: {m: {k: _stats(rows, key) for k, key in METRICS} | {"n": len(rows),
                "median_epoch_s": float(np.median([r["median_epoch_seconds"] for r in rows])) if rows else None,
                "host_max_rss_MiB": _median_mib(rows, "host_max_rss"),
-               "device_peak_MiB": _median_mib(rows, "device_peak")}
+               "device_peak_MiB": _median_mib(rows, "device_peak"),
+               # Runs from before 70ad98c record no compiler options: jax.jit, 8-22% slower epochs on CPU.
+               "timed_with_jit_train": all("compiler_options" in r.get("machine", {}) for r in rows) if rows else None}
                    for m, rows in methods.items()} for d, methods in res.items()}
     lines = [f"# RARE {name} (hmljax)", "", *_header(name, args)]
     if name in ("table1", "table5", "table7", "appg"):
@@ -426,10 +426,15 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
             for m, s in methods.items():
                 cells = [_cell(s[k], False) for k, _ in METRICS]
                 if extra:
-                    cells += [f"{s['median_epoch_s']:.3f}" if s["median_epoch_s"] else "n/a",
+                    old = "" if s["timed_with_jit_train"] in (True, None) else " †"
+                    cells += [f"{s['median_epoch_s']:.3f}{old}" if s["median_epoch_s"] else "n/a",
                               _fmt_mib(s["device_peak_MiB"] if on_device else s["host_max_rss_MiB"])]
                 lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
     if name == "table8":
+        if any(s["timed_with_jit_train"] is False for ms in summary.values() for s in ms.values()):
+            lines += ["", "† Trained before commit 70ad98c, with plain `jax.jit`: the same parameters bitwise, but on "
+                      "CPU 8-22% slower epochs than `jit_train` (benchmarks/README.md section 9). Compare times "
+                      "within a dataset, whose two rows were trained together."]
         if not on_device:
             lines += ["", "On CPU the memory column is the worker's max RSS, which includes about 0.5 GB of JAX "
                       "runtime; `experiments/rare_cost.py` reports XLA's planned peak for the fused epoch."]

@@ -20,26 +20,18 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
 
 from hmljax.data import REGISTRY, atomic_write_text
-from hmljax.training import TrainConfig, config_diff
+from hmljax.training import TrainConfig, config_diff, source_commit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _runner import plan, run_tasks  # noqa: E402
 
 HMC = [n for n, s in REGISTRY.items() if s.family == "hmc" and s.shipped]
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def collect(runs_dir: str) -> dict[str, list[dict]]:
@@ -61,7 +53,7 @@ def write_table(runs_dir: str, out_md: str, command: str) -> str:
         "# C-HMCNN reproduction (hmljax)",
         "",
         f"Command: `{command}`  ",
-        f"Commit: `{_commit()}`; machine: {platform.platform()}, {os.cpu_count()} CPUs; "
+        f"Commit: `{source_commit()}`; machine: {platform.platform()}, {os.cpu_count()} CPUs; "
         f"date: {datetime.date.today().isoformat()}",
         "",
         "| dataset | seeds | test AUPRC (mean ± std) | published | diff | node F1 | median epoch s |",

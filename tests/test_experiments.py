@@ -199,8 +199,10 @@ def test_figure_experiments_render_partial_results(name, tmp_path, monkeypatch):
     done = list(cells[first_d])[::2]  # every other setting of the first dataset has one finished run
 
     def row(i):
+        # Settings 0, 4, ... were trained with jit_train (their config records compiler options), 2, 6, ... before.
         return {"test": {key: 0.01 * (i + 1) for _, key in rare.METRICS}, "median_epoch_seconds": 0.5 + i,
-                "peak_memory_bytes": {"host_max_rss": (100 + i) * 2**20}}
+                "peak_memory_bytes": {"host_max_rss": (100 + i) * 2**20},
+                "machine": {"compiler_options": {}} if i % 4 == 0 else {}}
 
     monkeypatch.setattr(rare, "collect", lambda n, a: {d: {m: [row(i)] if d == first_d and m in done else []
                                                            for i, m in enumerate(ms)} for d, ms in cells.items()})
@@ -216,6 +218,7 @@ def test_figure_experiments_render_partial_results(name, tmp_path, monkeypatch):
     if name == "table8":
         assert summary[first_d][done[0]]["median_epoch_s"] == pytest.approx(0.5)
         assert "| 0.500 | 100 |" in md
+        assert "| 2.500 † | 102 |" in md and "† Trained before commit 70ad98c" in md  # timed with plain jax.jit
 
 
 def test_dropout_savings_against_the_ensemble():

@@ -22,6 +22,7 @@ from hmljax.training import (
     make_optimizer,
     make_train_epoch,
     make_train_step,
+    source_commit,
     train_and_evaluate,
     train_compiler_options,
 )
@@ -131,8 +132,12 @@ def test_train_and_evaluate_is_deterministic_and_learns(tmp_path):
     assert ap > 3 * prior  # far above the positive rate (a constant predictor's AP)
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
-    saved = json.loads((tmp_path / "a" / "config.json").read_text())["config"]
+    saved_file = json.loads((tmp_path / "a" / "config.json").read_text())
+    saved = saved_file["config"]
     assert TrainConfig(**saved).resolved() == cfg.resolved()  # the saved config reproduces the run
+    # ... with the code that ran it: the commit and the compiler options (which change epoch times)
+    assert saved_file["machine"]["compiler_options"] == train_compiler_options()
+    assert saved_file["machine"]["hmljax_commit"].removesuffix("-dirty") == source_commit()
     again = evaluate_run(str(tmp_path / "a"))
     assert again["auprc"] == pytest.approx(ap, rel=1e-6)
     with pytest.raises(ValueError, match="already holds checkpoints"):

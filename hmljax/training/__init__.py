@@ -1,6 +1,13 @@
 """Training: jit-compiled steps, scan-fused epochs, checkpointed runs."""
 
-from hmljax.training._run import TrainConfig, config_diff, evaluate_run, load_config, train_and_evaluate
+from hmljax.training._run import (
+    TrainConfig,
+    config_diff,
+    evaluate_run,
+    load_config,
+    source_commit,
+    train_and_evaluate,
+)
 from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
 from hmljax.training._train import (
     LossConfig,
@@ -34,4 +41,5 @@ __all__ = [
     "jit_train",
     "train_compiler_options",
     "train_and_evaluate",
+    "source_commit",
 ]
