@@ -143,6 +143,22 @@ def measured_epoch_seconds(roots) -> dict[tuple, float]:
     return {k: statistics.median(v) for k, v in times.items() if v}
 
 
+def _scaled_from_other_sizes(measured: dict, cfg_dict) -> tuple[float, int] | None:
+    """``(seconds, E')``: an epoch time for an ensemble size not yet measured, scaled linearly from the
+    nearest measured size E' of the same kind (an ensemble step's cost grows about in proportion to E)."""
+    key = _cost_key(cfg_dict)
+    i = _COST_KEYS.index("ensemble")
+    try:  # ensemble = 0 is one plain network: costs as E = 1
+        size = max(int(key[i]), 1)
+        sizes = {max(int(k[i]), 1): v for k, v in measured.items() if k[:i] + k[i + 1:] == key[:i] + key[i + 1:]}
+    except ValueError:
+        return None
+    if not sizes:
+        return None
+    near = min(sizes, key=lambda e: (abs(e - size), -e))
+    return sizes[near] * size / near, near
+
+
 def _resumes_from(run_dir: str) -> int:
     """The epoch of the run's latest finished checkpoint (0 if none): where a resumed run starts."""
     try:
@@ -165,20 +181,24 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1) -> str:
     measured = measured_epoch_seconds(timing_roots)
     lines = [f"{finished} runs finished, {len(tasks)} to do", "",
              "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
-    total_s, unknown = 0.0, 0
+    total_s, unknown, scaled = 0.0, 0, 0
     for cfg, run_dir in tasks:
         start, planned = _resumes_from(run_dir), _epochs_planned(cfg)
         left = max(planned - start, 0)
         own = _epoch_seconds(run_dir)
-        per = statistics.median(own) if own else measured.get(_cost_key(cfg))
+        per, how = (statistics.median(own) if own else measured.get(_cost_key(cfg))), ""
+        if per is None and (guess := _scaled_from_other_sizes(measured, cfg)):
+            (per, near), how = guess, f" (from E={guess[1]})"
+            scaled += 1
         if per is None:
             unknown += 1
             lines.append(f"| {run_dir} | {start} | {left} | ? | ? |")
             continue
         total_s += left * per
-        lines.append(f"| {run_dir} | {start} | {left} | {per:.2f} | {left * per / 3600:.2f} |")
+        lines.append(f"| {run_dir} | {start} | {left} | {per:.2f}{how} | {left * per / 3600:.2f} |")
     known = len(tasks) - unknown
     lines += ["", f"Estimated {total_s / 3600:.1f} hours for {known} runs"
+              + (f" ({scaled} scaled in proportion to E from another ensemble size of their kind)" if scaled else "")
               + (f"; {unknown} runs have no measured epoch time of their kind (dataset, resampling, E, MC "
                  "passes, focal term) yet" if unknown else "")
               + (f"; with --workers {workers} the wall time is between that / {workers} (small runs) and that "

@@ -278,9 +278,13 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     half = tmp_path / "runs" / "half"
     (half / "checkpoints" / "20").mkdir(parents=True)
     (half / "checkpoints" / "30.orbax-checkpoint-tmp-1").mkdir()  # an unfinished save does not count
-    tasks = [(cfg(), str(half)), (cfg(ensemble=10), str(tmp_path / "runs" / "new"))]
+    new, mc = tmp_path / "runs" / "new", tmp_path / "runs" / "mc"
+    tasks = [(cfg(), str(half)), (cfg(ensemble=10), str(new)), (cfg(mc_passes=10), str(mc))]
     text = plan(tasks, timing_roots=[str(tmp_path / "runs")], finished=3, workers=2)
-    assert text.startswith("3 runs finished, 2 to do")
+    assert text.startswith("3 runs finished, 3 to do")
     assert f"| {half} | 20 | 30 | 2.00 | 0.02 |" in text  # resumes at its checkpoint: 30 epochs x 2 s
-    assert f"| {tmp_path / 'runs' / 'new'} | 0 | 50 | ? | ? |" in text  # no E = 10 run measured yet
-    assert "Estimated 0.0 hours for 1 runs; 1 runs have no measured epoch time" in text
+    # No E = 10 run measured yet: 10 x the one network's 2 s, for 50 epochs
+    assert f"| {new} | 0 | 50 | 20.00 (from E=1) | 0.28 |" in text
+    assert f"| {mc} | 0 | 50 | ? | ? |" in text  # MC dropout is another kind, not scaled from anything
+    assert ("Estimated 0.3 hours for 2 runs (1 scaled in proportion to E from another ensemble size of their "
+            "kind); 1 runs have no measured epoch time") in text
