@@ -10,6 +10,13 @@ there (measured: derisi_GO, 2.87 s/epoch on 1 thread against 3.10 s on 2), so
 small (FUN-sized) runs side by side nearly double the throughput. GO-sized runs
 are bound by Adam's memory traffic and slow each other down (cellcycle_GO: 4.5
 s/epoch alone, about 10 s each with two side by side), so they gain little.
+Mid-sized runs can lose outright: once two runs' training states (parameters,
+gradients, Adam moments) no longer fit the shared L3 cache together (32 MiB
+here), each thrashes the other's. ImCLEF07A (1.2M parameters, about 19 MiB of
+state) takes 2.0 s per epoch alone and 5.5-5.7 s with a Diatoms run beside it,
+nearly 3x slower, so the second worker buys nothing. Use --workers 2 for
+FUN-sized runs only; ``--plan`` estimates from whatever load the logged epochs
+had.
 """
 
 from __future__ import annotations
