@@ -12,6 +12,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 
+def test_chmcnn_reproduction_runs_skips_finished_seeds_and_names_the_whole_table_command(tmp_path):
+    import reproduce_chmcnn
+
+    out = tmp_path / "res" / "t.md"
+    argv = ["--datasets", "synthetic", "--seeds", "1", "--runs", str(tmp_path / "runs"), "--out", str(out),
+            "epochs=2", "hidden=16", "batch_size=64"]
+    assert reproduce_chmcnn.main(argv) == 0
+    md = out.read_text()
+    # The header's command makes the whole table (every default dataset), whatever this sitting ran.
+    assert "Command: `python experiments/reproduce_chmcnn.py --data-dir $HMLJAX_DATA --seeds 1 epochs=2 " in md
+    assert "--datasets" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| synthetic | 1 | "))
+    saved = json.loads((tmp_path / "res" / "t.json").read_text())["synthetic"]
+    assert row.startswith(f"| synthetic | 1 | {saved['auprc'][0]:.3f} ± 0.000 |")
+    mtime = (tmp_path / "runs" / "synthetic" / "s0" / "results.json").stat().st_mtime_ns
+    assert reproduce_chmcnn.main([*argv[:3], "2", *argv[4:]]) == 0  # seed 0 is skipped, seed 1 trained
+    assert (tmp_path / "runs" / "synthetic" / "s0" / "results.json").stat().st_mtime_ns == mtime
+    assert "| synthetic | 2 | " in out.read_text()
+
+
 def test_two_sigma_rule():
     import rare
 
