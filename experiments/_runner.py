@@ -195,8 +195,8 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1) -> str:
         own = _epoch_seconds(run_dir)
         per, how = (statistics.median(own) if own else measured.get(_cost_key(cfg))), ""
         if per is None and (guess := _scaled_from_other_sizes(measured, cfg)):
-            (per, near), how = guess, f" (from E={guess[1]})"
-            scaled += 1
+            per, near = guess
+            how, scaled = f" (from E={near})", scaled + 1
         if per is None:
             unknown += 1
             lines.append(f"| {run_dir} | {start} | {left} | ? | ? |")
