@@ -470,7 +470,7 @@ def _figure(name, summary, path):
                         continue
                     e_, st = zip(*pts)
                     mu, sd = np.array([s[0] for s in st]), np.array([s[1] for s in st])
-                    ax.plot(e_, mu, label=kind, lw=2)
+                    ax.plot(e_, mu, marker="o", label=kind, lw=2)  # markers: a size run alone still shows
                     ax.fill_between(e_, mu - sd, mu + sd, alpha=0.2)
                 ax.set_xlabel("ensemble size E")
                 ax.set_ylabel(f"{label} (%)")
