@@ -284,10 +284,14 @@ def _peak_memory() -> dict:
 def source_commit(*, dirty: bool = False) -> str:
     """The git commit of the hmljax source tree (short hash; ``-dirty`` appended with ``dirty=True`` when tracked
     files are modified), or ``"unknown"`` outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
     cmd = ["git", "describe", "--always", "--abbrev=7"] + (["--dirty"] if dirty else [])
     try:
-        return subprocess.check_output(cmd, cwd=os.path.dirname(os.path.abspath(__file__)), text=True,
-                                       stderr=subprocess.DEVNULL).strip()
+        # Only if git tracks this very file: an installed copy inside some other repository (a .venv in a
+        # user's project) would otherwise report that project's commit.
+        subprocess.check_call(["git", "ls-files", "--error-unmatch", os.path.basename(__file__)], cwd=here,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.check_output(cmd, cwd=here, text=True, stderr=subprocess.DEVNULL).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
