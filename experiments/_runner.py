@@ -136,18 +136,38 @@ def _epoch_seconds(run_dir: str) -> list[float]:
     return [r["epoch_s"] for r in rows[1:] if "epoch_s" in r]
 
 
-def measured_epoch_seconds(roots) -> dict[tuple, float]:
-    """``{cost key: median epoch seconds}`` over every run under the ``roots`` folders with a config and metrics."""
-    times: dict[tuple, list[float]] = {}
+# What of a run's recorded machine (config.json) its epoch times depend on, besides its config.
+_MACHINE_KEYS = ("backend", "cpus", "compiler_options")
+
+
+def current_machine() -> dict:
+    """This machine's values of the ``_MACHINE_KEYS``, as a run made here now would record them."""
+    import jax
+
+    from hmljax.training import train_compiler_options
+
+    return {"backend": jax.default_backend(), "cpus": os.cpu_count(), "compiler_options": train_compiler_options()}
+
+
+def measured_epoch_seconds(roots, *, machine: dict | None = None) -> dict[tuple, float]:
+    """``{cost key: median epoch seconds}`` over every run under the ``roots`` folders with a config and metrics.
+
+    With ``machine`` (see :func:`current_machine`), a kind's estimate comes from the runs that recorded
+    that machine, if it has any, and from all its runs otherwise: times logged by older code (before
+    jit_train, or before runs recorded their compiler options) or on another machine can be 2-3x off.
+    """
+    times: dict[tuple, tuple[list[float], list[float]]] = {}
     for root, _dirs, files in (w for r in roots for w in os.walk(r)):
         if "config.json" in files and "metrics.jsonl" in files:
             try:
                 with open(os.path.join(root, "config.json")) as fh:
-                    cfg = json.load(fh)["config"]
+                    saved = json.load(fh)
+                cfg, ran_on = saved["config"], saved.get("machine", {})
             except (OSError, ValueError, KeyError):
                 continue
-            times.setdefault(_cost_key(cfg), []).extend(_epoch_seconds(root))
-    return {k: statistics.median(v) for k, v in times.items() if v}
+            same = machine is not None and all(ran_on.get(k) == machine.get(k) for k in _MACHINE_KEYS)
+            times.setdefault(_cost_key(cfg), ([], []))[0 if same else 1].extend(_epoch_seconds(root))
+    return {k: statistics.median(here or other) for k, (here, other) in times.items() if here or other}
 
 
 def _scaled_from_other_sizes(measured: dict, cfg_dict) -> tuple[float, int] | None:
@@ -175,17 +195,18 @@ def _resumes_from(run_dir: str) -> int:
     return max(steps, default=0)
 
 
-def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1) -> str:
+def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: dict | None = None) -> str:
     """A report of the runs still to do: where each resumes, its epochs left and an estimated time.
 
     Estimates use the median epoch time logged by runs under ``timing_roots`` with
     the same dataset, resampling, ensemble size, MC passes and focal term
-    (their own epochs first, if they have started). Those times were measured
+    (their own epochs first, if they have started), preferring runs made on
+    ``machine`` (default: this one, with today's compiler options). Those times were measured
     under whatever load their sittings had, so treat the total as a guide.
     Side-by-side workers help FUN-sized runs but not memory-bound ones (see
     this module's docstring), so the wall time is quoted for one worker.
     """
-    measured = measured_epoch_seconds(timing_roots)
+    measured = measured_epoch_seconds(timing_roots, machine=current_machine() if machine is None else machine)
     lines = [f"{finished} runs finished, {len(tasks)} to do", "",
              "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
     total_s, unknown, scaled = 0.0, 0, 0

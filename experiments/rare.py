@@ -156,14 +156,17 @@ def _config(d: str, overrides: list[str], seed: int, args):
 
 
 @functools.lru_cache(maxsize=None)
-def finished_runs(runs_root: str) -> dict:
-    """``{config key: run_dir}`` for every finished run under ``runs_root``, any experiment (read once).
+def finished_runs(*runs_roots: str) -> dict:
+    """``{config key: run_dir}`` for every finished run under the ``runs_roots``, any experiment (read once;
+    the first root's run wins).
 
     Experiments share runs: Table 7's None, LPROS and w0 = 0.25 rows are Table
-    1's runs, found here by their saved config instead of trained again.
+    1's runs, and Table 5's None rows are the C-HMCNN reproduction's GO runs
+    (``runs/chmcnn``, the same config), found here by their saved config
+    instead of trained again.
     """
     out = {}
-    for root, _dirs, files in os.walk(runs_root):
+    for root, _dirs, files in (w for r in runs_roots for w in os.walk(r)):
         if "results.json" in files and "config.json" in files:
             with open(os.path.join(root, "config.json")) as fh:
                 out.setdefault(_config_key(json.load(fh)["config"]), root)
@@ -195,7 +198,7 @@ def run_dir_for(name: str, d: str, method: str, seed: int, cfg, args) -> str:
     _check_same_config(own, cfg)
     if os.path.exists(os.path.join(own, "results.json")) or name == "table8":  # table8 times its own runs
         return own
-    return finished_runs(args.runs).get(_config_key(dataclasses.asdict(cfg)), own)
+    return finished_runs(args.runs, *args.other_runs).get(_config_key(dataclasses.asdict(cfg)), own)
 
 
 def pending_tasks(name: str, args) -> tuple[list, int]:
@@ -560,8 +563,9 @@ def main(argv=None) -> None:
     p.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs")
     p.add_argument("--plan", action="store_true",
                    help="train nothing: list the runs still to do, where each resumes, and an estimated time")
-    p.add_argument("--timings", nargs="*", default=[os.path.join("runs", "chmcnn")],
-                   help="more run folders whose logged epoch times inform --plan's estimates")
+    p.add_argument("--other-runs", nargs="*", default=[os.path.join("runs", "chmcnn")],
+                   help="more run folders: their finished runs of a wanted config are used instead of training "
+                        "it again, and their logged epoch times inform --plan's estimates")
     args = p.parse_args(argv)
     if args.experiment == "table8" and args.tasks_per_worker is None:
         args.tasks_per_worker = 1
@@ -571,7 +575,7 @@ def main(argv=None) -> None:
     name = "table2" if args.experiment == "table4" else args.experiment
     if args.plan:
         tasks, finished = pending_tasks(name, args)
-        print(plan(tasks, timing_roots=[args.runs, *args.timings], finished=finished, workers=args.workers))
+        print(plan(tasks, timing_roots=[args.runs, *args.other_runs], finished=finished, workers=args.workers))
     elif args.table_only:
         write_outputs(name, args)
     else:

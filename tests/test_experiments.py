@@ -52,7 +52,8 @@ def test_beats_baseline_counts_datasets_with_both_runs():
 def test_rare_table1_runs_resumes_and_writes_outputs(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "rare.py"), "table1", "--datasets", "synthetic",
            "--seeds", "1", "--override", "epochs=1", "hidden=16", "batch_size=64",
-           "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--workers", "1"]
+           "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--workers", "1",
+           "--other-runs", str(tmp_path / "other")]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "7 runs to do" in out.stdout
@@ -186,10 +187,22 @@ def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(t
 
     import rare
 
-    args = argparse.Namespace(runs=str(tmp_path), override=[], datasets=None, methods=None, ensemble=10,
-                              data_dir=None, sizes=[1])
+    args = argparse.Namespace(runs=str(tmp_path / "rare"), override=[], datasets=None, methods=None, ensemble=10,
+                              data_dir=None, sizes=[1], other_runs=[str(tmp_path / "chmcnn")])
+    # A finished run of the same config in another folder (C-HMCNN's reproduction) is used, not retrained;
+    # one still training there is not.
+    plain = rare._config("spo_GO", [], 0, args)
+    for seed, files in ((0, ("config.json", "results.json")), (1, ("config.json",))):
+        done = tmp_path / "chmcnn" / "spo_GO" / f"s{seed}"
+        done.mkdir(parents=True)
+        for f in files:
+            (done / f).write_text(json.dumps({"config": dataclasses.asdict(dataclasses.replace(plain, seed=seed))}))
+    assert rare.run_dir_for("table5", "spo_GO", "None", 0, plain, args) == str(tmp_path / "chmcnn" / "spo_GO" / "s0")
+    plain1 = dataclasses.replace(plain, seed=1)
+    assert rare.run_dir_for("table5", "spo_GO", "None", 1, plain1, args) == os.path.join(
+        str(tmp_path / "rare"), "table5", "spo_GO", "None", "s1")
     cfg = rare._config("spo_FUN", ["weights=code", "w0=0.25", "reduction=sum", "ensemble=10"], 0, args)
-    own = os.path.join(str(tmp_path), "table2", "spo_FUN", "Baseline", "s0")
+    own = os.path.join(str(tmp_path / "rare"), "table2", "spo_FUN", "Baseline", "s0")
     os.makedirs(own)
     old = dataclasses.asdict(dataclasses.replace(cfg, reduction="mean"))
     with open(os.path.join(own, "config.json"), "w") as fh:
@@ -289,18 +302,28 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     def cfg(**kw):
         return dataclasses.asdict(TrainConfig(dataset="synthetic", epochs=50, **kw))
 
-    done = tmp_path / "runs" / "done"
-    done.mkdir(parents=True)
-    (done / "config.json").write_text(json.dumps({"config": cfg(w0=0.25)}))  # weights do not change the cost
+    here = {"backend": "cpu", "cpus": 2, "compiler_options": {"some_option": True}}
+
+    def finished(name, epoch_s, **machine):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        # weights do not change the cost
+        (run / "config.json").write_text(json.dumps({"config": cfg(w0=0.25), "machine": machine}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
+                                                   for i, t in enumerate(epoch_s)))
+
     # The first epoch includes compilation and is left out: the median of 2, 2 and 4 s is 2 s.
-    (done / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
-                                                for i, t in enumerate([30.0, 2.0, 2.0, 4.0])))
+    finished("done", [30.0, 2.0, 2.0, 4.0], **here)
+    # Runs by older code (no compiler options recorded) or on another machine are ignored while the
+    # kind has runs from this one.
+    finished("old", [30.0, 9.0, 9.0, 9.0, 9.0], backend="cpu", cpus=2)
+    finished("bigger", [30.0, 7.0, 7.0, 7.0, 7.0], **{**here, "cpus": 16})
     half = tmp_path / "runs" / "half"
     (half / "checkpoints" / "20").mkdir(parents=True)
     (half / "checkpoints" / "30.orbax-checkpoint-tmp-1").mkdir()  # an unfinished save does not count
     new, mc = tmp_path / "runs" / "new", tmp_path / "runs" / "mc"
     tasks = [(cfg(), str(half)), (cfg(ensemble=10), str(new)), (cfg(mc_passes=10), str(mc))]
-    text = plan(tasks, timing_roots=[str(tmp_path / "runs")], finished=3, workers=2)
+    text = plan(tasks, timing_roots=[str(tmp_path / "runs")], finished=3, workers=2, machine=here)
     assert text.startswith("3 runs finished, 3 to do")
     assert f"| {half} | 20 | 30 | 2.00 | 0.02 |" in text  # resumes at its checkpoint: 30 epochs x 2 s
     # No E = 10 run measured yet: 10 x the one network's 2 s, for 50 epochs
@@ -308,3 +331,6 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     assert f"| {mc} | 0 | 50 | ? | ? |" in text  # MC dropout is another kind, not scaled from anything
     assert ("Estimated 0.3 hours for 2 runs (1 scaled in proportion to E from another ensemble size of their "
             "kind); 1 runs have no measured epoch time") in text
+    # With no run from this machine, every run's times count: the median of 2, 2, 4, 4 x 7 and 4 x 9 s
+    other = plan(tasks[:1], timing_roots=[str(tmp_path / "runs")], machine={**here, "cpus": 4})
+    assert f"| {half} | 20 | 30 | 7.00 | 0.06 |" in other
