@@ -174,12 +174,11 @@ def finished_runs(*runs_roots: str) -> dict:
 
 
 def _config_key(cfg: dict) -> str:
-    """A config's identity: rebuilt as today's TrainConfig (keys added since the run take their defaults)
-    and resolved against the registry, as the run saw it."""
+    """A config's identity (``TrainConfig.identity``), rebuilt as today's TrainConfig: keys added since the
+    run take their defaults."""
     from hmljax.training import TrainConfig
 
-    full = dataclasses.asdict(TrainConfig.from_saved(cfg).resolved())
-    return json.dumps({k: v for k, v in full.items() if k != "data_dir"}, sort_keys=True)
+    return json.dumps(TrainConfig.from_saved(cfg).identity(), sort_keys=True)
 
 
 def _check_same_config(run_dir: str, cfg) -> None:

@@ -219,6 +219,9 @@ def test_resume_refuses_another_configs_run(tmp_path):
     assert config_diff(str(tmp_path / "empty"), other) == {}
     with pytest.raises(ValueError, match="another config.*hidden: saved 16, given 32"):
         train_and_evaluate(other, str(tmp_path), resume=True, progress=False)
+    # Bookkeeping is not the run: another data folder or checkpoint cadence resumes it.
+    assert config_diff(str(tmp_path), dataclasses.replace(cfg, checkpoint_every=3, data_dir=str(tmp_path))) == {}
+    assert "checkpoint_every" not in cfg.identity() and cfg.identity()["hidden"] == 16
 
 
 def test_diverged_run_stops_without_results(tmp_path):

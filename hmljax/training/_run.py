@@ -42,6 +42,10 @@ from hmljax.training._train import (
 __all__ = ["TrainConfig", "train_and_evaluate", "evaluate_run", "load_config", "source_commit"]
 
 
+# TrainConfig fields that do not change a run's results (see TrainConfig.identity).
+_BOOKKEEPING = ("data_dir", "checkpoint_every")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """One run. ``None`` fields take the dataset's published value from the registry."""
@@ -181,6 +185,13 @@ class TrainConfig:
             setattr(out, k, val)
         return out
 
+    def identity(self) -> dict:
+        """What makes two configs the same run: the resolved settings, less the bookkeeping that does
+        not change its results (where the data lives; how often it checkpoints, as a resumed run ends
+        with the parameters of an uninterrupted one)."""
+        full = dataclasses.asdict(self.resolved())
+        return {k: v for k, v in full.items() if k not in _BOOKKEEPING}
+
     @classmethod
     def from_saved(cls, saved: dict) -> TrainConfig:
         """The config a run directory's ``config.json`` saved: keys added since the run take their
@@ -200,16 +211,16 @@ def load_config(run_dir: str) -> TrainConfig:
 def config_diff(run_dir: str, cfg: TrainConfig) -> dict[str, tuple]:
     """``{setting: (saved, wanted)}`` where ``run_dir``'s saved config differs from ``cfg``.
 
-    Both sides are resolved against the registry (keys added since the run take
-    their defaults); ``data_dir`` is where the data lives, not what the run is,
-    so it is left out. Empty when they agree or ``run_dir`` holds no config.
+    Compares :meth:`TrainConfig.identity`: both sides resolved against the
+    registry (keys added since the run take their defaults), bookkeeping
+    (``data_dir``, ``checkpoint_every``) left out. Empty when they agree or
+    ``run_dir`` holds no config.
     """
     if not os.path.exists(os.path.join(run_dir, "config.json")):
         return {}
-    saved = dataclasses.replace(load_config(run_dir), data_dir=cfg.data_dir)
-    a = dataclasses.asdict(saved.resolved())
-    b = dataclasses.asdict(cfg.resolved())
-    return {k: (a[k], b[k]) for k in a if k != "data_dir" and a[k] != b[k]}
+    a = dataclasses.replace(load_config(run_dir), data_dir=cfg.data_dir).identity()
+    b = cfg.identity()
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
 def _setup(cfg: TrainConfig):
