@@ -67,8 +67,9 @@ def write_table(runs_dir: str, out_md: str, command: str) -> str:
         pub = rs[0].get("published_auprc")
         ep = np.median([r["median_epoch_seconds"] for r in rs])
         diff = f"{ap.mean() - pub:+.3f}" if pub else "-"
-        lines.append(f"| {name} | {len(rs)} | {ap.mean():.3f} ± {ap.std():.3f} | {pub if pub else '-'} | {diff} | "
-                     f"{f1.mean():.4f} | {ep:.2f} |")
+        # The sample std (ddof = 1), as the RARE tables; one seed has none rather than a misleading 0.
+        auprc = f"{ap.mean():.3f} ± {ap.std(ddof=1):.3f}" if len(ap) > 1 else f"{ap.mean():.3f}"
+        lines.append(f"| {name} | {len(rs)} | {auprc} | {pub if pub else '-'} | {diff} | {f1.mean():.4f} | {ep:.2f} |")
         rows[name] = {"seeds": [r["seed"] for r in rs], "auprc": ap.tolist(), "published": pub,
                       "node_f1": f1.tolist(), "median_epoch_seconds": float(ep)}
     lines += ["", "Epoch times are the median over seeds of each run's median; runs made with `--workers 2` "
