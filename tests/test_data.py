@@ -137,6 +137,8 @@ def test_registry_carries_published_settings():
     assert get_spec("cellcycle_go").hidden == 1000 and get_spec("cellcycle_GO").epochs == 62
     assert get_spec("enron").name == "Enron_corr" and get_spec("Enron_corr").lr == 1e-5
     assert REGISTRY["expr_FUN"].published_auprc == 0.302 and not REGISTRY["expr_FUN"].shipped
+    assert REGISTRY["seq_GO"].rerun_auprc == pytest.approx((0.386, 0.0028))  # RARE's Table 5, None
+    assert REGISTRY["Diatoms"].rerun_auprc is None
     assert REGISTRY["ImCLEF07D"].epochs == 588 and REGISTRY["seq_GO"].hidden == 9000
 
 
