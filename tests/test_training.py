@@ -205,6 +205,18 @@ def test_cli_train_prints_table(tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # nothing written for a bad config
 
 
+def test_results_table_names_both_references(capsys):
+    """A dataset with a published value and RARE's rerun of it shows both beside the AUPRC (seq_GO's differ)."""
+    from hmljax.training._cli import _print_table
+
+    test = {"auprc": 0.3822, "node_f1": 0.0, "node_precision": 0.0, "node_recall": 0.0,
+            "node_f1_with_positives": 0.0, "micro_f1": 0.0, "binary_ap": 0.0}
+    _print_table({"test": test, "published_auprc": 0.446, "rerun_auprc": [0.386, 0.0028]})
+    assert "0.3822   published C-HMCNN: 0.446; RARE's rerun of it: 0.386 ± 0.003" in capsys.readouterr().out
+    _print_table({"test": test, "published_auprc": None, "rerun_auprc": None})
+    assert "published" not in capsys.readouterr().out
+
+
 def test_resume_refuses_another_configs_run(tmp_path):
     """Resuming a checkpoint under other settings would train a mix of two runs: refused, naming the setting."""
     import dataclasses

@@ -9,11 +9,13 @@ import time
 
 def _print_table(results: dict) -> None:
     t = results["test"]
-    pub = results.get("published_auprc")
+    pub, rerun = results.get("published_auprc"), results.get("rerun_auprc")
+    refs = ([f"published C-HMCNN: {pub:.3f}"] if pub else []) + (
+        [f"RARE's rerun of it: {rerun[0]:.3f} ± {rerun[1]:.3f}"] if rerun else [])
     print()
     print(f"{'metric':<28} {'value':>8}")
     print(f"{'-' * 28} {'-' * 8}")
-    print(f"{'AUPRC (micro)':<28} {t['auprc']:>8.4f}" + (f"   published C-HMCNN: {pub:.3f}" if pub else ""))
+    print(f"{'AUPRC (micro)':<28} {t['auprc']:>8.4f}" + ("   " + "; ".join(refs) if refs else ""))
     for k in ("node_f1", "node_precision", "node_recall", "node_f1_with_positives", "micro_f1", "binary_ap"):
         print(f"{k:<28} {t[k]:>8.4f}")
     for d, r in sorted(t.get("recall_per_depth", {}).items(), key=lambda kv: int(kv[0])):
