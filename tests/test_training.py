@@ -153,6 +153,33 @@ def test_config_errors():
         TrainConfig().override(["hidden=big"])
     with pytest.raises(ValueError, match="unknown dataset"):
         TrainConfig(dataset="nope").resolved()
+    with pytest.raises(ValueError, match="bad value for matmul_precision: 'tf32' .one of highest"):
+        TrainConfig(dataset="synthetic", matmul_precision="tf32").resolved()
+
+
+def test_runs_trace_under_their_matmul_precision(tmp_path, monkeypatch):
+    # On GPU and TPU, JAX's default precision would silently make float32 matmuls TF32 or bf16: the
+    # steps and the evaluation must be traced under the config's setting (true float32 unless asked).
+    import hmljax.training._run as run_mod
+
+    seen = []
+    real_train, real_eval = run_mod._train_and_evaluate, run_mod._evaluate_run
+
+    def spy(real):
+        def f(*a, **k):
+            seen.append(jax.config.jax_default_matmul_precision)
+            return real(*a, **k)
+        return f
+
+    monkeypatch.setattr(run_mod, "_train_and_evaluate", spy(real_train))
+    monkeypatch.setattr(run_mod, "_evaluate_run", spy(real_eval))
+    cfg = TrainConfig(dataset="synthetic", epochs=1).override(SMALL)
+    assert cfg.matmul_precision == "highest"
+    train_and_evaluate(cfg, str(tmp_path / "a"), progress=False)
+    train_and_evaluate(cfg.override(["matmul_precision=tensorfloat32"]), str(tmp_path / "b"), progress=False)
+    evaluate_run(str(tmp_path / "b"))
+    assert seen == ["highest", "tensorfloat32", "tensorfloat32"]
+    assert jax.config.jax_default_matmul_precision is None  # restored afterwards
 
 
 def _restore_params(run_dir):
