@@ -156,7 +156,7 @@ def _config(d: str, overrides: list[str], seed: int, args):
 
 
 @functools.lru_cache(maxsize=None)
-def finished_runs(*runs_roots: str) -> dict:
+def finished_runs(data_dir: str | None, *runs_roots: str) -> dict:
     """``{config key: run_dir}`` for every finished run under the ``runs_roots``, any experiment (read once;
     the first root's run wins).
 
@@ -169,16 +169,17 @@ def finished_runs(*runs_roots: str) -> dict:
     for root, _dirs, files in (w for r in runs_roots for w in os.walk(r)):
         if "results.json" in files and "config.json" in files:
             with open(os.path.join(root, "config.json")) as fh:
-                out.setdefault(_config_key(json.load(fh)["config"]), root)
+                out.setdefault(_config_key(json.load(fh)["config"], data_dir), root)
     return out
 
 
-def _config_key(cfg: dict) -> str:
+def _config_key(cfg: dict, data_dir: str | None) -> str:
     """A config's identity (``TrainConfig.identity``), rebuilt as today's TrainConfig: keys added since the
-    run take their defaults."""
+    run take their defaults. Resolved against today's ``data_dir``: where the data lives is not part of
+    a run's identity, and a run directory copied from another machine names a path missing here."""
     from hmljax.training import TrainConfig
 
-    return json.dumps(TrainConfig.from_saved(cfg).identity(), sort_keys=True)
+    return json.dumps(TrainConfig.from_saved({**cfg, "data_dir": data_dir}).identity(), sort_keys=True)
 
 
 def _check_same_config(run_dir: str, cfg) -> None:
@@ -197,7 +198,8 @@ def run_dir_for(name: str, d: str, method: str, seed: int, cfg, args) -> str:
     _check_same_config(own, cfg)
     if os.path.exists(os.path.join(own, "results.json")) or name == "table8":  # table8 times its own runs
         return own
-    return finished_runs(args.runs, *args.other_runs).get(_config_key(dataclasses.asdict(cfg)), own)
+    return finished_runs(args.data_dir, args.runs, *args.other_runs).get(
+        _config_key(dataclasses.asdict(cfg), args.data_dir), own)
 
 
 def pending_tasks(name: str, args) -> tuple[list, int]:

@@ -191,13 +191,15 @@ def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(t
     args = argparse.Namespace(runs=str(tmp_path / "rare"), override=[], datasets=None, methods=None, ensemble=10,
                               data_dir=None, sizes=[1], other_runs=[str(tmp_path / "chmcnn")])
     # A finished run of the same config in another folder (C-HMCNN's reproduction) is used, not retrained;
-    # one still training there is not.
+    # one still training there is not. The finished one was trained on another machine: its data_dir is
+    # missing here, and where the data lives is no part of a run's identity.
     plain = rare._config("spo_GO", [], 0, args)
     for seed, files in ((0, ("config.json", "results.json")), (1, ("config.json",))):
         done = tmp_path / "chmcnn" / "spo_GO" / f"s{seed}"
         done.mkdir(parents=True)
+        saved = dataclasses.replace(plain, seed=seed, data_dir=str(tmp_path / "another_machine" / "data"))
         for f in files:
-            (done / f).write_text(json.dumps({"config": dataclasses.asdict(dataclasses.replace(plain, seed=seed))}))
+            (done / f).write_text(json.dumps({"config": dataclasses.asdict(saved)}))
     assert rare.run_dir_for("table5", "spo_GO", "None", 0, plain, args) == str(tmp_path / "chmcnn" / "spo_GO" / "s0")
     plain1 = dataclasses.replace(plain, seed=1)
     assert rare.run_dir_for("table5", "spo_GO", "None", 1, plain1, args) == os.path.join(
