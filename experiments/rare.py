@@ -30,6 +30,7 @@ time, memory and F1, as the paper's text does.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime
 import functools
@@ -329,6 +330,28 @@ def _header(name, args) -> list[str]:
             f"date: {datetime.date.today().isoformat()}. Values in percent, mean ± std over the seeds (n).", ""]
 
 
+def where_trained(machine: dict) -> str:
+    """A run's backend in words, from its config.json: ``gpu (NVIDIA H100 80GB HBM3), jax 0.11.2``."""
+    if not machine:
+        return "unrecorded"
+    kind = machine.get("device_kind") or ", ".join(machine.get("devices", [])[:1])
+    what = machine.get("backend", "?") + (f" ({kind})" if kind and machine.get("backend") != "cpu" else "")
+    if machine.get("backend") == "cpu":
+        what += f" ({machine.get('cpus', '?')} CPUs)"
+    return f"{what}, jax {machine.get('jax', '?')}"
+
+
+def _trained_on(res: dict) -> list[str]:
+    """The header's line saying where the runs were trained: the table is built here, its runs may come from
+    another machine (a GPU's runs copied back), and epoch times only compare within one kind."""
+    counts = collections.Counter(where_trained(r.get("machine", {})) for ms in res.values() for rows in ms.values()
+                                 for r in rows)
+    if not counts:
+        return []
+    return ["Runs trained on: " + "; ".join(f"{w}: {n} run{'s' * (n > 1)}" for w, n in counts.most_common())
+            + ".", ""]
+
+
 def dropout_savings(summary: dict, E: int) -> dict:
     """``{dataset: {"time": %, "memory": %, "F1": %}}``: how much MC dropout (E passes) cuts from the
     E-member ensemble's epoch time, peak memory and F1, for datasets with both finished."""
@@ -382,7 +405,7 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                # Runs from before 70ad98c record no compiler options: jax.jit, 8-22% slower epochs on CPU.
                "timed_with_jit_train": all("compiler_options" in r.get("machine", {}) for r in rows) if rows else None}
                    for m, rows in methods.items()} for d, methods in res.items()}
-    lines = [f"# RARE {name} (hmljax)", "", *_header(name, args)]
+    lines = [f"# RARE {name} (hmljax)", "", *_header(name, args), *_trained_on(res)]
     if name in ("table1", "table5", "table7", "appg"):
         lines += ["| dataset | method | n | " + " | ".join(k for k, _ in METRICS) + " |",
                   "|---|---|---|" + "---|" * len(METRICS)]

@@ -99,10 +99,12 @@ def test_torch_reference_matches_hmljax():
     params = model.init({"params": jax.random.key(0)}, jnp.asarray(x), train=False)["params"]
     tm = T.mlp(5, 8, h.num_nodes, 0.0)
     T.load_flax_params(tm, params)
-    logits = model.apply({"params": params}, jnp.asarray(x), train=False)
+    # Against torch's float32: on GPU and TPU, JAX's default precision would make the matmuls TF32 or bf16.
+    with jax.default_matmul_precision("highest"):
+        logits = model.apply({"params": params}, jnp.asarray(x), train=False)
+        mask = np.asarray(h.evaluated)
+        ours = float(mc_loss(logits, jnp.asarray(Y), constraint_graph(h), where=mask).sum() / (6 * mask.sum()))
     np.testing.assert_allclose(tm(torch.from_numpy(x)).detach().numpy(), logits, rtol=1e-5, atol=1e-6)
-    mask = np.asarray(h.evaluated)
-    ours = float(mc_loss(logits, jnp.asarray(Y), constraint_graph(h), where=mask).sum() / (6 * mask.sum()))
     theirs = float(T.mc_loss(tm(torch.from_numpy(x)), torch.from_numpy(Y),
                              torch.from_numpy(np.asarray(h.ancestry, np.float32)), torch.from_numpy(mask)))
     assert ours == pytest.approx(theirs, rel=1e-5)
@@ -337,3 +339,17 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     # With no run from this machine, every run's times count: the median of 2, 2, 4, 4 x 7 and 4 x 9 s
     other = plan(tasks[:1], timing_roots=[str(tmp_path / "runs")], machine={**here, "cpus": 4})
     assert f"| {half} | 20 | 30 | 7.00 | 0.06 |" in other
+
+
+def test_tables_say_where_their_runs_were_trained():
+    import rare
+
+    gpu = {"backend": "gpu", "devices": ["cuda:0"], "device_kind": "NVIDIA H100 80GB HBM3", "jax": "0.11.2"}
+    cpu = {"backend": "cpu", "devices": ["TFRT_CPU_0"], "device_kind": "cpu", "cpus": 2, "jax": "0.10.2"}
+    assert rare.where_trained(gpu) == "gpu (NVIDIA H100 80GB HBM3), jax 0.11.2"
+    assert rare.where_trained(cpu) == "cpu (2 CPUs), jax 0.10.2"
+    assert rare.where_trained({}) == "unrecorded"
+    res = {"d": {"A": [{"machine": gpu}, {"machine": gpu}], "B": [{"machine": cpu}, {}]}}
+    assert rare._trained_on(res) == ["Runs trained on: gpu (NVIDIA H100 80GB HBM3), jax 0.11.2: 2 runs; "
+                                     "cpu (2 CPUs), jax 0.10.2: 1 run; unrecorded: 1 run.", ""]
+    assert rare._trained_on({"d": {"A": []}}) == []

@@ -327,6 +327,7 @@ def _machine() -> dict:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,  # the model ('NVIDIA H100 80GB HBM3'); 'cpu' on CPU
         "hmljax_commit": source_commit(dirty=True),
         "compiler_options": train_compiler_options(),
     }
