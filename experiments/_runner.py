@@ -71,6 +71,8 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
                 on_done(run_dir)
         return failures
     os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
+    # On a GPU each worker would otherwise grab 75% of its memory at start, and the second one fails.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     ctx = multiprocessing.get_context("spawn")  # jax is not fork-safe
     totals = [_epochs_planned(cfg) for cfg, _ in tasks]
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker) as pool, \

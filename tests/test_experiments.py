@@ -162,9 +162,11 @@ def test_methods_filter_orders_runs_but_not_the_table():
         rare.experiment("table2", argparse.Namespace(**{**vars(args), "methods": ["GMU", "Focal"]}))
 
 
-def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, capsys):
+def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, capsys, monkeypatch):
     """Two worker processes: every good run finishes (on_done called), a bad one is reported, not fatal."""
     import dataclasses
+
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)  # restored after the test
 
     import _runner
 
@@ -182,6 +184,8 @@ def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, cap
         assert _runner._epochs_logged(d) == 2 and os.path.exists(os.path.join(d, "results.json"))
     assert _runner._epochs_logged(str(tmp_path / "nowhere")) == 0
     assert "6/6" in capsys.readouterr().err  # the bar ends at every planned epoch, the bad run's included
+    # The workers inherit this: on one GPU, each would otherwise preallocate 75% of its memory.
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
 
 
 def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(tmp_path):
