@@ -351,10 +351,10 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
 
 
 def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progress: bool) -> dict:
+    # cfg is resolved; the caller set the matmul precision every trace below runs under.
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
 
-    cfg = cfg.resolved()
     os.makedirs(run_dir, exist_ok=True)
     if not resume and os.path.exists(os.path.join(run_dir, "checkpoints")) and os.listdir(
         os.path.join(run_dir, "checkpoints")
