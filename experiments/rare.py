@@ -334,10 +334,10 @@ def where_trained(machine: dict) -> str:
     """A run's backend in words, from its config.json: ``gpu (NVIDIA H100 80GB HBM3), jax 0.11.2``."""
     if not machine:
         return "unrecorded"
-    kind = machine.get("device_kind") or ", ".join(machine.get("devices", [])[:1])
-    what = machine.get("backend", "?") + (f" ({kind})" if kind and machine.get("backend") != "cpu" else "")
-    if machine.get("backend") == "cpu":
-        what += f" ({machine.get('cpus', '?')} CPUs)"
+    backend = machine.get("backend", "?")
+    what = (f"{machine.get('cpus', '?')} CPUs" if backend == "cpu"
+            else machine.get("device_kind") or ", ".join(machine.get("devices", [])[:1]) or "?")
+    what = f"{backend} ({what})"
     return f"{what}, jax {machine.get('jax', '?')}"
 
 

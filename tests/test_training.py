@@ -153,7 +153,7 @@ def test_config_errors():
         TrainConfig().override(["hidden=big"])
     with pytest.raises(ValueError, match="unknown dataset"):
         TrainConfig(dataset="nope").resolved()
-    with pytest.raises(ValueError, match="bad value for matmul_precision: 'tf32' .one of highest"):
+    with pytest.raises(ValueError, match="bad value for matmul_precision: 'tf32' .a name jax.default_matmul_precision takes"):
         TrainConfig(dataset="synthetic", matmul_precision="tf32").resolved()
 
 

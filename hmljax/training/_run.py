@@ -44,9 +44,15 @@ __all__ = ["TrainConfig", "train_and_evaluate", "evaluate_run", "load_config", "
 
 # TrainConfig fields that do not change a run's results (see TrainConfig.identity).
 _BOOKKEEPING = ("data_dir", "checkpoint_every")
-# The names jax.default_matmul_precision takes for float32 inputs (the dot-algorithm presets too, by name).
-MATMUL_PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16", "F32_F32_F32",
-                     "TF32_TF32_F32", "TF32_TF32_F32_X3", "BF16_BF16_F32", "BF16_BF16_F32_X3", "BF16_BF16_F32_X6")
+
+
+def _is_matmul_precision(name: str) -> bool:
+    """Whether jax.default_matmul_precision takes ``name`` (asked of jax, whose list grows by version)."""
+    try:
+        with jax.default_matmul_precision(name):
+            return True
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass
@@ -157,14 +163,15 @@ class TrainConfig:
             ("shard", self.shard in SHARDINGS),
             ("shard", self.shard != "members" or self.ensemble >= 1),
             ("devices", self.devices >= 0),
-            ("matmul_precision", self.matmul_precision in MATMUL_PRECISIONS),
+            ("matmul_precision", _is_matmul_precision(self.matmul_precision)),
         ]
         hints = {
             "focal": "a focal term needs ensemble >= 1 or mc_passes >= 1",
             "mc_passes": "mc_passes (MC dropout) replaces the ensemble: use one of them",
             "schedule": "a weight scheduler needs weights='paper' or 'code'",
             "shard": "shard must be 'none', 'members' (needs ensemble >= 1) or 'data'",
-            "matmul_precision": "one of " + ", ".join(MATMUL_PRECISIONS),
+            "matmul_precision": "a name jax.default_matmul_precision takes: highest, high, default, float32, "
+                                "tensorfloat32, bfloat16 or a dot-algorithm preset",
         }
         for name, ok in checks:
             if not ok:
