@@ -10,20 +10,46 @@ from hmljax.data import ArffError, DataError, list_datasets, load_dataset, resol
 from hmljax.hierarchy import HierarchyError
 
 
+def _name_list(names, limit: int = 10) -> str:
+    """At most ``limit`` names, then "... and N more"."""
+    shown = ", ".join(str(n) for n in names[:limit])
+    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _data_info(args) -> int:
-    ds = load_dataset(args.name, data_dir=args.data_dir, preprocessing=args.preprocessing)
+    ds = load_dataset(args.name, data_dir=args.data_dir, preprocessing=args.preprocessing, drop_ids=args.drop_ids)
     info = ds.info()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     s = ds.spec
     print(f"dataset      {info['name']}  ({info['kind']}, preprocessing={args.preprocessing})")
-    print(f"nodes        {info['nodes']}  ({info['evaluated']} evaluated, roots: {', '.join(info['roots'])})")
-    print(f"edges        {info['edges']}  ({info['multi_parent_nodes']} nodes with several parents)")
-    print(f"depth        {info['max_depth_min']} (shortest path), {info['max_depth_max']} (longest path)")
+    flat = s.hierarchy == "flat"
+    if flat:
+        src = (info.get("label_source") or "").removeprefix("mulan:")
+        print(f"labels       {info['nodes']}  (flat; named by {src or 'the ARFF header'})")
+    else:
+        print(f"nodes        {info['nodes']}  ({info['evaluated']} evaluated, roots: {', '.join(info['roots'])})")
+        print(f"edges        {info['edges']}  ({info['multi_parent_nodes']} nodes with several parents)")
+        print(f"depth        {info['max_depth_min']} (shortest path), {info['max_depth_max']} (longest path)")
     print(f"features     {info['features']}")
     for split in ds.splits:
-        print(f"{split:<12} {info[f'{split}_rows']:>6} rows, label cardinality {info[f'{split}_label_cardinality']:.3f}")
+        card = info[f"{split}_label_cardinality"]
+        line = f"{split:<12} {info[f'{split}_rows']:>6} rows, label cardinality {card:.3f}"
+        if flat:
+            line += f", {info[f'{split}_rows_without_labels']} without labels"
+        print(line)
+    if flat:
+        im = info["imbalance"]
+        print(f"all splits   {im['rows']:>6} rows: cardinality {im['label_cardinality']:.3f}, "
+              f"density {im['label_density']:.4f}")
+        n_absent = im["labels_without_positives"]
+        absent = f"; {n_absent} labels without positives" if n_absent else ""
+        print(f"imbalance    IRLbl {im['irlbl_min']:.2f} .. {im['irlbl_max']:.2f}, MeanIR {im['mean_ir']:.2f}{absent}")
+        print(f"minority     {im['num_minority']} of {im['labels']} labels (IRLbl > MeanIR): "
+              f"{_name_list(im['minority_labels'])}")
+        if info.get("dropped_attributes"):
+            print(f"dropped      {', '.join(info['dropped_attributes'])} (identifier attributes, --drop-ids)")
     print(f"published    hidden={s.hidden} epochs={s.epochs} lr={s.lr:g} batch={s.batch_size} "
           f"wd={s.weight_decay:g} dropout={s.dropout}" + (f"  AUPRC={s.published_auprc}" if s.published_auprc else ""))
     print(f"cache        {ds.cache_path}")
@@ -50,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-dir", default=None, help="data directory (default: $HMLJAX_DATA)")
     info.add_argument("--preprocessing", default="chmcnn", choices=["chmcnn", "leakfree"])
     info.add_argument("--json", action="store_true")
+    info.add_argument("--drop-ids", action="store_true",
+                      help="flat datasets: drop identifier attributes (e.g. genbase's protein id) instead of failing")
     info.set_defaults(func=_data_info)
     lst = data.add_parser("list", help="registered and discovered datasets")
     lst.add_argument("--data-dir", default=None)

@@ -7,7 +7,6 @@ from conftest import DATA_DIR, load, needs_data
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 
-import hmljax.data._cache as cache_mod
 from hmljax.cli import main as cli_main
 from hmljax.data import (
     REGISTRY,
@@ -83,11 +82,13 @@ def test_cache_is_atomic_under_interruption(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed mid-write")
         real_save(path, arr)
 
-    monkeypatch.setattr(cache_mod.np, "save", flaky_save)
+    # The cache writes each array with numpy.save: interrupt the second write (patched on numpy itself, the
+    # module the cache calls it from).
+    monkeypatch.setattr(np, "save", flaky_save)
     with pytest.raises(KeyboardInterrupt):
         cached_arrays("toy", "h", {}, build, root=str(tmp_path))
     assert [p for p in os.listdir(tmp_path)] == []  # nothing half-written is left behind
-    monkeypatch.setattr(cache_mod.np, "save", real_save)
+    monkeypatch.setattr(np, "save", real_save)
     arrays, meta, path = cached_arrays("toy", "h", {}, build, root=str(tmp_path))
     np.testing.assert_array_equal(arrays["X"], np.arange(6.0).reshape(2, 3))
     assert isinstance(arrays["X"], np.memmap) and not arrays["X"].flags.writeable

@@ -1,11 +1,20 @@
-"""Data: ARFF reading, preprocessing, cached memmaps, the dataset registry and samplers.
+"""Data: ARFF reading (HMC, MULAN, MEKA), preprocessing, cached memmaps, the dataset
+registry, samplers, label-imbalance statistics and stratified splits.
 
 Numpy only: nothing here imports jax.
 """
 
-from hmljax.data._arff import ArffData, ArffError, Attribute, read_arff
-from hmljax.data._cache import atomic_write_text, cache_dir, cached_arrays, hash_files
-from hmljax.data._preprocess import PREPROCESSING_MODES, preprocess
+from hmljax.data._arff import ArffData, ArffError, Attribute, read_arff, read_mulan_xml
+from hmljax.data._cache import atomic_write_bytes, atomic_write_text, cache_dir, cached_arrays, hash_files
+from hmljax.data._imbalance import (
+    imbalance_summary,
+    irlbl,
+    label_cardinality,
+    label_density,
+    mean_ir,
+    minority_labels,
+)
+from hmljax.data._preprocess import PREPROCESSING_MODES, apply_preprocessing, preprocess
 from hmljax.data._registry import (
     REGISTRY,
     DataError,
@@ -18,6 +27,7 @@ from hmljax.data._registry import (
 )
 from hmljax.data._resampling import LPROS_ROUNDINGS, Resampled, hros_pd, lpros
 from hmljax.data._samplers import EpochBatches, EpochSampler, Sampler
+from hmljax.data._stratify import iterative_stratification, kfold_splits
 from hmljax.data._synthetic import make_synthetic
 
 __all__ = [
@@ -36,15 +46,26 @@ __all__ = [
     "lpros",
     "REGISTRY",
     "Sampler",
+    "atomic_write_bytes",
     "atomic_write_text",
     "cache_dir",
     "cached_arrays",
     "get_spec",
     "hash_files",
+    "imbalance_summary",
+    "irlbl",
+    "iterative_stratification",
+    "kfold_splits",
+    "label_cardinality",
+    "label_density",
     "list_datasets",
     "load_dataset",
     "make_synthetic",
+    "mean_ir",
+    "minority_labels",
     "preprocess",
+    "apply_preprocessing",
     "read_arff",
+    "read_mulan_xml",
     "resolve_data_dir",
 ]

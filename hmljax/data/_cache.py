@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["cache_dir", "hash_files", "cached_arrays", "atomic_write_text"]
 
-CACHE_VERSION = 1  # bump when the preprocessing changes what a key means
+CACHE_VERSION = 2  # bump when the preprocessing changes what a key means
 
 
 def cache_dir() -> str:
@@ -37,14 +37,15 @@ def _key(name: str, source_hash: str, options: dict) -> str:
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Writes ``text`` to a temp file in the same folder, then renames it over ``path``."""
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes ``data`` to a temp file in the same folder, then renames it over ``path``: a reader sees the
+    old file or the new one, never a part (an interrupted write leaves no file behind)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -52,6 +53,11 @@ def atomic_write_text(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """:func:`atomic_write_bytes` for text (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def cached_arrays(

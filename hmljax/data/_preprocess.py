@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["preprocess", "PREPROCESSING_MODES"]
+__all__ = ["preprocess", "apply_preprocessing", "PREPROCESSING_MODES"]
 
 PREPROCESSING_MODES = ("chmcnn", "leakfree")
 
@@ -71,4 +71,47 @@ def preprocess(
     for k, x in imputed.items():
         filled = _fill(x, means)[:, keep]
         out[k] = ((filled - mu) / sd).astype(np.float32)
-    return out, {"dropped_columns": np.flatnonzero(~keep).tolist(), "mode": mode, "fit_on": list(fit_on)}
+    info = {"dropped_columns": np.flatnonzero(~keep).tolist(), "mode": mode, "fit_on": list(fit_on),
+            # What apply_preprocessing needs to treat new rows as the training rows were treated.
+            "impute_means": means.tolist(), "center": mu.tolist(), "scale": sd.tolist()}
+    return out, info
+
+
+def apply_preprocessing(raw_X: np.ndarray, names, stats: dict, *, feature_names, path: str = "input") -> np.ndarray:
+    """New rows through a fitted preprocessing: columns matched by name, imputed and standardised.
+
+    Args:
+        raw_X: float ``[n, D]`` raw features as :func:`hmljax.data.read_arff` reads them (NaN = missing).
+        names: their ``D`` column names.
+        stats: the ``info`` :func:`preprocess` returned when fitting (``impute_means``, ``center``, ``scale``,
+            ``dropped_columns``, ``mode``).
+        feature_names: the training data's column names, in the fitted order.
+        path: named in error messages.
+
+    Returns:
+        float32 ``[n, D']`` features, as the training rows were given to the model. In ``chmcnn`` mode the
+        rows are first imputed with their own column means, as C-HMCNN treats each split.
+
+    Raises:
+        ValueError: a training column missing from the input, or an extra column, or non-finite values.
+    """
+    names = list(names)
+    want = list(feature_names)
+    missing = [n for n in want if n not in names]
+    extra = [n for n in names if n not in want]
+    if missing or extra:
+        raise ValueError(f"{path}: its feature columns differ from the training data's (missing: "
+                         f"{missing[:5]}{'...' if len(missing) > 5 else ''}; not in training: "
+                         f"{extra[:5]}{'...' if len(extra) > 5 else ''})")
+    x = np.asarray(raw_X, np.float64)[:, [names.index(n) for n in want]]
+    if np.isinf(x).any():
+        r, c = np.argwhere(np.isinf(x))[0]
+        raise ValueError(f"{path}: row {r} column {want[c]!r} is infinite")
+    means = np.asarray(stats["impute_means"], np.float64)
+    if stats.get("mode") == "chmcnn" and x.shape[0]:
+        own = _nanmean(x)
+        x = _fill(x, np.where(np.isnan(own), means, own))
+    keep = np.ones(len(want), bool)
+    keep[np.asarray(stats.get("dropped_columns", []), int)] = False
+    x = _fill(x, means)[:, keep]
+    return ((x - np.asarray(stats["center"])) / np.asarray(stats["scale"])).astype(np.float32)

@@ -4,7 +4,11 @@ A data directory is given by a flag or ``$HMLJAX_DATA``. Files are found by
 name anywhere under it, so both ``shared/data`` and ``shared/data/hmc`` work:
 ``<name>.{train,valid,test}.arff[.gz]`` (FUN/GO layout) or
 ``<name>_{train,trainvalid,test}.arff[.gz]`` (the "others" layout), plus MULAN's
-``<name>-{train,test}.arff[.gz]`` and single-file ``<name>.arff[.gz]``.
+``<name>-{train,test}[-sparse].arff[.gz]`` and single-file ``<name>.arff[.gz]``.
+
+Flat multi-label datasets need no registration: a MULAN dataset is recognised by
+its label file ``<name>.xml`` beside the ARFF files (the XML decides which
+attributes are labels), a MEKA one by ``-C q`` in its relation name.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 
 import numpy as np
 
-from hmljax.data._arff import ArffData, ArffError, read_arff
+from hmljax.data._arff import _MEKA_RE, ArffData, ArffError, read_arff, read_arff_header, read_mulan_xml
 from hmljax.data._cache import cached_arrays, hash_files
+from hmljax.data._imbalance import imbalance_summary
 from hmljax.data._preprocess import preprocess
 from hmljax.data._synthetic import make_synthetic
 from hmljax.hierarchy import Hierarchy, HierarchyError
@@ -62,7 +68,7 @@ class DatasetSpec:
     fit_on: tuple[str, ...] = ("train", "valid")
     published_auprc: float | None = None
     rerun_auprc: tuple[float, float] | None = None
-    num_labels: int | None = None  # MULAN: trailing {0,1} label attributes
+    num_labels: int | None = None  # fallback when there is neither a MULAN XML nor a MEKA header
     shipped: bool = True  # False: in the papers' tables but not in shared/data
     family: str = "hmc"
 
@@ -113,14 +119,12 @@ def _others() -> list[DatasetSpec]:
     ]
 
 
+_MULAN_COMMON = dict(hierarchy="flat", fit_on=("train",), family="mulan", batch_size=128, epochs=100)
+
+
 def _mulan() -> list[DatasetSpec]:
-    common = dict(hierarchy="flat", fit_on=("train",), family="mulan", batch_size=128, epochs=100)
-    return [
-        DatasetSpec("yeast", "yeast", num_labels=14, **common),
-        DatasetSpec("scene", "scene", num_labels=6, **common),
-        DatasetSpec("emotions", "emotions", num_labels=6, **common),
-        DatasetSpec("bibtex", "bibtex", num_labels=159, **common),
-    ]
+    # Labels come from each dataset's <name>.xml (see _label_source), not from a hard-coded count.
+    return [DatasetSpec(name, name, **_MULAN_COMMON) for name in ("yeast", "scene", "emotions", "bibtex")]
 
 
 SYNTHETIC = DatasetSpec(
@@ -142,8 +146,11 @@ def resolve_data_dir(data_dir: str | None = None) -> str | None:
     return d
 
 
-_SPLIT_RE = re.compile(r"^(?P<stem>.+?)[._-](?P<split>train|valid|test|trainvalid)\.arff(\.gz)?$", re.IGNORECASE)
-_SINGLE_RE = re.compile(r"^(?P<stem>.+?)\.arff(\.gz)?$", re.IGNORECASE)
+# MULAN ships some splits as "<name>-train-sparse.arff"; the suffix is not part of the name.
+_SPLIT_RE = re.compile(
+    r"^(?P<stem>.+?)[._-](?P<split>train|valid|test|trainvalid)(?:[._-]sparse)?\.arff(\.gz)?$", re.IGNORECASE
+)
+_SINGLE_RE = re.compile(r"^(?P<stem>.+?)(?:[._-]sparse)?\.arff(\.gz)?$", re.IGNORECASE)
 
 
 def _scan(data_dir: str) -> dict[str, dict[str, str]]:
@@ -169,29 +176,79 @@ def list_datasets(data_dir: str | None = None) -> list[tuple[DatasetSpec, dict[s
         out.append((spec, found.get(spec.stem)))
         seen.add(spec.stem)
     for stem, files in sorted(found.items()):
-        if stem not in seen and ("train" in files):
+        if stem not in seen and _loadable(stem, files):
             out.append((_discovered_spec(stem, files), files))
     return out
 
 
+def _mulan_xml(stem: str, files: dict[str, str]) -> str | None:
+    """The MULAN label file ``<stem>.xml`` beside the dataset's ARFF files, if there is one."""
+    for path in files.values():
+        xml = os.path.join(os.path.dirname(path), f"{stem}.xml")
+        if os.path.isfile(xml):
+            return xml
+    return None
+
+
+def _label_source(stem: str, files: dict[str, str]) -> tuple[str, str | None] | None:
+    """How a flat dataset names its labels: ("mulan", xml), ("meka", None), or None (not flat)."""
+    xml = _mulan_xml(stem, files)
+    if xml:
+        return "mulan", xml
+    relation, attrs = read_arff_header(files.get("train") or files.get("all") or next(iter(files.values())))
+    if _MEKA_RE.search(relation) and not any(a.kind == "hierarchical" for a in attrs):
+        return "meka", None
+    return None
+
+
+def _loadable(stem: str, files: dict[str, str]) -> bool:
+    """Discovered files that make a dataset: a train split, or a single flat (MULAN/MEKA) file."""
+    if "train" in files:
+        return True
+    if "all" not in files:
+        return False
+    try:
+        return _label_source(stem, files) is not None
+    except ArffError:
+        return False
+
+
 def _discovered_spec(stem: str, files: dict[str, str]) -> DatasetSpec:
+    try:
+        flat = _label_source(stem, files) is not None
+    except ArffError:
+        flat = False  # an unreadable header: loading the files reports the problem
+    if flat:
+        return DatasetSpec(stem, stem, **_MULAN_COMMON)
     kind = "dag" if "_GO" in stem else "tree"
     return DatasetSpec(stem, stem, kind, fit_on=("train", "valid") if "valid" in files else ("train",))
 
 
 def get_spec(name: str, data_dir: str | None = None) -> DatasetSpec:
-    """Looks a dataset up by name (case-insensitive), in the registry then the data directory."""
+    """Looks a dataset up by name (case-insensitive), in the registry then the data directory.
+
+    Order: a registered name, exactly; then a flat (MULAN/MEKA) dataset under
+    ``data_dir`` whose stem is exactly ``name`` (so ``enron`` is MULAN's enron when
+    the data directory has it, and the hierarchical ``Enron_corr`` otherwise); then
+    aliases and case-insensitive matches, registered first.
+    """
+    if name in REGISTRY:
+        return REGISTRY[name]
+    found = _scan(data_dir) if data_dir else {}
+    if name in found and _loadable(name, found[name]):
+        spec = _discovered_spec(name, found[name])
+        if spec.hierarchy == "flat":
+            return spec
     key = _ALIASES.get(name.lower(), name)
     by_lower = {k.lower(): v for k, v in REGISTRY.items()}
     if key.lower() in by_lower:
         return by_lower[key.lower()]
-    if data_dir:
-        found = _scan(data_dir)
-        for stem, files in found.items():
-            if stem.lower() == name.lower() and "train" in files:
-                return _discovered_spec(stem, files)
+    for stem, files in found.items():
+        if stem.lower() == name.lower() and _loadable(stem, files):
+            return _discovered_spec(stem, files)
     known = ", ".join(sorted(REGISTRY))
-    raise DataError(f"unknown dataset {name!r}; registered: {known}" + ("" if data_dir else " (no data directory given)"))
+    hint = "" if data_dir else " (no data directory given)"
+    raise DataError(f"unknown dataset {name!r}; registered: {known}{hint}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +265,11 @@ class Dataset:
     Y: dict[str, np.ndarray]
     meta: dict
     cache_path: str
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{k}={self.X[k].shape[0]}" for k in self.splits)
+        return (f"Dataset({self.spec.name!r}, {rows} rows, {self.num_features} features, "
+                f"{self.hierarchy!r}, cache={self.cache_path!r})")
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -228,12 +290,25 @@ class Dataset:
         return np.concatenate([self.X[p] for p in parts]), np.concatenate([self.Y[p] for p in parts])
 
     def info(self) -> dict:
+        """Sizes per split; for flat datasets also the label-imbalance statistics over all rows.
+
+        ``<split>_rows_without_labels`` counts rows with no evaluated label (kept in
+        the data). Flat datasets add ``imbalance`` (:func:`imbalance_summary` over
+        every split together, as MULAN's tables report it), ``label_source`` and
+        ``dropped_attributes``.
+        """
         ev = self.hierarchy.evaluated
         d = {"name": self.spec.name, **self.hierarchy.summary(), "features": self.num_features}
         for s in self.splits:
             y = np.asarray(self.Y[s])[:, ev]
             d[f"{s}_rows"] = int(y.shape[0])
             d[f"{s}_label_cardinality"] = round(float(y.sum(1).mean()), 3)
+            d[f"{s}_rows_without_labels"] = int((~y.any(1)).sum())
+        if self.spec.hierarchy == "flat":
+            Y_all = np.concatenate([np.asarray(self.Y[s]) for s in self.splits])
+            d["imbalance"] = imbalance_summary(Y_all, names=self.hierarchy.names)
+            d["label_source"] = self.meta.get("label_source")
+            d["dropped_attributes"] = list(self.meta.get("dropped_attributes", []))
         return d
 
 
@@ -246,6 +321,7 @@ def load_dataset(
     test_fraction: float = 0.3,
     synthetic_options: dict | None = None,
     cache_root: str | None = None,
+    drop_ids: bool = False,
 ) -> Dataset:
     """Loads (and caches) a dataset by name.
 
@@ -258,6 +334,9 @@ def load_dataset(
         split_seed, test_fraction: how single-file datasets are split.
         synthetic_options: keyword arguments for :func:`make_synthetic`.
         cache_root: cache folder (default ``$HMLJAX_CACHE`` or ``~/.cache/hmljax``).
+        drop_ids: flat datasets only: drop identifier attributes (genbase's
+            protein id; see :func:`read_arff`) with a warning naming them, instead
+            of raising. Part of the cache key.
 
     Raises:
         DataError: unknown dataset, missing data directory or files.
@@ -284,8 +363,16 @@ def load_dataset(
     paths = [files[k] for k in sorted(files)]
     options = {"preprocessing": preprocessing, "split_seed": split_seed, "test_fraction": test_fraction,
                "hierarchy": spec.hierarchy, "num_labels": spec.num_labels, "fit_on": list(spec.fit_on)}
-    build = lambda: _build_arff(spec, files, preprocessing, split_seed, test_fraction)  # noqa: E731
+    xml = None
+    if spec.hierarchy == "flat":
+        xml = _mulan_xml(spec.stem, files)
+        paths.extend([xml] if xml else [])  # a changed label file rebuilds the cache
+        options["drop_ids"] = bool(drop_ids)
+    build = lambda: _build_arff(spec, files, preprocessing, split_seed, test_fraction, xml, drop_ids)  # noqa: E731
     arrays, meta, path = cached_arrays(spec.name, hash_files(paths), options, build, root=cache_root)
+    if meta.get("dropped_attributes"):
+        warnings.warn(f"{spec.name}: dropped identifier attribute(s) {meta['dropped_attributes']} (drop_ids=True)",
+                      stacklevel=2)
     return _dataset(spec, arrays, meta, path)
 
 
@@ -314,26 +401,41 @@ def _hierarchy_from_arff(spec: DatasetSpec, data: ArffData) -> Hierarchy:
 
 
 def _labels(h: Hierarchy, data: ArffData) -> np.ndarray:
-    for ann, line in zip(data.annotations, data.annotation_lines):
+    for ann, line in zip(data.annotations, data.annotation_lines, strict=True):
         for t in ann:
             if t not in h.index:
                 raise ArffError(data.path, line, f"label {t!r} is not in the class hierarchy")
     return h.encode(data.annotations)
 
 
-def _build_arff(spec, files, preprocessing, split_seed, test_fraction):
-    raw = {k: read_arff(p, num_labels=spec.num_labels) for k, p in files.items()}
+def _build_arff(spec, files, preprocessing, split_seed, test_fraction, xml=None, drop_ids=False):
+    kw = {"num_labels": spec.num_labels}
+    if spec.hierarchy == "flat":
+        kw["drop_ids"] = drop_ids
+        if xml:
+            kw.update(label_names=read_mulan_xml(xml), label_file=xml)
+    raw = {k: read_arff(p, **kw) for k, p in files.items()}
     if "all" in raw:
         raw = _split_single(raw["all"], split_seed, test_fraction)
     first = raw["train"]
-    for k, d in raw.items():
+    if spec.hierarchy == "flat":
+        for d in raw.values():
+            if d.dropped_attributes != first.dropped_attributes:
+                raise ArffError(d.path, None, f"identifier attributes {list(d.dropped_attributes)} differ from the "
+                                              f"train split's {list(first.dropped_attributes)}")
+            if d.label_names != first.label_names:
+                raise ArffError(d.path, None, "its label attributes differ from the train split's")
+    raw = {k: _align_columns(d, first) for k, d in raw.items()}
+    for d in raw.values():
         if d.features.shape[1] != first.features.shape[1]:
-            raise ArffError(d.path, None, f"{d.features.shape[1]} features but the train split has {first.features.shape[1]}")
+            msg = f"{d.features.shape[1]} features but the train split has {first.features.shape[1]}"
+            raise ArffError(d.path, None, msg)
         if spec.hierarchy != "flat" and d.hierarchy_entries != first.hierarchy_entries:
             raise ArffError(d.path, None, "its class hierarchy differs from the train split's")
     if spec.hierarchy == "flat":
         if first.labels is None:
-            raise ArffError(first.path, None, "no label attributes (give num_labels or a MEKA '-C q' header)")
+            raise ArffError(first.path, None, f"no label attributes: put the MULAN label file {spec.stem}.xml beside "
+                                              "it, or name the labels with a MEKA '-C q' relation")
         h = Hierarchy.flat(first.label_names)
         Y = {k: d.labels for k, d in raw.items()}
     else:
@@ -343,7 +445,28 @@ def _build_arff(spec, files, preprocessing, split_seed, test_fraction):
         Y = {k: _labels(h, d) for k, d in raw.items()}
     X, info = preprocess({k: d.features for k, d in raw.items()}, mode=preprocessing, fit_on=spec.fit_on)
     arrays = {**{f"X_{k}": v for k, v in X.items()}, **{f"Y_{k}": v for k, v in Y.items()}}
-    return arrays, {"hierarchy": h.to_json(), "preprocessing": info, "files": {k: d.path for k, d in raw.items()}}
+    meta = {"hierarchy": h.to_json(), "preprocessing": info, "files": {k: d.path for k, d in raw.items()},
+            "feature_names": list(first.feature_names)}
+    if spec.hierarchy == "flat":
+        meta["label_source"] = f"mulan:{xml}" if xml else ("meka" if _MEKA_RE.search(first.relation) else "num_labels")
+        meta["dropped_attributes"] = list(first.dropped_attributes)
+    return arrays, meta
+
+
+def _align_columns(d: ArffData, first: ArffData) -> ArffData:
+    """``d`` with its feature columns in the train split's order, matched by name (attributes, and nominal
+    categories as ``attr=value`` columns, declared in another order are reordered, not read by position)."""
+    if d is first or d.feature_names == first.feature_names:
+        return d
+    want, have = list(first.feature_names), list(d.feature_names)
+    missing, extra = [n for n in want if n not in have], [n for n in have if n not in want]
+    if missing or extra or len(set(have)) != len(have):
+        def show(names):
+            return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
+        raise ArffError(d.path, None, f"its feature attributes differ from the train split's {first.path} "
+                                      f"(missing: {show(missing)}; not in train: {show(extra)})")
+    pos = {n: i for i, n in enumerate(have)}
+    return dataclasses.replace(d, features=d.features[:, [pos[n] for n in want]], feature_names=first.feature_names)
 
 
 def _split_single(d: ArffData, seed: int, test_fraction: float) -> dict[str, ArffData]:
@@ -370,4 +493,5 @@ def _build_synthetic(spec, opts, preprocessing):
     Y = {k: h.encode(a) for k, a in ann.items()}
     X, info = preprocess(feats, mode=preprocessing, fit_on=spec.fit_on)
     arrays = {**{f"X_{k}": v for k, v in X.items()}, **{f"Y_{k}": v for k, v in Y.items()}}
-    return arrays, {"hierarchy": h.to_json(), "preprocessing": info, "synthetic": opts}
+    names = [f"x{j}" for j in range(next(iter(feats.values())).shape[1])]
+    return arrays, {"hierarchy": h.to_json(), "preprocessing": info, "synthetic": opts, "feature_names": names}

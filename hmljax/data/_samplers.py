@@ -3,9 +3,11 @@
 Training code sees only the :class:`Sampler` protocol: ``epoch(e)`` returns the
 epoch's indices (and a ``where`` mask for padding) as fixed-shape arrays, so an
 epoch can be fused into one ``lax.scan``. Resampling (LPROS, HROS-PD) changes
-the ``pool`` of row indices an epoch draws from (duplicates allowed); adaptive
-batch selection implements ``epoch`` itself and receives per-example losses
-through ``observe``. Neither needs changes to the training loop.
+the ``pool`` of row indices an epoch draws from (duplicates allowed). Samplers
+that react to training (per-sample losses: adaptive batch selection) are
+device-side instead (:class:`hmljax.engine.DeviceSampler`): their state rides in
+the scan carry and each step updates it, with no host round trip. The engine
+takes either kind (``sampler=NAME``).
 """
 
 from __future__ import annotations
