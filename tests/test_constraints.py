@@ -61,7 +61,7 @@ def test_gradient_is_zero_outside_descendants(h, seed):
     R = jnp.asarray(h.ancestry)
     g = constraint_graph(h)
     for fn in (lambda v: max_constraint(v[None], R)[0], lambda v: max_constraint_sparse(v[None], g)[0]):
-        jac = jax.jacobian(fn)(x)  # jac[i, j] = d out_i / d x_j
+        jac = jax.jit(jax.jacobian(fn))(x)  # jac[i, j] = d out_i / d x_j (jitted: eager dispatch is slow)
         assert bool(jnp.all(jnp.where(h.ancestry, True, jac == 0)))
         np.testing.assert_allclose(jac.sum(1), 1.0, rtol=1e-6)  # exactly one (or a split) argmax per node
 
@@ -87,10 +87,50 @@ def test_jit_vmap_grad():
 
 def test_shape_errors():
     h = Hierarchy.from_paths(["a", "a/b"])
-    with pytest.raises(ValueError, match="max_constraint"):
-        max_constraint(jnp.zeros((2, 4)), jnp.asarray(h.ancestry))
-    with pytest.raises(ValueError, match="max_constraint_sparse"):
-        max_constraint_sparse(jnp.zeros((2, 4)), constraint_graph(h))
+    errors = (ValueError, TypeError)  # TypeError: jaxtyping's check, when switched on, fires first
+    for shape in ((2, 4), (4,), (2, 3, 4), ()):
+        with pytest.raises(errors, match="max_constraint"):
+            max_constraint(jnp.zeros(shape), jnp.asarray(h.ancestry))
+        with pytest.raises(errors, match="max_constraint_sparse"):
+            max_constraint_sparse(jnp.zeros(shape), constraint_graph(h))
+
+
+def _dag():
+    return Hierarchy.from_pairs([(0, 1), (0, 2), (1, 3), (2, 3), (3, 4), (2, 5)], unevaluated=())
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (), (1,), (2, 1, 3), (0, 2)], ids=lambda s: f"batch{list(s)}")
+@pytest.mark.parametrize("form", ["dense", "sparse"])
+def test_leading_batch_axes_equal_the_2d_result(shape, form):
+    h = _dag()
+    c = h.num_nodes
+    anc = jnp.asarray(h.ancestry) if form == "dense" else constraint_graph(h)
+    fn = max_constraint if form == "dense" else max_constraint_sparse
+    x = jax.random.normal(jax.random.key(2), (*shape, c)) * 3
+    want = fn(x.reshape(-1, c), anc).reshape(x.shape)
+    for f in (fn, jax.jit(fn)):
+        got = f(x, anc)
+        assert got.shape == x.shape and got.dtype == x.dtype
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(apply_constraint(x, anc), want)
+    np.testing.assert_allclose(want, numpy_max_constraint(np.asarray(x, np.float64), h.ancestry), rtol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["dense", "sparse"])
+def test_leading_batch_axes_under_vmap_and_grad(form):
+    h = _dag()
+    c = h.num_nodes
+    anc = jnp.asarray(h.ancestry) if form == "dense" else constraint_graph(h)
+    fn = max_constraint if form == "dense" else max_constraint_sparse
+    x = jax.random.normal(jax.random.key(3), (2, 3, c))
+    flat = fn(x.reshape(-1, c), anc).reshape(x.shape)
+    np.testing.assert_array_equal(jax.vmap(lambda v: fn(v, anc))(x), flat)  # [3, C] per call
+    np.testing.assert_array_equal(jax.vmap(jax.vmap(lambda v: fn(v, anc)))(x), flat)  # [C] per call
+    weights = jax.random.normal(jax.random.key(4), x.shape)
+    grad = jax.grad(lambda v: jnp.sum(fn(v, anc) * weights))(x)
+    grad_2d = jax.grad(lambda v: jnp.sum(fn(v, anc) * weights.reshape(-1, c)))(x.reshape(-1, c))
+    np.testing.assert_array_equal(grad, grad_2d.reshape(x.shape))
+    check_grads(lambda v: fn(jnp.asarray(v), anc), (x[0, 0],), order=1, modes=("rev",))  # [C]
 
 
 @needs_data

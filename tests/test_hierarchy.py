@@ -99,3 +99,113 @@ def test_label_outside_hierarchy_in_a_file(tmp_path, monkeypatch):
     (d / "toy.test.arff").write_text(head + "1,a\n")
     with pytest.raises(ArffError, match=r"toy.train.arff:6: label 'a/q'"):
         load_dataset("toy", data_dir=str(d))
+
+
+# ----------------------------------------------------------------------------- from_pairs, repr
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [(0, 1), (0, 2), (2, 3), (1, 3)],
+        [(np.int64(0), np.int32(1)), (0, 2), (np.uint8(2), 3), (1, 3)],
+        np.array([[0, 1], [0, 2], [2, 3], [1, 3]], np.int32),
+    ],
+    ids=["ints", "numpy-ints", "int-array"],
+)
+def test_from_pairs_int_ids_keep_node_i_as_id_i(pairs):
+    h = Hierarchy.from_pairs(pairs)
+    assert h.names == ("0", "1", "2", "3")
+    assert sorted(map(tuple, h.edges.tolist())) == [(1, 0), (2, 0), (3, 1), (3, 2)]  # (child, parent)
+    assert not h.is_tree and h.roots.tolist() == [0]
+    assert h.evaluated.tolist() == [False, True, True, True]  # the root, as from_edges
+    np.testing.assert_array_equal(h.ancestry, _closure(h))
+
+
+def test_from_pairs_ids_with_names_num_nodes_and_isolated_nodes():
+    h = Hierarchy.from_pairs([(2, 0)], names=["leaf", "alone", "top"])
+    assert h.names == ("leaf", "alone", "top") and h.roots.tolist() == [1, 2]
+    assert h.encode([("leaf",)]).tolist() == [[1, 0, 1]]
+    h = Hierarchy.from_pairs([(3, 0), (3, 1)], num_nodes=5, unevaluated=[3])
+    assert h.num_nodes == 5 and h.evaluated.tolist() == [True, True, True, False, True]
+    assert Hierarchy.from_pairs([(0, 1)], unevaluated=()).evaluated.all()
+    assert Hierarchy.from_pairs([], num_nodes=3).summary()["kind"] == "flat"
+
+
+def test_from_pairs_names_keep_first_appearance_or_given_order():
+    pairs = [("z", "b"), ("z", "a"), ("a", "c")]
+    assert Hierarchy.from_pairs(pairs).names == ("z", "b", "a", "c")
+    h = Hierarchy.from_pairs(pairs, names=["c", "b", "a", "z"])
+    assert h.names == ("c", "b", "a", "z")
+    assert {(h.names[c], h.names[p]) for c, p in h.edges} == {("b", "z"), ("a", "z"), ("c", "a")}
+    assert h.evaluated.tolist() == [True, True, True, False]
+    tup = Hierarchy.from_pairs([(("x", 1), ("x", 2))])  # any hashable name
+    assert tup.names == (("x", 1), ("x", 2))
+    arr = Hierarchy.from_pairs(np.array(pairs))  # a string array reads as names
+    assert arr.names == ("z", "b", "a", "c")
+
+
+def test_from_pairs_other_orders():
+    pairs = [(3, 1), (1, 0), (3, 2), (2, 4)]
+    topo = Hierarchy.from_pairs(pairs, order="topological")
+    assert topo.names == ("3", "1", "0", "2", "4")  # parents first, ties by id
+    assert all(topo.names.index(topo.names[p]) < topo.names.index(topo.names[c]) for c, p in topo.edges)
+    assert Hierarchy.from_pairs(pairs, order="depth").names == ("3", "1", "2", "0", "4")
+    with pytest.raises(ValueError, match="order"):
+        Hierarchy.from_pairs(pairs, order="name")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(pairs=[(0, 0)]), "self-loop"),
+        (dict(pairs=[("a", "a")]), "self-loop"),
+        (dict(pairs=[(0, 1), (1, 2), (2, 0)]), "cycle"),
+        (dict(pairs=[(0, 1), (1, 2), (2, 1)], roots=[0]), "cycle"),
+        (dict(pairs=[(0, 5)], num_nodes=3), "out of range"),
+        (dict(pairs=[(-1, 2)]), "out of range"),
+        (dict(pairs=[(0, 1)], names=["a", "b", "c"], num_nodes=2), "3 names"),
+        (dict(pairs=[(0, 1), (0, 2), (0, 1)]), "repeated"),
+        (dict(pairs=[("a", "b"), ("a", "b")]), "repeated"),
+        (dict(pairs=[(0, 1), (2, 3)], roots=[0]), "not reachable"),
+        (dict(pairs=[("a", "b")], names=["a", "b", "orphan"], roots=["a"]), "not reachable"),
+        (dict(pairs=[("a", "b")], names=["a"]), "not in names"),
+        (dict(pairs=[("a", "b")], names=["a", "b", "a"]), "duplicate names"),
+        (dict(pairs=[(0, "a")]), "mix"),
+        (dict(pairs=[(0.0, 1.0)]), "malformed"),
+        (dict(pairs=[("a", None)]), "malformed"),
+        (dict(pairs=["ab"]), "malformed"),
+        (dict(pairs=np.zeros((2, 2))), "dtype"),
+        (dict(pairs=np.zeros((2, 3), int)), r"\[M, 2\]"),
+        (dict(pairs=[(0, 1)], roots=[7]), "roots"),
+        (dict(pairs=[]), "no nodes"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_from_pairs_refuses(kwargs, match):
+    with pytest.raises(HierarchyError, match=match):
+        Hierarchy.from_pairs(**kwargs)
+
+
+def test_from_edges_given_order():
+    edges = [("root", "b"), ("b", "a"), ("root", "c")]
+    assert Hierarchy.from_edges(edges, order="given").names == ("root", "b", "a", "c")
+    assert Hierarchy.from_edges(edges).names == ("root", "b", "c", "a")  # the default is unchanged
+    with pytest.raises(ValueError, match="given"):
+        Hierarchy.from_edges(edges, order="topological")
+
+
+def test_repr_is_one_short_line_on_5000_nodes():
+    rng = np.random.default_rng(0)
+    n = 5000
+    child = np.arange(1, n)
+    pairs = np.stack([rng.integers(0, child), child], 1)  # each node k hangs from one node < k
+    pairs = np.concatenate([pairs, [[0, n - 1]] if pairs[-1, 0] != 0 else [[1, n - 1]]])  # one extra parent: a DAG
+    h = Hierarchy.from_pairs(pairs)
+    r = repr(h)
+    assert "\n" not in r and len(r) < 120 and r.startswith(f"Hierarchy(C={n} nodes, {n} edges, DAG, depth 1-")
+    assert "1 root: 0" in r and f"{n - 1} evaluated" in r
+    assert repr(Hierarchy.from_paths(["01", "01/02", "02"])) == (
+        "Hierarchy(C=4 nodes, 3 edges, tree, depth 1-2, 1 root: root, 3 evaluated)"
+    )
+    assert "4 roots: a, b, c, ..." in repr(Hierarchy.flat(["a", "b", "c", "d"]))

@@ -6,7 +6,15 @@ from jax.test_util import check_grads
 
 from hmljax.constraints import constraint_graph
 from hmljax.hierarchy import Hierarchy
-from hmljax.losses import binary_cross_entropy, constrained_probs, mc_logits, mc_loss
+from hmljax.losses import (
+    UNCERTAINTIES,
+    binary_cross_entropy,
+    constrained_probs,
+    label_weights,
+    mc_logits,
+    mc_loss,
+    weighted_mc_loss,
+)
 
 
 def _hier():
@@ -101,3 +109,84 @@ def test_jit_vmap_grad_checks():
         check_grads(lambda v: mc_loss(v, y, anc), (z,), order=1, modes=("rev",), atol=1e-2, rtol=1e-2)
     with pytest.raises(ValueError, match="differ"):
         mc_loss(z, y[:, :3], R)
+
+
+# ----------------------------------------------------------------------------- leading batch axes
+
+
+def _batched_inputs(h, shape, seed=7):
+    c = h.num_nodes
+    z = jax.random.normal(jax.random.key(seed), (*shape, c)) * 2
+    leaves = np.random.default_rng(seed).integers(0, c, size=(int(np.prod(shape)), 2))
+    y = h.encode([tuple(h.names[k] for k in row) for row in leaves]).reshape(*shape, c)
+    return z, jnp.asarray(y, jnp.float32)
+
+
+def _elementwise_losses(h, anc):
+    """Every [..., C] -> [..., C] loss, as fn(z, y)."""
+    w = jnp.asarray(np.linspace(0.5, 2.0, h.num_nodes), jnp.float32)
+    return {
+        "mc_loss": lambda z, y: mc_loss(z, y, anc, where=jnp.asarray(h.evaluated)),
+        "mc_logits": lambda z, y: mc_logits(z, y, anc),
+        "constrained_probs": lambda z, y: constrained_probs(z, anc),
+        "bce": lambda z, y: binary_cross_entropy(z, y),
+        "weighted_mc_loss": lambda z, y: weighted_mc_loss(z, y, anc, node_weights=w, focal=jnp.full(z.shape, 0.5)),
+        "weighted_negative": lambda z, y: weighted_mc_loss(z, y, anc, node_weights=w, apply_to="negative"),
+        "label_weights": lambda z, y: label_weights(w, y),
+    }
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (), (0, 4)], ids=lambda s: f"batch{list(s)}")
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+def test_leading_batch_axes_equal_the_2d_result(shape, dense):
+    h = _hier()
+    c = h.num_nodes
+    anc = jnp.asarray(h.ancestry) if dense else constraint_graph(h)
+    z, y = _batched_inputs(h, shape)
+    for name, fn in _elementwise_losses(h, anc).items():
+        want = fn(z.reshape(-1, c), y.reshape(-1, c)).reshape(z.shape)
+        for f in (fn, jax.jit(fn)):
+            got = f(z, y)
+            assert got.shape == z.shape, name
+            np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+def test_leading_batch_axes_under_vmap_and_grad(dense):
+    h = _hier()
+    c = h.num_nodes
+    anc = jnp.asarray(h.ancestry) if dense else constraint_graph(h)
+    z, y = _batched_inputs(h, (2, 3))
+    for name, fn in _elementwise_losses(h, anc).items():
+        flat = fn(z.reshape(-1, c), y.reshape(-1, c)).reshape(z.shape)
+        np.testing.assert_array_equal(jax.vmap(fn)(z, y), flat, err_msg=name)  # [3, C] per call
+        np.testing.assert_array_equal(jax.vmap(jax.vmap(fn))(z, y), flat, err_msg=name)  # [C] per call
+        if name == "label_weights":
+            continue
+        grad = jax.grad(lambda v, fn=fn: fn(v, y).sum())(z)
+        grad_2d = jax.grad(lambda v, fn=fn: fn(v, y.reshape(-1, c)).sum())(z.reshape(-1, c))
+        np.testing.assert_array_equal(grad, grad_2d.reshape(z.shape), err_msg=name)
+    check_grads(lambda v: mc_loss(jnp.asarray(v), y[0, 0], anc), (z[0, 0],), order=1, modes=("rev",),
+                atol=1e-2, rtol=1e-2)  # [C]
+
+
+def test_leading_batch_axes_shape_errors():
+    h = _hier()
+    z, y = _batched_inputs(h, (2, 3))
+    with pytest.raises((ValueError, TypeError), match="differ|mc_loss"):  # TypeError: jaxtyping's check, when on
+        mc_loss(z, y[0], jnp.asarray(h.ancestry))
+    with pytest.raises(ValueError, match="label_weights"):
+        label_weights(jnp.ones(h.num_nodes + 1), y)
+
+
+@pytest.mark.parametrize("mode", sorted(UNCERTAINTIES))
+def test_uncertainties_take_members_then_any_batch_axes(mode):
+    fn = UNCERTAINTIES[mode]
+    c = 5
+    p = jax.random.uniform(jax.random.key(8), (4, 2, 3, c))  # [E, 2, 3, C]
+    want = fn(p.reshape(4, -1, c)).reshape(2, 3, c)
+    for f in (fn, jax.jit(fn)):
+        np.testing.assert_allclose(f(p), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fn(p[:, 0, 0]), want[0, 0], rtol=1e-6, atol=1e-7)  # [E, C]
+    np.testing.assert_allclose(jax.vmap(fn, in_axes=1)(p), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(jax.grad(lambda q: fn(q).sum())(p), 0.0)

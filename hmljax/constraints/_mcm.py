@@ -54,16 +54,19 @@ def _max_constraint_one(x_C: Float[Array, " C"], ancestry_CxC: Bool[Array, "C C"
     return jnp.max(jnp.where(ancestry_CxC, x_C[None, :], fill), axis=-1)
 
 
-def max_constraint(x: Float[Array, "B C"], ancestry: Bool[Array, "C C"]) -> Float[Array, "B C"]:
+def max_constraint(x: Float[Array, "*batch C"], ancestry: Bool[Array, "C C"]) -> Float[Array, "*batch C"]:
     """Dense max-constraint: each node takes the max over itself and its descendants.
 
     Args:
-        x: scores per node (logits or probabilities; any real values).
+        x: scores per node, nodes on the last axis and any leading batch axes
+            (``[C]``, ``[B, C]``, ``[E, B, C]``, ...); logits or probabilities,
+            any real values.
         ancestry: ``ancestry[i, j]`` is True iff node j is node i or a descendant
             of i (C-HMCNN's R; :attr:`Hierarchy.ancestry`).
 
     Returns:
-        ``[B, C]``; no node exceeds its parent. Work and memory O(B C^2).
+        The shape of ``x``; no node exceeds its parent. Work and memory O(N C^2)
+        for N rows.
 
     References:
         Giunchiglia & Lukasiewicz, "Coherent Hierarchical Multi-Label
@@ -73,14 +76,23 @@ def max_constraint(x: Float[Array, "B C"], ancestry: Bool[Array, "C C"]) -> Floa
     >>> R = np.array([[1, 1], [0, 1]], bool)  # node 1 is the child of node 0
     >>> max_constraint(jnp.array([[0.2, 0.7]]), R).tolist()
     [[0.699999988079071, 0.699999988079071]]
+    >>> max_constraint(jnp.array([0.2, 0.7]), R).shape
+    (2,)
     """
     x = jnp.asarray(x)
-    if x.ndim != 2 or ancestry.shape != (x.shape[-1], x.shape[-1]):
-        raise ValueError(f"max_constraint: x must be [B, C] and ancestry [C, C], got {x.shape} and {ancestry.shape}")
+    if x.ndim == 0 or ancestry.shape != (x.shape[-1], x.shape[-1]):
+        raise ValueError(f"max_constraint: x must be [..., C] and ancestry [C, C], got {x.shape} and {ancestry.shape}")
+    if x.ndim != 2:  # [B, C] (the training path) skips this, so its traced ops are unchanged
+        return _flat_batch(max_constraint, x, ancestry)
     return jax.vmap(_max_constraint_one, in_axes=(0, None))(x, ancestry.astype(bool))
 
 
-def max_constraint_sparse(x: Float[Array, "B C"], graph: ConstraintGraph) -> Float[Array, "B C"]:
+def _flat_batch(fn, x_NC, *args):
+    # Any leading axes -> one batch axis -> back: [*batch, C] -> [N, C] -> fn -> [*batch, C].
+    return fn(x_NC.reshape(-1, x_NC.shape[-1]), *args).reshape(x_NC.shape)
+
+
+def max_constraint_sparse(x: Float[Array, "*batch C"], graph: ConstraintGraph) -> Float[Array, "*batch C"]:
     """Exact sparse max-constraint: propagates maxima child -> parent, level by level.
 
     Nodes are processed by height (longest path down to a leaf), so when a
@@ -90,15 +102,17 @@ def max_constraint_sparse(x: Float[Array, "B C"], graph: ConstraintGraph) -> Flo
     descendants (the dense form sends it to one).
 
     Args:
-        x: scores per node.
+        x: scores per node, nodes on the last axis and any leading batch axes.
         graph: from :func:`constraint_graph`.
 
     Returns:
-        ``[B, C]``, equal to ``max_constraint(x, hierarchy.ancestry)``.
+        The shape of ``x``, equal to ``max_constraint(x, hierarchy.ancestry)``.
     """
     x = jnp.asarray(x)
-    if x.ndim != 2 or x.shape[-1] != graph.num_nodes:
-        raise ValueError(f"max_constraint_sparse: x must be [B, {graph.num_nodes}], got {x.shape}")
+    if x.ndim == 0 or x.shape[-1] != graph.num_nodes:
+        raise ValueError(f"max_constraint_sparse: x must be [..., {graph.num_nodes}], got {x.shape}")
+    if x.ndim != 2:  # [B, C] (the training path) skips this, so its traced ops are unchanged
+        return _flat_batch(max_constraint_sparse, x, graph)
     # Nodes on the leading axis: segment_max reduces over it.
     x_CxB = x.T
     for child, segment, parent in graph.levels:
@@ -109,13 +123,16 @@ def max_constraint_sparse(x: Float[Array, "B C"], graph: ConstraintGraph) -> Flo
     return x_CxB.T
 
 
-def apply_constraint(x: Float[Array, "B C"], ancestry) -> Float[Array, "B C"]:
-    """Dispatches on the constraint's form: a dense ``[C, C]`` matrix or a :class:`ConstraintGraph`."""
+def apply_constraint(x: Float[Array, "*batch C"], ancestry) -> Float[Array, "*batch C"]:
+    """Dispatches on the constraint's form: a dense ``[C, C]`` matrix or a :class:`ConstraintGraph`.
+
+    ``x`` may have any leading batch axes, as in :func:`max_constraint`.
+    """
     if isinstance(ancestry, ConstraintGraph):
         return max_constraint_sparse(x, ancestry)
     return max_constraint(x, jnp.asarray(ancestry))
 
 
 def numpy_max_constraint(x: np.ndarray, ancestry: np.ndarray) -> np.ndarray:
-    """Float64 numpy reference (the PyTorch formulation without the ``h >= 0`` assumption)."""
-    return np.where(ancestry[None, :, :], x[:, None, :], -np.inf).max(-1)
+    """Float64 numpy reference (the PyTorch formulation without the ``h >= 0`` assumption); ``x`` is ``[..., C]``."""
+    return np.where(ancestry, x[..., None, :], -np.inf).max(-1)

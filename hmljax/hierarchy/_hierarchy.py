@@ -5,7 +5,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -24,15 +25,18 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Hierarchy:
     """A validated class hierarchy over ``C`` nodes.
 
-    Build it with :meth:`from_paths` (FunCat-style trees) or :meth:`from_edges`
-    (GO-style DAGs). Node ``i`` is ``names[i]``; all arrays are read-only.
+    Build it with :meth:`from_paths` (FunCat-style trees), :meth:`from_edges`
+    (GO-style DAGs of string names) or :meth:`from_pairs` (integer ids or any
+    hashable names, keeping the caller's node order). Node ``i`` is
+    ``names[i]``; all arrays are read-only.
 
     Attributes:
-        names: ``C`` node names, in the hierarchy's node order.
+        names: ``C`` node names, in the hierarchy's node order (strings, except
+            for :meth:`from_pairs` given non-string names).
         edges: int32 ``[M, 2]`` rows of ``(child, parent)``.
         evaluated: bool ``[C]``; False for roots (and GO namespace roots), which
             C-HMCNN keeps as outputs but masks out of the loss and the metrics.
@@ -86,18 +90,24 @@ class Hierarchy:
             skip: extra nodes to leave unevaluated besides the roots (default:
                 the GO namespace roots, as C-HMCNN does); names not present are ignored.
             order: 'chmcnn' sorts by (shortest distance to a root, name), C-HMCNN's
-                GO key; 'name' sorts by name.
+                GO key; 'name' sorts by name; 'given' keeps the order in which
+                names first appear in ``edges`` (parent before child within a pair).
+
+        Repeated edges are merged silently; :meth:`from_pairs` refuses them.
         """
         pairs = set()
+        seen = {}  # insertion-ordered set: first appearance, for order='given'
         for e in edges:
-            if len(e) != 2 or not all(isinstance(x, str) and x for x in e):
+            if isinstance(e, str) or len(e) != 2 or not all(isinstance(x, str) and x for x in e):
                 raise HierarchyError(f"malformed edge {e!r}: expected (parent, child) names")
             if e[0] == e[1]:
                 raise HierarchyError(f"cycle: {e[0]!r} is its own parent")
             pairs.add((e[1], e[0]))  # stored as (child, parent)
+            seen.setdefault(e[0])
+            seen.setdefault(e[1])
         if not pairs:
             raise HierarchyError("no edges")
-        names = sorted({n for p in pairs for n in p})
+        names = list(seen) if order == "given" else sorted(seen)
         has_parent = {c for c, _ in pairs}
         root_set = set(roots) if roots is not None else {n for n in names if n not in has_parent}
         missing = root_set.difference(names)
@@ -106,9 +116,167 @@ class Hierarchy:
         if order == "chmcnn":
             dist = _bfs_depth(names, pairs, root_set)
             names = sorted(names, key=lambda n: (dist.get(n, 1 << 30), n))
-        elif order != "name":
-            raise ValueError(f"order must be 'chmcnn' or 'name', got {order!r}")
+        elif order not in ("name", "given"):
+            raise ValueError(f"order must be 'chmcnn', 'name' or 'given', got {order!r}")
         return cls._build(names, pairs, skip=root_set | (set(skip) & set(names)), roots=root_set)
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs,
+        *,
+        num_nodes: int | None = None,
+        names: Sequence[Hashable] | None = None,
+        order: str = "given",
+        roots: Iterable[Hashable] | None = None,
+        unevaluated: Iterable[Hashable] | None = None,
+    ) -> Hierarchy:
+        """A tree or DAG from ``(parent, child)`` pairs of integer ids or names.
+
+        Two kinds of endpoint, told apart by type (mixing them is an error):
+
+        * **Integer ids** ``0..C-1`` (Python or numpy ints; a list of pairs or an
+          int array ``[M, 2]``). ``C`` is ``num_nodes``, else ``len(names)``,
+          else the largest id + 1. ``names[i]`` names id ``i`` (default:
+          ``"0"``, ``"1"``, ...); ids on no edge are isolated nodes.
+        * **Names**: any hashable values other than ints (strings, tuples, ...;
+          floats and None are refused as likely mistakes).
+          The nodes are ``names`` if given (every endpoint must be listed),
+          else the endpoints in order of first appearance (parent before child).
+
+        With ``order='given'`` (the default) node ``i`` is id ``i``, or
+        ``names[i]``, or the ``i``-th name to appear, so ``labels[:, i]`` and
+        ``logits[:, i]`` keep the caller's meaning. Refused with
+        :class:`HierarchyError`: self-loops, cycles, ids out of range, repeated
+        edges (a repeat usually means a mis-built edge list, so it is not merged),
+        duplicate or unknown names, and nodes not reachable from ``roots``.
+
+        Args:
+            pairs: ``(parent, child)`` pairs, the same orientation as
+                :meth:`from_edges` (``edges`` stores them as ``(child, parent)``).
+            num_nodes: ``C`` for integer ids (checked against ``names`` and the
+                node count when both are known).
+            names: the node names (ids: one per id; names: the node order).
+            order: 'given' (above); 'topological' (parents before children,
+                Kahn's algorithm seeded with the parentless nodes in given order);
+                'depth' (by shortest distance from a parentless node, ties in
+                given order).
+            roots: ids or names of the designated roots; every node must be
+                reachable from one of them. Default: every node without a parent.
+            unevaluated: ids or names of the nodes left out of the loss and the
+                metrics (``evaluated`` False). Default: the roots, as
+                :meth:`from_edges` does (C-HMCNN's artificial root); pass ``()``
+                to evaluate every node, e.g. for a forest without an artificial root.
+
+        Returns:
+            The validated hierarchy. Only string names round-trip through
+            :meth:`to_json`.
+
+        >>> h = Hierarchy.from_pairs([(0, 1), (0, 2), (2, 3)])
+        >>> h.names, h.evaluated.tolist()
+        (('0', '1', '2', '3'), [False, True, True, True])
+        >>> Hierarchy.from_pairs([("b", "a")], order="given").names
+        ('b', 'a')
+        """
+        if order not in ("given", "topological", "depth"):
+            raise ValueError(f"order must be 'given', 'topological' or 'depth', got {order!r}")
+        rows = _pair_rows(pairs)
+        is_id = [_is_int(x) for r in rows for x in r]
+        if rows and any(is_id) and not all(is_id):
+            raise HierarchyError("pairs mix integer ids and names; use one or the other")
+        if names is not None:
+            names = tuple(names)
+            try:
+                distinct = len(set(names))
+            except TypeError:
+                raise HierarchyError("names must be hashable") from None
+            if distinct != len(names):
+                dup = [n for n, k in collections.Counter(names).items() if k > 1]
+                raise HierarchyError(f"duplicate names: {dup[:5]}")
+        use_ids = all(is_id) if rows else (num_nodes is not None or names is None)
+
+        if use_ids:
+            ids = np.array(rows, dtype=np.int64).reshape(-1, 2)
+            if num_nodes is None:
+                num_nodes = len(names) if names is not None else (int(ids.max()) + 1 if len(ids) else 0)
+            elif names is not None and len(names) != num_nodes:
+                raise HierarchyError(f"{len(names)} names for num_nodes={num_nodes}")
+            bad = ids[(ids < 0) | (ids >= num_nodes)]
+            if len(bad):
+                raise HierarchyError(f"id {int(bad[0])} is out of range for {num_nodes} nodes (ids run 0..C-1)")
+            node_names = names if names is not None else tuple(str(i) for i in range(num_nodes))
+            given = [(int(p), int(c)) for p, c in ids]
+        else:
+            if names is None:
+                node_names = tuple(dict.fromkeys(x for r in rows for x in r))
+            else:
+                node_names = names
+                known = set(names)
+                unknown = [x for r in rows for x in r if x not in known]
+                if unknown:
+                    raise HierarchyError(f"{len(unknown)} endpoint(s) not in names, e.g. {unknown[:5]}")
+            if num_nodes is not None and num_nodes != len(node_names):
+                raise HierarchyError(f"num_nodes={num_nodes} but the pairs and names give {len(node_names)} nodes")
+            pos = {n: i for i, n in enumerate(node_names)}
+            given = [(pos[p], pos[c]) for p, c in rows]
+        if not node_names:
+            raise HierarchyError("no nodes: give pairs, num_nodes or names")
+        pos_all = {n: i for i, n in enumerate(node_names)}
+
+        for p, c in given:
+            if p == c:
+                raise HierarchyError(f"self-loop: {node_names[p]!r} is its own parent")
+        dups = [e for e, k in collections.Counter(given).items() if k > 1]
+        if dups:
+            shown = [(node_names[p], node_names[c]) for p, c in dups[:5]]
+            raise HierarchyError(f"{len(dups)} repeated (parent, child) pair(s), e.g. {shown}")
+
+        def resolve(xs, what):
+            if isinstance(xs, str):
+                raise HierarchyError(f"{what} must be a collection of nodes, got the string {xs!r}")
+            out = set()
+            for x in xs:
+                if use_ids and _is_int(x):
+                    if not 0 <= int(x) < len(node_names):
+                        raise HierarchyError(f"{what}: id {int(x)} is out of range for {len(node_names)} nodes")
+                    out.add(int(x))
+                elif not isinstance(x, Hashable) or x not in pos_all:
+                    raise HierarchyError(f"{what}: {x!r} is not a node")
+                else:
+                    out.add(pos_all[x])
+            return out
+
+        has_parent = {c for _, c in given}
+        root_set = resolve(roots, "roots") if roots is not None else set(range(len(node_names))) - has_parent
+        skip = root_set if unevaluated is None else resolve(unevaluated, "unevaluated")
+
+        def build(perm):
+            ns = [node_names[i] for i in perm]
+            return cls._build(
+                ns,
+                {(node_names[c], node_names[p]) for p, c in given},
+                skip={node_names[i] for i in skip},
+                roots=[node_names[i] for i in sorted(root_set)],
+            )
+
+        h = build(range(len(node_names)))  # validates in the given order: cycles, reachability
+        if order == "given":
+            return h
+        if order == "topological":
+            indeg = [len(ps) for ps in h.parents]
+            heap = [i for i, d in enumerate(indeg) if d == 0]
+            heapq.heapify(heap)
+            perm = []
+            while heap:
+                i = heapq.heappop(heap)
+                perm.append(i)
+                for c in h.children[i]:
+                    indeg[c] -= 1
+                    if indeg[c] == 0:
+                        heapq.heappush(heap, int(c))
+        else:  # depth
+            perm = sorted(range(h.num_nodes), key=lambda i: (int(h.depth_min[i]), i))
+        return build(perm)
 
     @classmethod
     def flat(cls, names: Sequence[str]) -> Hierarchy:
@@ -295,6 +463,26 @@ class Hierarchy:
             "multi_parent_nodes": int(sum(len(p) > 1 for p in self.parents)),
         }
 
+    def __repr__(self) -> str:
+        """One line, whatever ``C``: ``Hierarchy(C=6 nodes, 5 edges, tree, depth 1-3, 1 root: root, 5 evaluated)``.
+
+        ``depth a-b`` runs from the shallowest leaf (shortest path) to the
+        deepest node (longest path); at most three root names are shown.
+        """
+        n, m = self.num_nodes, len(self.edges)
+        parts = [f"C={n} nodes", f"{m} edges"]
+        try:  # repr must not raise, even on a hand-built Hierarchy with a cycle
+            parts.append("flat" if m == 0 else ("tree" if self.is_tree else "DAG"))
+            if n:
+                leaves = self.height == 0
+                parts.append(f"depth {int(self.depth_min[leaves].min())}-{int(self.depth_max.max())}")
+            shown = [_short(self.names[i]) for i in self.roots[:3]] + (["..."] if len(self.roots) > 3 else [])
+            parts.append(f"{len(self.roots)} root{'' if len(self.roots) == 1 else 's'}: {', '.join(shown)}")
+        except (HierarchyError, IndexError, ValueError):
+            parts.append("invalid")
+        parts.append(f"{int(np.sum(self.evaluated))} evaluated")
+        return f"Hierarchy({', '.join(parts)})"
+
     def to_json(self) -> dict:
         return {
             "names": list(self.names),
@@ -326,3 +514,40 @@ def _bfs_depth(names, pairs, roots) -> dict[str, int]:
                 dist[c] = dist[n] + 1
                 queue.append(c)
     return dist
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _pair_rows(pairs) -> list[tuple]:
+    """``pairs`` as a list of 2-tuples of Python scalars or hashable names."""
+    if hasattr(pairs, "__array__") and not isinstance(pairs, (list, tuple)):
+        a = np.asarray(pairs)
+        if a.size == 0:
+            return []
+        if a.ndim != 2 or a.shape[1] != 2:
+            raise HierarchyError(f"pairs must be an [M, 2] array of (parent, child), got shape {a.shape}")
+        if a.dtype.kind not in "iuUSO":
+            raise HierarchyError(f"pairs array must hold integer ids or names, got dtype {a.dtype}")
+        return [tuple(r) for r in a.tolist()]
+    rows = []
+    for e in pairs:
+        if isinstance(e, (str, bytes)) or not hasattr(e, "__len__") or len(e) != 2:
+            raise HierarchyError(f"malformed pair {e!r}: expected (parent, child)")
+        r = tuple(int(x) if _is_int(x) else x for x in e)
+        for x in r:
+            try:
+                hash(x)
+            except TypeError:
+                x = None
+            # A float id is almost always a cast gone wrong, and None a missing value: refuse both.
+            if x is None or isinstance(x, float | complex | np.floating):
+                raise HierarchyError(f"malformed pair {e!r}: endpoints must be integer ids or hashable names")
+        rows.append(r)
+    return rows
+
+
+def _short(name, width: int = 24) -> str:
+    s = str(name)
+    return s if len(s) <= width else s[: width - 3] + "..."

@@ -1,4 +1,8 @@
-"""C-HMCNN's max-constraint loss and masked binary cross-entropy, in logit space."""
+"""C-HMCNN's max-constraint loss and masked binary cross-entropy, in logit space.
+
+Every function is elementwise over ``[..., C]``: nodes on the last axis, any
+leading batch axes (``[C]``, ``[B, C]``, ``[E, B, C]``, ...), as optax's losses.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,12 @@ __all__ = ["binary_cross_entropy", "mc_loss", "mc_logits", "constrained_probs"]
 
 
 def binary_cross_entropy(
-    logits: Float[Array, "B C"], labels: Float[Array, "B C"], *, where: Bool[Array, "B C"] | None = None
-) -> Float[Array, "B C"]:
-    """Elementwise BCE from logits, unreduced; zero where ``where`` is False.
+    logits: Float[Array, "*batch C"],
+    labels: Float[Array, "*batch C"],
+    *,
+    where: Bool[Array, "*batch C"] | Bool[Array, " C"] | None = None,
+) -> Float[Array, "*batch C"]:
+    """Elementwise BCE from logits, unreduced; zero where ``where`` is False (broadcast against ``logits``).
 
     Uses ``softplus(z) - y z`` (= ``-y log σ(z) - (1-y) log(1-σ(z))``), which
     never takes the log of a rounded probability.
@@ -26,12 +33,15 @@ def binary_cross_entropy(
     return loss
 
 
-def mc_logits(logits: Float[Array, "B C"], labels: Float[Array, "B C"], ancestry) -> Float[Array, "B C"]:
+def mc_logits(
+    logits: Float[Array, "*batch C"], labels: Float[Array, "*batch C"], ancestry
+) -> Float[Array, "*batch C"]:
     """The logits of C-HMCNN's training-path output ``ŷ = (1-y)·MCM(h) + y·MCM(y⊙h)``.
 
     With ``h = σ(z)``: negatives take the max over all descendants, positives the
     max over *positive* descendants only (``y⊙h`` zeroes the others, which in
     logit space is ``finfo.min``). Labels must be closed under ancestors.
+    ``logits`` and ``labels`` share one shape ``[..., C]``, which is returned.
     """
     y = labels.astype(bool)
     neg = apply_constraint(logits, ancestry)
@@ -40,25 +50,26 @@ def mc_logits(logits: Float[Array, "B C"], labels: Float[Array, "B C"], ancestry
 
 
 def mc_loss(
-    logits: Float[Array, "B C"],
-    labels: Float[Array, "B C"],
+    logits: Float[Array, "*batch C"],
+    labels: Float[Array, "*batch C"],
     ancestry,
     *,
-    where: Bool[Array, "B C"] | Bool[Array, " C"] | None = None,
-) -> Float[Array, "B C"]:
+    where: Bool[Array, "*batch C"] | Bool[Array, " C"] | None = None,
+) -> Float[Array, "*batch C"]:
     """C-HMCNN's max-constraint loss (MCLoss), elementwise and unreduced.
 
     Args:
-        logits: the network's unconstrained logits ``z`` (``h = σ(z)``).
-        labels: 0/1 targets, closed under ancestors.
+        logits: the network's unconstrained logits ``z`` (``h = σ(z)``), nodes on
+            the last axis and any leading batch axes (``[C]``, ``[B, C]``, ...).
+        labels: 0/1 targets, closed under ancestors; the shape of ``logits``.
         ancestry: dense bool ``[C, C]`` (``ancestry[i, j]`` iff j is i or below i)
             or a :class:`hmljax.constraints.ConstraintGraph`.
-        where: mask of entries that count, e.g. ``hierarchy.evaluated`` (``[C]``,
-            broadcast over the batch) to drop the roots as C-HMCNN does.
+        where: mask of entries that count, broadcast to ``logits``' shape, e.g.
+            ``hierarchy.evaluated`` (``[C]``) to drop the roots as C-HMCNN does.
 
     Returns:
-        ``[B, C]`` BCE of the constrained output; C-HMCNN's loss is its mean
-        over the ``where`` entries.
+        The shape of ``logits``: BCE of the constrained output; C-HMCNN's loss
+        is its mean over the ``where`` entries.
 
     References:
         Giunchiglia & Lukasiewicz, NeurIPS 2020, eq. for MCLoss.
@@ -70,6 +81,9 @@ def mc_loss(
     return binary_cross_entropy(mc_logits(logits, labels, ancestry), labels, where=where)
 
 
-def constrained_probs(logits: Float[Array, "B C"], ancestry) -> Float[Array, "B C"]:
-    """Inference path: ``MCM(σ(z)) = σ(MCM(z))``; thresholding it gives coherent predictions."""
+def constrained_probs(logits: Float[Array, "*batch C"], ancestry) -> Float[Array, "*batch C"]:
+    """Inference path: ``MCM(σ(z)) = σ(MCM(z))``, the shape of ``logits``.
+
+    Thresholding it gives coherent predictions.
+    """
     return jax.nn.sigmoid(apply_constraint(logits, ancestry))

@@ -1,6 +1,7 @@
 """RARE's weighted loss ``L = (W̃0 + W̃)(U0 + U^k) L_MC``, its reduction, schedulers and the mixed loss.
 
-Everything here is elementwise on ``[B, C]`` and composes with any unreduced
+Everything here is elementwise on ``[..., C]`` (any leading batch axes; the
+training step uses ``[B, C]``) and composes with any unreduced
 hmljax loss: build a weight matrix (imbalance, focal, scheduled or mixed),
 multiply, then reduce explicitly with :func:`reduce_loss`.
 """
@@ -19,22 +20,30 @@ SCHEDULES = ("none", "linear", "exponential", "alternating")
 
 
 def weighted_mc_loss(
-    logits: Float[Array, "B C"],
-    labels: Float[Array, "B C"],
+    logits: Float[Array, "*batch C"],
+    labels: Float[Array, "*batch C"],
     ancestry,
     *,
     node_weights: Float[Array, " C"] | None = None,
     apply_to: str = "positive",
-    focal: Float[Array, "B C"] | None = None,
-    where: Bool[Array, "B C"] | Bool[Array, " C"] | None = None,
-) -> Float[Array, "B C"]:
+    focal: Float[Array, "*batch C"] | None = None,
+    where: Bool[Array, "*batch C"] | Bool[Array, " C"] | None = None,
+) -> Float[Array, "*batch C"]:
     """RARE's loss (eq. 6), elementwise and unreduced: ``(W̃0 + W̃) · (U0 + U^k) · MCLoss``.
 
     Args:
+        logits: unconstrained logits, nodes on the last axis and any leading
+            batch axes (``[C]``, ``[B, C]``, ...).
+        labels: 0/1 targets closed under ancestors, the shape of ``logits``.
+        ancestry: dense ``[C, C]`` or a :class:`hmljax.constraints.ConstraintGraph`.
         node_weights: w̃ per node from :func:`imbalance_weights`; ``None`` = unweighted.
         apply_to: ``positive`` (eq. 9) or ``negative`` (the released code).
-        focal: ``U0 + U^k`` from :func:`focal_weight`, gradient-free; ``None`` = 1.
-        where: entries that count (zero elsewhere).
+        focal: ``U0 + U^k`` from :func:`focal_weight`, gradient-free, the shape of
+            ``logits`` (or broadcastable to it); ``None`` = 1.
+        where: entries that count (zero elsewhere), broadcast to ``logits``' shape.
+
+    Returns:
+        The shape of ``logits``; reduce it with :func:`reduce_loss`.
     """
     loss = mc_loss(logits, labels, ancestry, where=where)
     if node_weights is not None:

@@ -1,7 +1,8 @@
 """RARE's ensemble uncertainty terms (eq. 10-17) and the focal factor ``U0 + U^k``.
 
-Every function maps member probabilities ``[E, ...]`` (E ensemble members or
-MC-dropout passes, any trailing shape, usually ``[E, B, C]``) to ``[...]`` and
+Every function maps member probabilities ``[E, ..., C]`` (E ensemble members or
+MC-dropout passes, then any batch axes: ``[E, C]``, ``[E, B, C]``, ...) to ``[..., C]``
+(the leading ``E`` axis reduced) and
 is wrapped in ``stop_gradient``: the paper computes the focal term without
 gradients (ensemble collapse risk, Lee et al. 2015), so it only rescales each
 member's own loss.
@@ -24,13 +25,13 @@ def _margin(mu):
     return jnp.abs(2.0 * mu - 1.0)
 
 
-def bbma_uncertainty(probs_E: Float[Array, "E ..."]) -> Float[Array, "..."]:
+def bbma_uncertainty(probs_E: Float[Array, "E *batch C"]) -> Float[Array, "*batch C"]:
     """bBMA (eq. 11-12): ``U = 1 - |2μ - 1|`` with μ the members' mean probability."""
     p = jax.lax.stop_gradient(probs_E)
     return 1.0 - _margin(p.mean(0))
 
 
-def gmu_uncertainty(probs_E: Float[Array, "E ..."]) -> Float[Array, "..."]:
+def gmu_uncertainty(probs_E: Float[Array, "E *batch C"]) -> Float[Array, "*batch C"]:
     """Gated margin uncertainty (eq. 13-15): ``U = 1 - μ̂ (1 - exp(-SNR))``.
 
     In the binary case μ_max - μ_min = |2μ - 1| and σ_max = σ_min = σ, so
@@ -71,7 +72,7 @@ def _pairwise_mean(div, p):
     return mat.sum((0, 1)) / (e * (e - 1))
 
 
-def epistemic_kl(probs_E: Float[Array, "E ..."]) -> Float[Array, "..."]:
+def epistemic_kl(probs_E: Float[Array, "E *batch C"]) -> Float[Array, "*batch C"]:
     """Epistemic uncertainty (eq. 16-17): mean pairwise Bernoulli KL (base 2) between members; 0 for E = 1."""
     return _pairwise_mean(_bernoulli_kl2, jax.lax.stop_gradient(probs_E))
 
@@ -81,7 +82,7 @@ def _js2(p, q):
     return 0.5 * _bernoulli_kl2(p, m) + 0.5 * _bernoulli_kl2(q, m)
 
 
-def epistemic_js(probs_E: Float[Array, "E ..."]) -> Float[Array, "..."]:
+def epistemic_js(probs_E: Float[Array, "E *batch C"]) -> Float[Array, "*batch C"]:
     """The Jensen-Shannon variant (base 2, so each pair is in [0, 1]), averaged like :func:`epistemic_kl`."""
     return _pairwise_mean(_js2, jax.lax.stop_gradient(probs_E))
 
@@ -89,7 +90,7 @@ def epistemic_js(probs_E: Float[Array, "E ..."]) -> Float[Array, "..."]:
 UNCERTAINTIES = {"bbma": bbma_uncertainty, "gmu": gmu_uncertainty, "kl": epistemic_kl, "js": epistemic_js}
 
 
-def uncertainty(probs_E: Float[Array, "E ..."], *, mode: str) -> Float[Array, "..."]:
+def uncertainty(probs_E: Float[Array, "E *batch C"], *, mode: str) -> Float[Array, "*batch C"]:
     """Dispatches on ``mode`` in ``bbma``, ``gmu``, ``kl``, ``js``."""
     if mode not in UNCERTAINTIES:
         raise ValueError(f"uncertainty: mode must be one of {sorted(UNCERTAINTIES)}, got {mode!r}")

@@ -99,17 +99,21 @@ def imbalance_weights(
     raise ValueError(f"imbalance_weights: rescale must be 'paper' or 'code', got {rescale!r}")
 
 
-def label_weights(weights_C, labels_BxC, *, apply_to: str = "positive"):
-    """The elementwise weight matrix ``W̃0 + W̃`` of eq. 9, ``[B, C]``.
+def label_weights(weights_C, labels, *, apply_to: str = "positive"):
+    """The elementwise weight matrix ``W̃0 + W̃`` of eq. 9, float32 of ``labels``' shape.
 
     ``apply_to='positive'`` (eq. 9): w̃_i where ``y_i = 1`` and 1 elsewhere.
     ``apply_to='negative'`` (the released code's index swap): w̃_i where
-    ``y_i = 0`` and 1 elsewhere. Works on numpy or jax arrays, inside jit.
+    ``y_i = 0`` and 1 elsewhere. ``weights_C`` is ``[C]``; ``labels`` is
+    ``[..., C]`` with any leading batch axes (``[C]``, ``[B, C]``, ...). Works on
+    numpy or jax arrays, inside jit.
     """
     import jax.numpy as jnp
 
-    y = jnp.asarray(labels_BxC).astype(bool)
+    y = jnp.asarray(labels).astype(bool)
     w = jnp.asarray(weights_C, jnp.float32)
+    if w.ndim != 1 or y.shape[-1:] != w.shape:
+        raise ValueError(f"label_weights: weights must be [C] and labels [..., C], got {w.shape} and {y.shape}")
     if apply_to == "positive":
         return jnp.where(y, w, 1.0)
     if apply_to == "negative":
