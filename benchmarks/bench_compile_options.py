@@ -40,11 +40,8 @@ def main():
     import jax
     import numpy as np
 
-    from hmljax.data import EpochSampler
-    from hmljax.training import (TrainConfig, jit_train, make_optimizer, make_train_epoch, make_train_step,
-                                 train_compiler_options)
-    from hmljax.training._run import _setup, init_state, node_weights_for, training_data
-    from hmljax.training._train import LossConfig
+    from hmljax.engine import init_train_state, make_epoch
+    from hmljax.training import TrainConfig, build_method, jit_train, train_compiler_options
 
     options = train_compiler_options()
     print("train_compiler_options():", options or "none on this backend/jaxlib", flush=True)
@@ -52,23 +49,19 @@ def main():
     rows = []
     for dataset, label, overrides in CASES[:2] if args.quick else CASES:
         cfg = TrainConfig(dataset=dataset, data_dir=args.data_dir).override(overrides).resolved()
-        ds, h, ancestry, model, forward = _setup(cfg)
-        X, Y, _ = training_data(cfg, ds, "train+valid")
-        sampler = EpochSampler(X.shape[0], cfg.batch_size, seed=0)
-        opt = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
-        lc = LossConfig(node_weights=node_weights_for(cfg, ds, Y), apply_to=cfg.weight_apply_to or "positive",
-                        focal=cfg.focal, mc_passes=cfg.mc_passes, reduction=cfg.reduction,
-                        steps_per_epoch=sampler.steps_per_epoch)
-        step = make_train_step(model, opt, ancestry=ancestry, evaluated=h.evaluated, loss_cfg=lc, forward=forward)
-        Xd, Yd = jax.device_put(X), jax.device_put(Y)
+        # The method `hmljax train` builds: train+valid rows, its loss, optimiser and (host) epoch sampler.
+        ds, method, _ = build_method(cfg)
+        sampler = method.sampler
+        Xd, Yd = jax.device_put(method.train_x), jax.device_put(method.train_y)
         batches = [sampler.epoch(e) for e in range(epochs)]
         versions = {}
         for name, jitter in (("jax.jit", jax.jit), ("jit_train", jit_train)):
-            state = init_state(model, opt, ds.num_features, key=jax.random.key(0), members=cfg.ensemble)
+            state = init_train_state(method, jax.random.key(0))
             eb = batches[0]
             t0 = time.perf_counter()
-            compiled = jitter(make_train_epoch(step), donate_argnums=(0,)).lower(
-                state, Xd, Yd, eb.indices, eb.where, jax.random.key(1)).compile()
+            with jax.default_matmul_precision(cfg.matmul_precision):
+                compiled = jitter(make_epoch(method), donate_argnums=(0,)).lower(
+                    state, Xd, Yd, eb.indices, eb.where, jax.random.key(1)).compile()
             versions[name] = {"compiled": compiled, "state": state, "times": [],
                               "compile_s": time.perf_counter() - t0,
                               "copies": len(re.findall(r"\bcopy\(", compiled.as_text()))}

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import datetime
 import functools
 import json
@@ -200,7 +199,7 @@ def run_dir_for(name: str, d: str, method: str, seed: int, cfg, args) -> str:
     if os.path.exists(os.path.join(own, "results.json")) or name == "table8":  # table8 times its own runs
         return own
     return finished_runs(args.data_dir, args.runs, *args.other_runs).get(
-        _config_key(dataclasses.asdict(cfg), args.data_dir), own)
+        _config_key(cfg.to_dict(), args.data_dir), own)
 
 
 def pending_tasks(name: str, args) -> tuple[list, int]:
@@ -216,7 +215,7 @@ def pending_tasks(name: str, args) -> tuple[list, int]:
                 if os.path.exists(os.path.join(run_dir, "results.json")):
                     finished += 1
                 else:
-                    tasks.append((dataclasses.asdict(cfg), run_dir))
+                    tasks.append((cfg.to_dict(), run_dir))
     return tasks, finished
 
 

@@ -39,10 +39,9 @@ def main(argv=None):
     import numpy as np
 
     from benchmarks._common import xla_memory_bytes
-    from hmljax.data import EpochSampler, atomic_write_text
-    from hmljax.training import TrainConfig, jit_train, make_optimizer, make_train_epoch, make_train_step
-    from hmljax.training._run import _setup, init_state, node_weights_for, training_data
-    from hmljax.training._train import LossConfig
+    from hmljax.data import atomic_write_text
+    from hmljax.engine import init_train_state, make_epoch
+    from hmljax.training import TrainConfig, build_method, jit_train
 
     settings = [(f"Ensemble E={e}", [f"ensemble={e}"]) for e in (1, 5, 10)]
     settings.append((f"MC dropout ({args.passes} passes)", [f"mc_passes={args.passes}"]))
@@ -50,19 +49,16 @@ def main(argv=None):
     for label, ov in settings:
         cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir).override(
             ["weights=code", "w0=0.25", "focal=gmu", *ov]).resolved()
-        ds, h, ancestry, model, forward = _setup(cfg)
-        X, Y, _ = training_data(cfg, ds, "train+valid")
-        sampler = EpochSampler(X.shape[0], cfg.batch_size, seed=0)
-        opt = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
-        lc = LossConfig(node_weights=node_weights_for(cfg, ds, Y), apply_to=cfg.weight_apply_to, focal="gmu",
-                        mc_passes=cfg.mc_passes, steps_per_epoch=sampler.steps_per_epoch)
-        step = make_train_step(model, opt, ancestry=ancestry, evaluated=h.evaluated, loss_cfg=lc, forward=forward)
-        state = init_state(model, opt, ds.num_features, key=jax.random.key(0), members=cfg.ensemble)
-        Xd, Yd = jax.device_put(X), jax.device_put(Y)
+        # The method `hmljax train` builds: train+valid rows, RARE's loss, the optimiser and the epoch sampler.
+        ds, method, _ = build_method(cfg)
+        sampler = method.sampler
+        state = init_train_state(method, jax.random.key(0))
+        Xd, Yd = jax.device_put(method.train_x), jax.device_put(method.train_y)
         eb = sampler.epoch(0)
         idx, wh = jax.device_put(eb.indices), jax.device_put(eb.where)
         t0 = time.perf_counter()
-        compiled = jit_train(make_train_epoch(step)).lower(state, Xd, Yd, idx, wh, jax.random.key(1)).compile()
+        with jax.default_matmul_precision(cfg.matmul_precision):
+            compiled = jit_train(make_epoch(method)).lower(state, Xd, Yd, idx, wh, jax.random.key(1)).compile()
         compile_s = time.perf_counter() - t0
         plan = xla_memory_bytes(compiled)
         times = []

@@ -15,7 +15,7 @@ every finished run found, to ``experiments/results/chmcnn_reproduction.md``
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import collections
 import datetime
 import json
 import os
@@ -29,6 +29,7 @@ from hmljax.training import TrainConfig, config_diff, source_commit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _runner import plan, run_tasks  # noqa: E402
+from rare import where_trained  # noqa: E402
 
 HMC = [n for n, s in REGISTRY.items() if s.family == "hmc" and s.shipped]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,7 +44,12 @@ def collect(runs_dir: str) -> dict[str, list[dict]]:
             p = os.path.join(runs_dir, name, seed_dir, "results.json")
             if os.path.exists(p):
                 with open(p) as fh:
-                    out.setdefault(name, []).append(json.load(fh))
+                    res = json.load(fh)
+                cfg_path = os.path.join(runs_dir, name, seed_dir, "config.json")
+                if os.path.exists(cfg_path):  # where it was trained (the backend), for the table
+                    with open(cfg_path) as fh:
+                        res["machine"] = json.load(fh).get("machine", {})
+                out.setdefault(name, []).append(res)
     return out
 
 
@@ -56,8 +62,9 @@ def write_table(runs_dir: str, out_md: str, command: str) -> str:
         f"Commit: `{source_commit()}`; machine: {platform.platform()}, {os.cpu_count()} CPUs; "
         f"date: {datetime.date.today().isoformat()}",
         "",
-        "| dataset | seeds | test AUPRC (mean ± std) | published | diff | RARE's rerun | node F1 | median epoch s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | seeds | test AUPRC (mean ± std) | published | diff | RARE's rerun | node F1 | median epoch s | "
+        "trained on |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {}
     for name in [n for n in REGISTRY if n in res]:
@@ -71,11 +78,13 @@ def write_table(runs_dir: str, out_md: str, command: str) -> str:
         auprc = f"{ap.mean():.3f} ± {ap.std(ddof=1):.3f}" if len(ap) > 1 else f"{ap.mean():.3f}"
         rerun = REGISTRY[name].rerun_auprc
         rerun_txt = f"{rerun[0]:.3f} ± {rerun[1]:.3f}" if rerun else "-"
+        where = collections.Counter(where_trained(r.get("machine", {})) for r in rs)
+        where_txt = "; ".join(f"{w} ×{n}" for w, n in where.most_common())
         lines.append(f"| {name} | {len(rs)} | {auprc} | {pub if pub else '-'} | {diff} | {rerun_txt} | "
-                     f"{f1.mean():.4f} | {ep:.2f} |")
+                     f"{f1.mean():.4f} | {ep:.2f} | {where_txt} |")
         rows[name] = {"seeds": [r["seed"] for r in rs], "auprc": ap.tolist(), "published": pub,
                       "rerun_auprc": list(rerun) if rerun else None, "node_f1": f1.tolist(),
-                      "median_epoch_seconds": float(ep)}
+                      "median_epoch_seconds": float(ep), "trained_on": dict(where)}
     lines += ["", "RARE's rerun: the test AP its authors got from C-HMCNN's released code (RARE Tables 1 and 5, "
               "row None), a second reference. It agrees with the published value except on seq_GO and expr_GO, "
               "where it lies 0.06 below.", "",
@@ -117,7 +126,7 @@ def main(argv=None) -> int:
             if os.path.exists(os.path.join(run_dir, "results.json")):
                 finished += 1
                 continue
-            tasks.append((dataclasses.asdict(cfg), run_dir))
+            tasks.append((cfg.to_dict(), run_dir))
     if args.plan:
         print(plan(tasks, timing_roots=[args.runs, *args.timings], finished=finished, workers=args.workers))
         return 0

@@ -164,15 +164,13 @@ def test_methods_filter_orders_runs_but_not_the_table():
 
 def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, capsys, monkeypatch):
     """Two worker processes: every good run finishes (on_done called), a bad one is reported, not fatal."""
-    import dataclasses
-
     monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)  # restored after the test
 
     import _runner
 
     from hmljax.training import TrainConfig
 
-    good = [(dataclasses.asdict(TrainConfig(dataset="synthetic", seed=s, epochs=2, hidden=16, batch_size=64)),
+    good = [(TrainConfig(dataset="synthetic", seed=s, epochs=2, hidden=16, batch_size=64).to_dict(),
              str(tmp_path / f"s{s}")) for s in range(2)]
     bad = ({**good[0][0], "dataset": "spo_FUN", "epochs": 2, "data_dir": str(tmp_path / "no-data")},
            str(tmp_path / "bad"))
@@ -190,7 +188,6 @@ def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, cap
 
 def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(tmp_path):
     import argparse
-    import dataclasses
 
     import rare
 
@@ -203,17 +200,17 @@ def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(t
     for seed, files in ((0, ("config.json", "results.json")), (1, ("config.json",))):
         done = tmp_path / "chmcnn" / "spo_GO" / f"s{seed}"
         done.mkdir(parents=True)
-        saved = dataclasses.replace(plain, seed=seed, data_dir=str(tmp_path / "another_machine" / "data"))
+        saved = plain.replace(seed=seed, data_dir=str(tmp_path / "another_machine" / "data"))
         for f in files:
-            (done / f).write_text(json.dumps({"config": dataclasses.asdict(saved)}))
+            (done / f).write_text(json.dumps({"config": saved.to_dict()}))
     assert rare.run_dir_for("table5", "spo_GO", "None", 0, plain, args) == str(tmp_path / "chmcnn" / "spo_GO" / "s0")
-    plain1 = dataclasses.replace(plain, seed=1)
+    plain1 = plain.replace(seed=1)
     assert rare.run_dir_for("table5", "spo_GO", "None", 1, plain1, args) == os.path.join(
         str(tmp_path / "rare"), "table5", "spo_GO", "None", "s1")
     cfg = rare._config("spo_FUN", ["weights=code", "w0=0.25", "reduction=sum", "ensemble=10"], 0, args)
     own = os.path.join(str(tmp_path / "rare"), "table2", "spo_FUN", "Baseline", "s0")
     os.makedirs(own)
-    old = dataclasses.asdict(dataclasses.replace(cfg, reduction="mean"))
+    old = cfg.replace(reduction="mean").to_dict()
     with open(os.path.join(own, "config.json"), "w") as fh:
         json.dump({"config": old}, fh)
     with pytest.raises(SystemExit, match="reduction: saved 'mean', wanted 'sum'"):
@@ -302,14 +299,12 @@ def test_appg_bolds_focal_rows_above_both_baselines(tmp_path, monkeypatch):
 
 
 def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_path):
-    import dataclasses
-
     from _runner import plan
 
     from hmljax.training import TrainConfig
 
     def cfg(**kw):
-        return dataclasses.asdict(TrainConfig(dataset="synthetic", epochs=50, **kw))
+        return TrainConfig(dataset="synthetic", epochs=50, **kw).to_dict()
 
     here = {"backend": "cpu", "cpus": 2, "compiler_options": {"some_option": True}}
 
@@ -317,7 +312,7 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
         # weights do not change the cost
-        (run / "config.json").write_text(json.dumps({"config": cfg(w0=0.25), "machine": machine}))
+        (run / "config.json").write_text(json.dumps({"config": cfg(weights="code", w0=0.25), "machine": machine}))
         (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
                                                    for i, t in enumerate(epoch_s)))
 

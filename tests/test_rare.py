@@ -382,6 +382,18 @@ def test_rare_config_errors():
         TrainConfig(dataset="synthetic", schedule="linear").resolved()
     with pytest.raises(ValueError, match="weights"):
         TrainConfig(dataset="synthetic", weights="inverse").resolved()
+    # Strict keys: RARE's conditional keys are errors where they do not apply, naming the setting they need.
+    for key, value, need in (("w0", 0.1, "weights="), ("u0", 0.5, "focal"), ("focal_k", 2.0, "focal"),
+                             ("lpros_p", 0.5, "resample=lpros"), ("hros_s", 0.2, "resample=hros_pd"),
+                             ("omega", 0.5, "schedule"), ("mix_lambda", 0.5, "weights=")):
+        with pytest.raises(ValueError, match=f"{key}={value} does not apply here.*{need}"):
+            TrainConfig(dataset="synthetic", **{key: value}).resolved()
+    with pytest.raises(ValueError, match="lpros_p=0.5 does not apply here.*resample=lpros"):
+        TrainConfig(dataset="synthetic", resample="hros_pd", lpros_p=0.5).resolved()
+    c = TrainConfig(dataset="synthetic").resolved()
+    assert (c.w0, c.u0, c.lpros_p, c.omega) == (None, None, None, None)  # not applicable: left unset
+    c = TrainConfig(dataset="synthetic", resample="lpros", ensemble=2, focal="gmu").resolved()
+    assert (c.lpros_p, c.lpros_rounding, c.u0, c.focal_k, c.focal_probs) == (0.25, "real", 0.25, 1.0, "raw")
     c = TrainConfig(dataset="synthetic", weights="code").resolved()
     assert (c.weight_counts, c.weight_rescale, c.weight_apply_to, c.weight_fit) == (
         "supercount_inplace", "code", "negative", "train")
@@ -437,13 +449,19 @@ def test_hros_pd_refuses_dags():
 
 
 def test_resampling_feeds_training_and_weights(tmp_path):
-    from hmljax.training._run import node_weights_for, training_data
+    from hmljax.methods import node_weights_for, training_rows
+    from hmljax.training import build_method
 
     cfg = TrainConfig(dataset="synthetic", resample="lpros", weights="paper").resolved()
     ds = load_dataset("synthetic")
-    X, Y, info = training_data(cfg, ds, "train")
+    X, Y, info = training_rows(cfg.method_config, ds, "train", seed=cfg.seed)
     assert info["added"] == math.floor(info["rows"] * 0.25) and X.shape[0] == Y.shape[0] == info["rows"] + info["added"]
-    w_used = node_weights_for(cfg, ds, Y)
+    # The method trains on exactly these rows, and reports them.
+    _, method, split = build_method(cfg, ds, split="train")
+    assert split == "train" and dict(method.info) == info
+    np.testing.assert_array_equal(method.train_x, X)
+    np.testing.assert_array_equal(method.train_y, Y)
+    w_used = node_weights_for(cfg.method_config, ds, Y)
     cfg_train = TrainConfig(dataset="synthetic", resample="lpros", weights="paper", weight_fit="train").resolved()
-    w_train = node_weights_for(cfg_train, ds, Y)
+    w_train = node_weights_for(cfg_train.method_config, ds, Y)
     assert not np.allclose(w_used, w_train)  # weights follow the resampled data

@@ -66,7 +66,11 @@ def _recorded() -> dict:
         return json.load(fh).get(_env_key(), {})
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# CI runs three (one network, the E = 10 GMU ensemble, MC dropout); the rest with -m slow.
+FAST = ("chmcnn", "gmu_ensemble_E10", "mc_dropout")
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)])
 def test_params_bitwise_as_recorded(name, tmp_path):
     want = _recorded().get(name)
     if want is None:

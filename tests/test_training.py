@@ -62,6 +62,9 @@ def test_step_and_epoch_compile_once_and_match():
         s, losses = epoch_fn(s, X, Y, eb.indices, eb.where, key)
     assert epoch_fn._cache_size() == 1
     assert losses.shape == (sampler.steps_per_epoch,) and bool(jnp.all(jnp.isfinite(losses)))
+    # The engine's state: a plain C-HMCNN network has no model state and a host sampler no sampler state.
+    assert s._fields == ("params", "opt_state", "step", "model_state", "sampler_state")
+    assert int(s.step) == 3 * sampler.steps_per_epoch and s.model_state == () and s.sampler_state == ()
     # The fused epoch equals the same steps taken one by one under jit.
     chex.clear_trace_counter()
     step2 = jax.jit(make_train_step(model, opt, ancestry=anc, evaluated=h.evaluated))
@@ -74,9 +77,7 @@ def test_step_and_epoch_compile_once_and_match():
     chex.assert_trees_all_close(s.params, s2.params, rtol=1e-5, atol=1e-6)
 
 
-def test_jit_train_options_change_speed_not_results(monkeypatch):
-    import hmljax.training._train as T
-
+def test_jit_train_options_change_speed_not_results():
     # On CPU the donated epoch compiles with region-analysis copy insertion, and trains to bitwise the same
     # parameters as a plain jit; elsewhere no options are passed.
     assert train_compiler_options("cpu") == {"xla_cpu_copy_insertion_use_region_analysis": True}
@@ -91,9 +92,11 @@ def test_jit_train_options_change_speed_not_results(monkeypatch):
     plain, _ = jax.jit(make_train_epoch(step), donate_argnums=(0,))(copy(state), X, Y, eb.indices, eb.where,
                                                                      jax.random.key(1))
     chex.assert_trees_all_equal(ours.params, plain.params)
-    # A jaxlib that does not know the option must cost only the speed, not every compile.
-    monkeypatch.setattr(T, "_CPU_OPTIONS", {"xla_cpu_no_such_option_in_any_xla": True})
-    assert train_compiler_options("cpu") == {}
+    # A jaxlib that does not know the option must cost only the speed, not every compile: an option XLA
+    # refuses is dropped (asked through `wanted`, which replaces the built-in CPU options).
+    assert train_compiler_options("cpu", wanted={"xla_cpu_no_such_option_in_any_xla": True}) == {}
+    assert train_compiler_options("cpu", wanted={"xla_cpu_copy_insertion_use_region_analysis": True}) == {
+        "xla_cpu_copy_insertion_use_region_analysis": True}
     assert float(jit_train(lambda x: x * 2)(jnp.float32(2.0))) == 4.0
 
 
@@ -149,36 +152,58 @@ def test_config_errors():
         TrainConfig(dataset="synthetic", dropout=1.5).resolved()
     with pytest.raises(ValueError, match="unknown config key"):
         TrainConfig().override(["nope=1"])
-    with pytest.raises(ValueError, match="not a int"):
+    with pytest.raises(ValueError, match="not an int"):
         TrainConfig().override(["hidden=big"])
     with pytest.raises(ValueError, match="unknown dataset"):
         TrainConfig(dataset="nope").resolved()
     with pytest.raises(ValueError, match="bad value for matmul_precision: 'tf32' .a name jax.default_matmul_precision takes"):
         TrainConfig(dataset="synthetic", matmul_precision="tf32").resolved()
+    # Keys are strict: one that does not apply to the other settings is an error naming what it needs.
+    with pytest.raises(ValueError, match="w0=0.1 does not apply here.*weights="):
+        TrainConfig(dataset="synthetic", w0=0.1).resolved()
+    with pytest.raises(ValueError, match="patience=5 does not apply here.*protocol=early_stopping"):
+        TrainConfig(dataset="synthetic", patience=5).resolved()
+    with pytest.raises(ValueError, match="devices=2 does not apply here.*shard="):
+        TrainConfig(dataset="synthetic", devices=2).resolved()
+    # Conditional keys are None ("not set") until they apply; resolved() then gives them their default, and
+    # identity() leaves out the keys that do not apply.
+    plain, weighted = TrainConfig(dataset="synthetic").resolved(), TrainConfig(dataset="synthetic", weights="code")
+    assert plain.w0 is None and plain.patience is None and weighted.resolved().w0 == 0.25
+    assert "w0" not in plain.identity() and None not in plain.identity().values()
+    assert weighted.identity()["w0"] == 0.25 and weighted.identity()["weights"] == "code"
 
 
-def test_runs_trace_under_their_matmul_precision(tmp_path, monkeypatch):
+def test_runs_trace_under_their_matmul_precision(tmp_path):
     # On GPU and TPU, JAX's default precision would silently make float32 matmuls TF32 or bf16: the
     # steps and the evaluation must be traced under the config's setting (true float32 unless asked).
-    import hmljax.training._run as run_mod
+    # A registered method (C-HMCNN with a spying loss and prediction head) records the precision in force
+    # each time JAX traces them: a Python side effect runs at trace time only.
+    from hmljax.engine import get_method, register_method
 
+    chmcnn = get_method("chmcnn")
     seen = []
-    real_train, real_eval = run_mod._train_and_evaluate, run_mod._evaluate_run
 
-    def spy(real):
+    def spy(kind, fn):
         def f(*a, **k):
-            seen.append(jax.config.jax_default_matmul_precision)
-            return real(*a, **k)
+            seen.append((kind, jax.config.jax_default_matmul_precision))
+            return fn(*a, **k)
         return f
 
-    monkeypatch.setattr(run_mod, "_train_and_evaluate", spy(real_train))
-    monkeypatch.setattr(run_mod, "_evaluate_run", spy(real_eval))
-    cfg = TrainConfig(dataset="synthetic", epochs=1).override(SMALL)
+    def build(ds, cfg, *, split):
+        m = chmcnn.build(ds, cfg, split=split)
+        return m._replace(loss=spy("loss", m.loss), predict=spy("predict", m.predict))
+
+    register_method("test_precision_spy", chmcnn.config, build, replace=True)
+    cfg = TrainConfig(dataset="synthetic", epochs=1, method="test_precision_spy").override(SMALL)
     assert cfg.matmul_precision == "highest"
     train_and_evaluate(cfg, str(tmp_path / "a"), progress=False)
+    assert {k for k, _ in seen} == {"loss", "predict"} and {p for _, p in seen} == {"highest"}
+    seen.clear()
     train_and_evaluate(cfg.override(["matmul_precision=tensorfloat32"]), str(tmp_path / "b"), progress=False)
+    assert {k for k, _ in seen} == {"loss", "predict"} and {p for _, p in seen} == {"tensorfloat32"}
+    seen.clear()
     evaluate_run(str(tmp_path / "b"))
-    assert seen == ["highest", "tensorfloat32", "tensorfloat32"]
+    assert {k for k, _ in seen} == {"predict"} and {p for _, p in seen} == {"tensorfloat32"}
     assert jax.config.jax_default_matmul_precision is None  # restored afterwards
 
 
@@ -232,34 +257,39 @@ def test_cli_train_prints_table(tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # nothing written for a bad config
 
 
-def test_results_table_names_both_references(capsys):
+def test_results_table_names_both_references(tmp_path, capsys, monkeypatch):
     """A dataset with a published value and RARE's rerun of it shows both beside the AUPRC (seq_GO's differ)."""
-    from hmljax.training._cli import _print_table
+    import hmljax.training
+    from hmljax.cli import main
 
     test = {"auprc": 0.3822, "node_f1": 0.0, "node_precision": 0.0, "node_recall": 0.0,
             "node_f1_with_positives": 0.0, "micro_f1": 0.0, "binary_ap": 0.0}
-    _print_table({"test": test, "published_auprc": 0.446, "rerun_auprc": [0.386, 0.0028]})
+    refs = {"published_auprc": 0.446, "rerun_auprc": [0.386, 0.0028]}
+    # `hmljax train` prints the table of what train_and_evaluate returns: stand in for the (long) training.
+    monkeypatch.setattr(hmljax.training, "train_and_evaluate",
+                        lambda cfg, run_dir, **kw: {"results": {"test": test, **refs}})
+    assert main(["train", "--out", str(tmp_path / "a"), "--no-progress"]) == 0
     assert "0.3822   published C-HMCNN: 0.446; RARE's rerun of it: 0.386 ± 0.003" in capsys.readouterr().out
-    _print_table({"test": test, "published_auprc": None, "rerun_auprc": None})
-    assert "published" not in capsys.readouterr().out
+    refs = {"published_auprc": None, "rerun_auprc": None}
+    assert main(["train", "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "AUPRC (micro)" in out and "published" not in out
 
 
 def test_resume_refuses_another_configs_run(tmp_path):
     """Resuming a checkpoint under other settings would train a mix of two runs: refused, naming the setting."""
-    import dataclasses
-
     from hmljax.training import TrainConfig, config_diff, train_and_evaluate
 
     cfg = TrainConfig(dataset="synthetic", epochs=1, hidden=16, batch_size=64)
     train_and_evaluate(cfg, str(tmp_path), progress=False)
     assert config_diff(str(tmp_path), cfg) == {}
-    other = dataclasses.replace(cfg, hidden=32)
+    other = cfg.replace(hidden=32)
     assert config_diff(str(tmp_path), other) == {"hidden": (16, 32)}
     assert config_diff(str(tmp_path / "empty"), other) == {}
     with pytest.raises(ValueError, match="another config.*hidden: saved 16, given 32"):
         train_and_evaluate(other, str(tmp_path), resume=True, progress=False)
     # Bookkeeping is not the run: another data folder or checkpoint cadence resumes it.
-    assert config_diff(str(tmp_path), dataclasses.replace(cfg, checkpoint_every=3, data_dir=str(tmp_path))) == {}
+    assert config_diff(str(tmp_path), cfg.replace(checkpoint_every=3, data_dir=str(tmp_path))) == {}
     assert "checkpoint_every" not in cfg.identity() and cfg.identity()["hidden"] == 16
 
 

@@ -1,44 +1,49 @@
-"""Training: jit-compiled steps, scan-fused epochs, checkpointed runs."""
+"""Training: configs, the run loop (checkpoints, resume, evaluation), finished runs, the CLI.
 
-from hmljax.training._run import (
-    TrainConfig,
-    config_diff,
-    evaluate_run,
-    load_config,
-    source_commit,
-    train_and_evaluate,
-)
+The compiled pieces every method shares live in :mod:`hmljax.engine`; the methods in
+:mod:`hmljax.methods`. ``make_train_step`` / ``make_train_epoch`` / ``LossConfig`` are C-HMCNN's step
+as functions, kept for code written against them.
+"""
+
+from hmljax.engine import TrainState, jit_train, train_compiler_options
+from hmljax.training._config import BOOKKEEPING, RunConfig, TrainConfig, config_diff, load_config
+from hmljax.training._load import LoadedRun, evaluate_run, load_run, predict_file
+from hmljax.training._run import build_method, run_lock, source_commit, train_and_evaluate
 from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
 from hmljax.training._train import (
     LossConfig,
-    TrainState,
     init_state,
-    jit_train,
     make_optimizer,
     make_predict,
     make_train_epoch,
     make_train_step,
-    train_compiler_options,
 )
 
 __all__ = [
+    "BOOKKEEPING",
     "SHARDINGS",
     "make_mesh",
     "replicate",
     "shard_epoch_batches",
     "shard_members",
+    "LoadedRun",
     "LossConfig",
+    "RunConfig",
     "TrainConfig",
     "TrainState",
+    "build_method",
     "evaluate_run",
     "init_state",
     "load_config",
+    "load_run",
     "config_diff",
     "make_optimizer",
     "make_predict",
     "make_train_epoch",
     "make_train_step",
     "jit_train",
+    "predict_file",
+    "run_lock",
     "train_compiler_options",
     "train_and_evaluate",
     "source_commit",

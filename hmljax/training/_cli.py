@@ -1,4 +1,4 @@
-"""``hmljax train`` and ``hmljax evaluate``."""
+"""``hmljax train``, ``hmljax evaluate``, ``hmljax predict`` and ``hmljax methods``."""
 
 from __future__ import annotations
 
@@ -7,40 +7,68 @@ import os
 import time
 
 
-def _print_table(results: dict) -> None:
+def _print_table(results: dict, rows: list | None = None) -> None:
     t = results["test"]
     pub, rerun = results.get("published_auprc"), results.get("rerun_auprc")
     refs = ([f"published C-HMCNN: {pub:.3f}"] if pub else []) + (
         [f"RARE's rerun of it: {rerun[0]:.3f} ± {rerun[1]:.3f}"] if rerun else [])
+    rows = _suite_rows(t) if rows is None else rows
     print()
     print(f"{'metric':<28} {'value':>8}")
     print(f"{'-' * 28} {'-' * 8}")
-    print(f"{'AUPRC (micro)':<28} {t['auprc']:>8.4f}" + ("   " + "; ".join(refs) if refs else ""))
-    for k in ("node_f1", "node_precision", "node_recall", "node_f1_with_positives", "micro_f1", "binary_ap"):
-        print(f"{k:<28} {t[k]:>8.4f}")
-    for d, r in sorted(t.get("recall_per_depth", {}).items(), key=lambda kv: int(kv[0])):
-        print(f"{'recall @ depth ' + str(d):<28} {r:>8.4f}")
+    for i, (name, value) in enumerate(rows):
+        extra = ("   " + "; ".join(refs)) if (i == 0 and refs and name.startswith("AUPRC")) else ""
+        print(f"{name:<28} {value:>8.4f}{extra}")
+
+
+def _hier_rows(t: dict) -> list:
+    rows = [("AUPRC (micro)", t["auprc"])]
+    rows += [(k, t[k]) for k in ("node_f1", "node_precision", "node_recall", "node_f1_with_positives", "micro_f1",
+                                 "binary_ap") if k in t]
+    rows += [(f"recall @ depth {d}", r) for d, r in sorted(t.get("recall_per_depth", {}).items(),
+                                                            key=lambda kv: int(kv[0]))]
+    return rows
+
+
+def _wanted_config(args):
+    """The config the command line asks for; with --resume, the saved one checked against every flag given."""
+    from hmljax.training import TrainConfig, load_config
+
+    flags = {k: v for k, v in (("dataset", args.dataset), ("seed", args.seed), ("epochs", args.epochs))
+             if v is not None}
+    if args.resume and os.path.exists(os.path.join(args.out, "config.json")):
+        saved = load_config(args.out)
+        cfg = saved.replace(data_dir=args.data_dir, **flags).override(args.overrides)
+        if args.data_dir is None:
+            cfg = cfg.replace(data_dir=None)
+        return cfg
+    if args.extend:
+        raise ValueError("--extend trains a saved run further: it needs --resume and --out RUN_DIR")
+    flags.setdefault("dataset", "synthetic")
+    return TrainConfig(data_dir=args.data_dir, **flags).override(args.overrides)
 
 
 def _train(args) -> int:
-    from hmljax.training._run import TrainConfig, load_config, train_and_evaluate
+    from hmljax.training import train_and_evaluate
 
-    if args.resume and os.path.exists(os.path.join(args.out, "config.json")):
-        cfg = load_config(args.out)
-    else:
-        cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, epochs=args.epochs)
-    cfg = cfg.override(args.overrides)
+    cfg = _wanted_config(args)
     t0 = time.perf_counter()
-    out = train_and_evaluate(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    out = train_and_evaluate(cfg, args.out, resume=args.resume, progress=not args.no_progress, extend=args.extend)
     _print_table(out["results"])
     print(f"\nrun directory: {args.out}  ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
-def _evaluate(args) -> int:
-    from hmljax.training._run import evaluate_run
+def _suite_rows(metrics: dict) -> list:
+    if "auprc" in metrics:
+        return _hier_rows(metrics)
+    return [(k, v) for k, v in metrics.items() if isinstance(v, float)]
 
-    metrics = evaluate_run(args.run_dir, split=args.split)
+
+def _evaluate(args) -> int:
+    from hmljax.training import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, split=args.split, data_dir=args.data_dir)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -48,22 +76,64 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    import numpy as np
+
+    from hmljax.data import atomic_write_bytes
+    from hmljax.training import predict_file
+
+    probs, names = predict_file(args.run_dir, args.input, data_dir=args.data_dir)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, probs.astype(np.float32))
+    atomic_write_bytes(args.out, buf.getvalue())
+    print(f"wrote {args.out}: probabilities [{probs.shape[0]} rows, {probs.shape[1]} labels] "
+          f"(label order: {names[0]}, {names[1] if len(names) > 1 else ''}...)")
+    return 0
+
+
+def _methods(args) -> int:
+    import dataclasses
+
+    from hmljax.engine import list_methods, list_samplers
+
+    for kind, specs in (("method", list_methods()), ("sampler", list_samplers())):
+        for name, spec in sorted(specs.items()):
+            keys = ", ".join(f.name for f in dataclasses.fields(spec.config)) or "(no keys)"
+            print(f"{kind}={name}: {spec.doc}\n    keys: {keys}")
+    return 0
+
+
 def add_commands(sub) -> None:
-    t = sub.add_parser("train", help="train C-HMCNN and evaluate it on the test split")
-    t.add_argument("--dataset", default="synthetic", help="registered or discovered dataset (default: synthetic)")
+    t = sub.add_parser("train", help="train a method (default: C-HMCNN) and evaluate it on the test split")
+    t.add_argument("--dataset", default=None, help="registered or discovered dataset (default: synthetic)")
     t.add_argument("--data-dir", default=None, help="data directory (default: $HMLJAX_DATA)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--epochs", type=int, default=None, help="default: the dataset's published value")
     t.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-s<seed>-<time>)")
-    t.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint; "
+                   "flags and keys given must agree with the saved config")
+    t.add_argument("--extend", action="store_true", help="with --resume and a larger --epochs: train a finished "
+                   "run further")
     t.add_argument("--no-progress", action="store_true")
-    t.add_argument("overrides", nargs="*", help="config overrides key=value (hidden=, lr=, constraint=dense, ...)")
+    t.add_argument("overrides", nargs="*", help="config keys key=value (method=NAME, hidden=, lr=, weights=code, "
+                   "...; `hmljax methods` lists them)")
     t.set_defaults(func=_train_entry)
     e = sub.add_parser("evaluate", help="evaluate a run directory's latest checkpoint")
     e.add_argument("run_dir")
     e.add_argument("--split", default="test")
+    e.add_argument("--data-dir", default=None, help="where the dataset lives on this machine (default: $HMLJAX_DATA)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
+    p = sub.add_parser("predict", help="probabilities for the rows of an ARFF file, with a run's preprocessing")
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, help="ARFF file (.arff or .arff.gz) with the training features")
+    p.add_argument("--out", required=True, help="where to write the probabilities (.npy, [rows, labels])")
+    p.add_argument("--data-dir", default=None, help="where the training dataset lives (default: $HMLJAX_DATA)")
+    p.set_defaults(func=_predict)
+    m = sub.add_parser("methods", help="the registered methods and samplers, with their keys")
+    m.set_defaults(func=_methods)
 
 
 def _train_entry(args) -> int:
@@ -71,5 +141,6 @@ def _train_entry(args) -> int:
         if args.resume:
             raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
         # A fresh folder per run, so the same command can be run again without clobbering anything.
-        args.out = os.path.join("runs", f"{args.dataset}-s{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        args.out = os.path.join("runs", f"{args.dataset or 'synthetic'}-s{args.seed or 0}-"
+                                        f"{time.strftime('%Y%m%d-%H%M%S')}")
     return _train(args)

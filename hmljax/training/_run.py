@@ -1,8 +1,8 @@
-"""``train_and_evaluate``: a whole C-HMCNN run with checkpoints, metrics files and resume."""
+"""``train_and_evaluate``: a whole run of any method, with checkpoints, metrics files, resume and evaluation."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import os
 import platform
@@ -13,266 +13,57 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hmljax.constraints import constraint_graph
-from hmljax.data import (
-    LPROS_ROUNDINGS,
-    EpochSampler,
-    atomic_write_text,
-    get_spec,
-    hros_pd,
-    load_dataset,
-    lpros,
-    resolve_data_dir,
-)
-from hmljax.losses import SCHEDULES, UNCERTAINTIES, WEIGHT_PRESETS, imbalance_weights, node_counts
-from hmljax.metrics import evaluate_predictions
-from hmljax.models import ChmcnnMLP, single_forward, stacked_forward
-from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
-from hmljax.training._train import (
-    LossConfig,
-    init_state,
+from hmljax.data import atomic_write_text, load_dataset
+from hmljax.engine import (
+    get_method,
+    init_train_state,
+    is_device_sampler,
     jit_train,
-    make_optimizer,
-    make_predict,
-    make_train_epoch,
-    make_train_step,
+    make_epoch,
+    make_predict_fn,
     train_compiler_options,
 )
+from hmljax.training._config import TrainConfig, config_diff
+from hmljax.training._sharding import make_mesh, replicate, shard_epoch_batches, shard_members
 
-__all__ = ["TrainConfig", "train_and_evaluate", "evaluate_run", "load_config", "source_commit"]
-
-
-# TrainConfig fields that do not change a run's results (see TrainConfig.identity).
-_BOOKKEEPING = ("data_dir", "checkpoint_every")
+__all__ = ["train_and_evaluate", "build_method", "source_commit", "run_lock"]
 
 
-def _is_matmul_precision(name: str) -> bool:
-    """Whether jax.default_matmul_precision takes ``name`` (asked of jax, whose list grows by version)."""
-    try:
-        with jax.default_matmul_precision(name):
-            return True
-    except ValueError:
-        return False
+def build_method(cfg: TrainConfig, ds=None, *, split: str | None = None):
+    """``(dataset, method, split)`` for a resolved config: the dataset loaded, the method built on it.
 
-
-@dataclasses.dataclass
-class TrainConfig:
-    """One run. ``None`` fields take the dataset's published value from the registry."""
-
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    seed: int = 0
-    epochs: int | None = None
-    hidden: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    weight_decay: float | None = None
-    dropout: float | None = None
-    init: str = "torch"  # 'torch' (nn.Linear's uniform) or 'flax'
-    constraint: str = "sparse"  # 'sparse' (level-wise segment max) or 'dense' ([B, C, C] masked max)
-    preprocessing: str = "chmcnn"  # or 'leakfree'
-    protocol: str = "chmcnn"  # train on train+valid for `epochs`; or 'early_stopping' on valid AUPRC
-    patience: int = 20
-    drop_remainder: bool = False  # C-HMCNN's DataLoader keeps the last partial batch: pad and mask it
-    checkpoint_every: int = 10
-    threshold: float = 0.5
-    threshold_inclusive: bool = False  # RARE's text: >= 0.5; the released code: > 0.5
-    # --- RARE (all off by default: plain C-HMCNN) ---
-    resample: str = "none"  # 'none', 'lpros' or 'hros_pd' (trees only)
-    lpros_p: float = 0.25
-    lpros_rounding: str = "real"  # see hmljax.data.lpros
-    hros_s: float = 0.1
-    weights: str = "none"  # 'none', 'paper' (eq. 7-9) or 'code' (the released code's conventions)
-    w0: float = 0.25
-    weight_counts: str | None = None  # None: the preset's ('closed' / 'supercount_inplace')
-    weight_rescale: str | None = None  # 'paper' / 'code'
-    weight_apply_to: str | None = None  # 'positive' / 'negative'
-    weight_num_classes: str = "nodes"  # N_classes: 'nodes' (all hierarchy nodes) or 'two'
-    weight_fit: str | None = None  # counts from the labels 'used' (after resampling) or the 'train' split only
-    ensemble: int = 0  # 0: one network; E >= 1: a vmapped stack of E networks
-    mc_passes: int = 0  # MC dropout: E gradient-free stochastic passes of one network for the focal U
-    focal: str = "none"  # 'none', 'bbma', 'gmu', 'kl', 'js'
-    u0: float = 0.25
-    focal_k: float = 1.0
-    focal_probs: str = "raw"  # 'raw' (train-mode sigmoids, as the code) or 'constrained'
-    reduction: str = "mean"  # or 'sum' (RARE's focal code path)
-    schedule: str = "none"  # 'linear', 'exponential', 'alternating' (App. D, batch-based)
-    omega: float = 0.25
-    schedule_k: float = 3.0
-    mix_lambda: float = 1.0
-    # --- placement ---
-    shard: str = "none"  # 'members' (split the ensemble axis) or 'data' (split batch rows) over devices
-    devices: int = 0  # how many devices to shard over (0: all)
-    # --- numerics ---
-    # Float32 matmuls as true float32, like PyTorch's default and XLA on CPU. JAX's own default lets GPUs
-    # use TF32 (10-bit mantissa) and TPUs bf16 passes: faster, but another run than the papers' code made.
-    # 'default', 'high' or any name jax.default_matmul_precision takes trades accuracy for speed.
-    matmul_precision: str = "highest"
-
-    def resolved(self) -> TrainConfig:
-        spec = get_spec(self.dataset, resolve_data_dir(self.data_dir))
-        out = dataclasses.replace(self)
-        for f in ("epochs", "hidden", "lr", "batch_size", "weight_decay", "dropout"):
-            if getattr(out, f) is None:
-                setattr(out, f, getattr(spec, f))
-        if out.weights in WEIGHT_PRESETS:
-            preset = WEIGHT_PRESETS[out.weights]
-            for f, key in (("weight_counts", "counts"), ("weight_rescale", "rescale"), ("weight_apply_to", "apply_to")):
-                if getattr(out, f) is None:
-                    setattr(out, f, preset[key])
-            if out.weight_fit is None:
-                out.weight_fit = "used" if out.weights == "paper" else "train"
-        out.validate()
-        return out
-
-    def validate(self) -> None:
-        checks = [
-            ("epochs", self.epochs is not None and self.epochs >= 1),
-            ("hidden", self.hidden is not None and self.hidden >= 1),
-            ("lr", self.lr is not None and self.lr > 0),
-            ("batch_size", self.batch_size is not None and self.batch_size >= 1),
-            ("weight_decay", self.weight_decay is not None and self.weight_decay >= 0),
-            ("dropout", self.dropout is not None and 0 <= self.dropout < 1),
-            ("init", self.init in ("torch", "flax")),
-            ("constraint", self.constraint in ("sparse", "dense")),
-            ("preprocessing", self.preprocessing in ("chmcnn", "leakfree")),
-            ("protocol", self.protocol in ("chmcnn", "early_stopping")),
-            ("checkpoint_every", self.checkpoint_every >= 1),
-            ("patience", self.patience >= 1),
-            ("resample", self.resample in ("none", "lpros", "hros_pd")),
-            ("lpros_p", self.lpros_p >= 0),
-            ("lpros_rounding", self.lpros_rounding in LPROS_ROUNDINGS),
-            ("hros_s", self.hros_s >= 0),
-            ("weights", self.weights in ("none", *WEIGHT_PRESETS)),
-            ("w0", self.w0 >= 0),
-            ("weight_counts", self.weight_counts in (None, "closed", "supercount", "supercount_inplace")),
-            ("weight_rescale", self.weight_rescale in (None, "paper", "code")),
-            ("weight_apply_to", self.weight_apply_to in (None, "positive", "negative")),
-            ("weight_num_classes", self.weight_num_classes in ("nodes", "two")),
-            ("weight_fit", self.weight_fit in (None, "used", "train")),
-            ("ensemble", self.ensemble >= 0),
-            ("mc_passes", self.mc_passes >= 0 and not (self.mc_passes and self.ensemble)),
-            ("focal", self.focal in ("none", *UNCERTAINTIES)),
-            ("focal", self.focal == "none" or self.ensemble >= 1 or self.mc_passes >= 1),
-            ("u0", self.u0 >= 0),
-            ("focal_probs", self.focal_probs in ("raw", "constrained")),
-            ("reduction", self.reduction in ("mean", "sum")),
-            ("schedule", self.schedule in SCHEDULES),
-            ("schedule", self.schedule == "none" or self.weights != "none"),
-            ("mix_lambda", 0 <= self.mix_lambda <= 1),
-            ("shard", self.shard in SHARDINGS),
-            ("shard", self.shard != "members" or self.ensemble >= 1),
-            ("devices", self.devices >= 0),
-            ("matmul_precision", _is_matmul_precision(self.matmul_precision)),
-        ]
-        hints = {
-            "focal": "a focal term needs ensemble >= 1 or mc_passes >= 1",
-            "mc_passes": "mc_passes (MC dropout) replaces the ensemble: use one of them",
-            "schedule": "a weight scheduler needs weights='paper' or 'code'",
-            "shard": "shard must be 'none', 'members' (needs ensemble >= 1) or 'data'",
-            "matmul_precision": "a name jax.default_matmul_precision takes: highest, high, default, float32, "
-                                "tensorfloat32, bfloat16 or a dot-algorithm preset",
-        }
-        for name, ok in checks:
-            if not ok:
-                hint = f" ({hints[name]})" if name in hints else ""
-                raise ValueError(f"bad value for {name}: {getattr(self, name)!r}{hint}")
-
-    def override(self, items: list[str]) -> TrainConfig:
-        """Applies ``key=value`` strings, converting to each field's type."""
-        out = dataclasses.replace(self)
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        for item in items:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not key=value")
-            k, v = item.split("=", 1)
-            if k not in fields:
-                raise ValueError(f"unknown config key {k!r}; known: {', '.join(sorted(fields))}")
-            cur = getattr(self, k)
-            typ = type(cur) if cur is not None else {"epochs": int, "hidden": int, "batch_size": int}.get(k, float)
-            if k in ("data_dir",) or k.startswith("weight_"):
-                typ = str
-            try:
-                if typ is bool:
-                    val = {"true": True, "false": False, "1": True, "0": False}[v.lower()]
-                else:
-                    val = typ(v)
-            except (ValueError, KeyError):
-                raise ValueError(f"bad value for {k}: {v!r} is not a {typ.__name__}") from None
-            setattr(out, k, val)
-        return out
-
-    def identity(self) -> dict:
-        """What makes two configs the same run: the resolved settings, less the bookkeeping that does
-        not change its results (where the data lives; how often it checkpoints, as a resumed run ends
-        with the parameters of an uninterrupted one)."""
-        full = dataclasses.asdict(self.resolved())
-        return {k: v for k, v in full.items() if k not in _BOOKKEEPING}
-
-    @classmethod
-    def from_saved(cls, saved: dict) -> TrainConfig:
-        """The config a run directory's ``config.json`` saved: keys added since the run take their
-        defaults, keys since removed are dropped."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in names})
-
-
-def load_config(run_dir: str) -> TrainConfig:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{run_dir!r} is not a run directory (no config.json)")
-    with open(path) as fh:
-        return TrainConfig.from_saved(json.load(fh)["config"])
-
-
-def config_diff(run_dir: str, cfg: TrainConfig) -> dict[str, tuple]:
-    """``{setting: (saved, wanted)}`` where ``run_dir``'s saved config differs from ``cfg``.
-
-    Compares :meth:`TrainConfig.identity`: both sides resolved against the
-    registry (keys added since the run take their defaults), bookkeeping
-    (``data_dir``, ``checkpoint_every``) left out. Empty when they agree or
-    ``run_dir`` holds no config.
+    ``split`` defaults to the protocol's: train+valid for ``protocol=chmcnn`` where a valid split exists
+    (C-HMCNN trains on both for the fixed epoch count), else train.
     """
-    if not os.path.exists(os.path.join(run_dir, "config.json")):
-        return {}
-    a = dataclasses.replace(load_config(run_dir), data_dir=cfg.data_dir).identity()
-    b = cfg.identity()
-    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    if ds is None:
+        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing, drop_ids=cfg.drop_ids)
+    if split is None:
+        split = "train+valid" if (cfg.protocol == "chmcnn" and "valid" in ds.X) else "train"
+    return ds, get_method(cfg.method).build(ds, cfg, split=split), split
 
 
-def _setup(cfg: TrainConfig):
-    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing)
-    h = ds.hierarchy
-    ancestry = constraint_graph(h) if cfg.constraint == "sparse" else jnp.asarray(h.ancestry)
-    model = ChmcnnMLP(hidden=cfg.hidden, num_outputs=h.num_nodes, dropout=cfg.dropout, init_scheme=cfg.init)
-    forward = stacked_forward(model, cfg.ensemble) if cfg.ensemble else single_forward(model)
-    return ds, h, ancestry, model, forward
+@contextlib.contextmanager
+def run_lock(run_dir: str):
+    """An exclusive lock on ``run_dir`` for one training at a time: a second one into the same folder
+    fails at once with a clear message instead of interleaving its files."""
+    import fcntl
 
-
-def training_data(cfg: TrainConfig, ds, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The rows actually trained on: the split, resampled as configured. Returns X, Y and a summary."""
-    X, Y = ds.split(split)
-    X, Y = np.asarray(X, np.float32), np.asarray(Y, np.uint8)
-    info = {"rows": int(X.shape[0]), "added": 0}
-    if cfg.resample == "lpros":
-        r = lpros(Y, p=cfg.lpros_p, seed=cfg.seed, rounding=cfg.lpros_rounding)
-    elif cfg.resample == "hros_pd":
-        r = hros_pd(Y, ds.hierarchy, s=cfg.hros_s, seed=cfg.seed)
-    else:
-        return X, Y, info
-    info["added"] = r.num_added
-    return X[r.indices], r.labels, info
-
-
-def node_weights_for(cfg: TrainConfig, ds, Y_used: np.ndarray) -> np.ndarray | None:
-    """RARE's w̃ ``[C]`` as configured, from the labels used (after resampling) or the train split."""
-    if cfg.weights == "none":
-        return None
-    Y = Y_used if cfg.weight_fit == "used" else np.asarray(ds.split("train")[1])
-    h = ds.hierarchy
-    n = node_counts(Y, h.ancestry, counts=cfg.weight_counts)
-    num_classes = h.num_nodes if cfg.weight_num_classes == "nodes" else 2
-    return imbalance_weights(n, num_obs=Y.shape[0], num_classes=num_classes, w0=cfg.w0, rescale=cfg.weight_rescale)
+    path = os.path.join(run_dir, ".lock")
+    try:
+        fh = open(path, "a+")
+    except OSError as err:
+        raise ValueError(f"cannot write to the run directory {run_dir!r}: {err.strerror}") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ValueError(f"{run_dir!r} is in use by another training (its .lock is held): wait for it or "
+                         "choose another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 def _placement(cfg: TrainConfig):
@@ -340,61 +131,64 @@ def _machine() -> dict:
     }
 
 
-def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, progress: bool = True) -> dict:
-    """Trains C-HMCNN as configured, evaluates the test split once, writes the run directory.
 
-    Every step and the evaluation are traced under ``cfg.matmul_precision``
-    (true float32 by default, on every backend).
+def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, progress: bool = True,
+                       extend: bool = False) -> dict:
+    """Trains the configured method, evaluates the test split once, writes the run directory.
 
-    Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json``
-    and orbax checkpoints (every ``checkpoint_every`` epochs and at the end, with
-    the optimiser state, the PRNG key and the epoch, which fixes the sampler's
-    position). With ``resume=True`` it continues from the latest checkpoint and
-    ends with the same parameters as an uninterrupted run.
+    Every step and the evaluation are traced under ``cfg.matmul_precision`` (true float32 by
+    default, on every backend).
+
+    Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json`` and orbax
+    checkpoints (every ``checkpoint_every`` epochs and at the end, with the optimiser, model and
+    sampler state, the PRNG key and the epoch, which fixes a host sampler's position). With
+    ``resume=True`` it continues from the latest checkpoint and ends with the same parameters as an
+    uninterrupted run; a saved config that differs is refused, except a larger ``epochs`` with
+    ``extend=True`` (training a finished run further).
     """
     cfg = cfg.resolved()
-    with jax.default_matmul_precision(cfg.matmul_precision):
-        return _train_and_evaluate(cfg, run_dir, resume=resume, progress=progress)
+    os.makedirs(run_dir, exist_ok=True)
+    with run_lock(run_dir), jax.default_matmul_precision(cfg.matmul_precision):
+        return _train_and_evaluate(cfg, run_dir, resume=resume, progress=progress, extend=extend)
 
 
-def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progress: bool) -> dict:
-    # cfg is resolved; the caller set the matmul precision every trace below runs under.
+def _check_resume(cfg: TrainConfig, run_dir: str, *, resume: bool, extend: bool) -> None:
+    ckpt = os.path.join(run_dir, "checkpoints")
+    if not resume and os.path.isdir(ckpt) and os.listdir(ckpt):
+        raise ValueError(f"{run_dir!r} already holds checkpoints: pass --resume or choose another --out")
+    if not resume:
+        return
+    diff = config_diff(run_dir, cfg)
+    if extend and set(diff) == {"epochs"}:
+        saved, wanted = diff["epochs"]
+        if wanted < saved:
+            raise ValueError(f"{run_dir!r}: cannot extend a run of {saved} epochs to fewer ({wanted})")
+        return
+    if diff:
+        # Resuming another config's checkpoint would silently train a mix of the two.
+        what = ", ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in diff.items())
+        hint = " (to train a finished run further, pass --extend with the new --epochs)" if "epochs" in diff else ""
+        raise ValueError(f"{run_dir!r} holds a run of another config ({what}): resume it with its own "
+                         f"config or choose another --out{hint}")
+
+
+def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progress: bool, extend: bool) -> dict:
+    # cfg is resolved; the caller holds the run lock and set the matmul precision every trace below runs under.
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
 
-    os.makedirs(run_dir, exist_ok=True)
-    if not resume and os.path.exists(os.path.join(run_dir, "checkpoints")) and os.listdir(
-        os.path.join(run_dir, "checkpoints")
-    ):
-        raise ValueError(f"{run_dir!r} already holds checkpoints: pass --resume or choose another --out")
-    if resume and (diff := config_diff(run_dir, cfg)):
-        # Resuming another config's checkpoint would silently train a mix of the two.
-        what = ", ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"{run_dir!r} holds a run of another config ({what}): resume it with its own "
-                         "config or choose another --out")
-    atomic_write_text(
-        os.path.join(run_dir, "config.json"),
-        json.dumps({"config": dataclasses.asdict(cfg), "machine": _machine()}, indent=2),
-    )
-    ds, h, ancestry, model, forward = _setup(cfg)
-    train_split = "train+valid" if (cfg.protocol == "chmcnn" and "valid" in ds.X) else "train"
-    X_np, Y_np, data_info = training_data(cfg, ds, train_split)
-    node_w = node_weights_for(cfg, ds, Y_np)
+    _check_resume(cfg, run_dir, resume=resume, extend=extend)
+    atomic_write_text(os.path.join(run_dir, "config.json"),
+                      json.dumps({"config": cfg.to_dict(), "machine": _machine()}, indent=2))
+    ds, method, _ = build_method(cfg)
+    suite = method.metrics
+    device_sampler = is_device_sampler(method.sampler)
     # Explicit transfer: the (small) training set lives on the device for the whole run.
-    X, Y = jax.device_put(X_np), jax.device_put(Y_np)
-    sampler = EpochSampler(X.shape[0], cfg.batch_size, seed=cfg.seed, drop_remainder=cfg.drop_remainder)
-    optimizer = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    X, Y = jax.device_put(method.train_x), jax.device_put(method.train_y)
     init_key, loop_key = jax.random.split(jax.random.key(cfg.seed))
-    state = init_state(model, optimizer, ds.num_features, key=init_key, members=cfg.ensemble)
-    loss_cfg = LossConfig(
-        node_weights=node_w, apply_to=cfg.weight_apply_to or "positive", focal=cfg.focal, u0=cfg.u0,
-        focal_k=cfg.focal_k, focal_probs=cfg.focal_probs, mc_passes=cfg.mc_passes, reduction=cfg.reduction,
-        schedule=cfg.schedule, omega=cfg.omega, schedule_k=cfg.schedule_k, steps_per_epoch=sampler.steps_per_epoch,
-        mix_lambda=cfg.mix_lambda)
-    step = make_train_step(model, optimizer, ancestry=ancestry, evaluated=h.evaluated, loss_cfg=loss_cfg,
-                           forward=forward)
-    train_epoch = jit_train(make_train_epoch(step), donate_argnums=(0,))
-    predict = make_predict(model, ancestry=ancestry, forward=forward)
+    state = init_train_state(method, init_key, sampler_key=jax.random.fold_in(init_key, 0x5A3D))
+    train_epoch = jit_train(make_epoch(method), donate_argnums=(0,))
+    predict = make_predict_fn(method)
     place_batches = _placement(cfg)
     if cfg.shard != "none":
         mesh = place_batches.mesh
@@ -405,42 +199,41 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     start_epoch, history = 0, []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if resume and mngr.latest_step() is not None:
-        last = mngr.latest_step()
-        template = {"state": state, "key": jax.random.key_data(loop_key), "epoch": 0}
-        restored = mngr.restore(last, args=ocp.args.StandardRestore(template))
-        state = jax.tree.map(jnp.asarray, restored["state"])
-        state = type(state)(*state) if not hasattr(state, "_fields") else state
-        loop_key = jax.random.wrap_key_data(jnp.asarray(restored["key"]))
-        start_epoch = int(restored["epoch"])
+        state, loop_key, start_epoch = _restore(mngr, state, loop_key)
         if os.path.exists(metrics_path):
             with open(metrics_path) as fh:
                 history = [json.loads(line) for line in fh if line.strip()]
             history = [m for m in history if m["epoch"] <= start_epoch]
     atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
 
-    best = {"auprc": -1.0, "epoch": 0, "params": None}
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.dataset} seed {cfg.seed}", disable=not progress,
-               initial=start_epoch, total=cfg.epochs, unit="epoch")
-    t_train = 0.0
-    compile_s = None
+    best = {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} {cfg.dataset} seed {cfg.seed}",
+               disable=not progress, initial=start_epoch, total=cfg.epochs, unit="epoch")
+    t_train, compile_s = 0.0, None
+    rows_per_epoch = min(method.sampler.steps_per_epoch * method.sampler.batch_size, X.shape[0])
     for epoch in bar:
-        eb = sampler.epoch(epoch)
         t0 = time.perf_counter()
-        state, losses = train_epoch(state, X, Y, *place_batches(eb.indices, eb.where), loop_key)
+        if device_sampler:
+            state, losses = train_epoch(state, X, Y, jnp.int32(epoch), loop_key)
+            seen = rows_per_epoch
+        else:
+            eb = method.sampler.epoch(epoch)
+            state, losses = train_epoch(state, X, Y, *place_batches(eb.indices, eb.where), loop_key)
+            seen = int(eb.where.sum())
         mean_loss = float(jnp.mean(losses))  # the one host sync per epoch
         dt = time.perf_counter() - t0
         if compile_s is None:
             compile_s = dt
         t_train += dt
-        record = {"epoch": epoch + 1, "loss": mean_loss, "epoch_s": dt,
-                  "samples_per_s": float(eb.where.sum() / dt)}
-        if cfg.protocol == "early_stopping":
+        record = {"epoch": epoch + 1, "loss": mean_loss, "epoch_s": dt, "samples_per_s": float(seen / dt)}
+        if cfg.protocol == "early_stopping" and np.isfinite(mean_loss):
             Xv, Yv = ds.split("valid") if "valid" in ds.X else ds.split("test")
-            record["valid_auprc"] = evaluate_predictions(
-                np.asarray(Yv), predict(state.params, Xv), evaluated=h.evaluated)["auprc"]
-            if record["valid_auprc"] > best["auprc"]:
-                best = {"auprc": record["valid_auprc"], "epoch": epoch + 1,
-                        "params": jax.tree.map(lambda a: np.array(a), state.params)}
+            score = suite.evaluate(np.asarray(Yv), predict(state.params, state.model_state, Xv))[suite.headline]
+            record[f"valid_{suite.headline}"] = score
+            if score > best["score"]:
+                # A real copy: the state's buffers are donated to the next epoch.
+                best = {"score": score, "epoch": epoch + 1, "params": jax.tree.map(np.array, state.params),
+                        "model_state": jax.tree.map(np.array, state.model_state)}
         history.append(record)
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -451,8 +244,9 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
             mngr.close()
             raise FloatingPointError(
                 f"{run_dir}: the training loss is {mean_loss} at epoch {epoch + 1}; stopped without writing "
-                f"results (last checkpoint: epoch {last}). Resuming repeats it: the run is "
-                "deterministic. Look for an overflow in the loss terms (e.g. a weight or focal factor).")
+                f"results (last checkpoint: epoch {last}). Resuming repeats it: the run is deterministic. "
+                f"Look for a learning rate too large (lr={cfg.lr:g}) or an overflow in the loss terms "
+                "(e.g. a weight or focal factor).")
         bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(
@@ -462,16 +256,18 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     mngr.wait_until_finished()
     mngr.close()
 
-    params = best["params"] if (cfg.protocol == "early_stopping" and best["params"] is not None) else state.params
+    use_best = cfg.protocol == "early_stopping" and best["params"] is not None
+    params = best["params"] if use_best else state.params
+    model_state = best["model_state"] if use_best else state.model_state
     t0 = time.perf_counter()
     Xt, Yt = ds.split("test")
-    probs = predict(params, Xt)
+    probs = predict(params, model_state, Xt)
     eval_s = time.perf_counter() - t0
-    metrics = evaluate_predictions(np.asarray(Yt), probs, evaluated=h.evaluated, depth=h.depth_min,
-                                   threshold=cfg.threshold, inclusive=cfg.threshold_inclusive)
+    metrics = suite.evaluate(np.asarray(Yt), probs)
     steady = [m["epoch_s"] for m in history[1:]] or [m["epoch_s"] for m in history]
     results = {
         "dataset": cfg.dataset,
+        "method": cfg.method,
         "seed": cfg.seed,
         "test": metrics,
         "published_auprc": ds.spec.published_auprc,
@@ -482,34 +278,33 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
         "first_epoch_seconds_incl_compile": compile_s,
         "median_epoch_seconds": float(np.median(steady)) if steady else None,
         "eval_seconds": eval_s,
-        "train_rows": data_info,
+        "train_rows": dict(method.info),
         "peak_memory_bytes": _peak_memory(),
     }
     atomic_write_text(os.path.join(run_dir, "results.json"), json.dumps(results, indent=2))
-    return {"results": results, "params": params, "state": state}
+    return {"results": results, "params": params, "model_state": model_state, "state": state}
 
 
-def evaluate_run(run_dir: str, *, split: str = "test") -> dict:
-    """Re-evaluates a finished run from its latest checkpoint (under the run's matmul precision)."""
-    cfg = load_config(run_dir)
-    with jax.default_matmul_precision(cfg.matmul_precision):
-        return _evaluate_run(run_dir, cfg, split)
+def _restore(mngr, state, loop_key, step: int | None = None):
+    """``(state, loop_key, epoch)`` from a checkpoint, into the structure of ``state``.
 
-
-def _evaluate_run(run_dir: str, cfg: TrainConfig, split: str) -> dict:
+    Checkpoints written before the engine carried model and sampler state hold a three-field state;
+    they restore into the same parameters and optimiser state with empty model and sampler state.
+    """
     import orbax.checkpoint as ocp
 
-    ds, h, ancestry, model, forward = _setup(cfg)
-    optimizer = make_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = init_state(model, optimizer, ds.num_features, key=jax.random.key(0), members=cfg.ensemble)
-    mngr = _checkpointer(run_dir)
-    if mngr.latest_step() is None:
-        raise ValueError(f"{run_dir!r} has no checkpoint to evaluate")
-    template = {"state": state, "key": jax.random.key_data(jax.random.key(0)), "epoch": 0}
-    restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(template))
-    mngr.close()
-    params = restored["state"].params if hasattr(restored["state"], "params") else restored["state"][0]
-    X, Y = ds.split(split)
-    probs = make_predict(model, ancestry=ancestry, forward=forward)(params, X)
-    return evaluate_predictions(np.asarray(Y), probs, evaluated=h.evaluated, depth=h.depth_min,
-                                threshold=cfg.threshold, inclusive=cfg.threshold_inclusive)
+    step = mngr.latest_step() if step is None else step
+    template = {"state": state, "key": jax.random.key_data(loop_key), "epoch": 0}
+    try:
+        restored = mngr.restore(step, args=ocp.args.StandardRestore(template))
+    except (ValueError, KeyError, TypeError) as err:
+        legacy = {"state": tuple(state[:3]), "key": template["key"], "epoch": 0}
+        try:
+            restored = mngr.restore(step, args=ocp.args.StandardRestore(legacy))
+        except Exception:  # noqa: BLE001 - report the first, more telling error
+            raise ValueError(f"checkpoint {step} of {mngr.directory} does not fit this run's state ({err}); "
+                             "it was written by another config or is damaged") from None
+        restored["state"] = type(state)(*restored["state"], state.model_state, state.sampler_state)
+    new_state = jax.tree.map(jnp.asarray, restored["state"])
+    new_state = type(state)(*new_state) if not hasattr(new_state, "_fields") else new_state
+    return new_state, jax.random.wrap_key_data(jnp.asarray(restored["key"])), int(restored["epoch"])

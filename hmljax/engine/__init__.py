@@ -1,0 +1,58 @@
+"""The training engine: the values a method is made of, and the compiled loop that trains any of them.
+
+A *method* (``method=NAME``) is a config dataclass and a ``build(dataset, config, *, split) -> Method``
+registered with :func:`register_method`. A :class:`Method` holds a :class:`Model` (``init``/``apply``
+returning logits ``[E, B, C]``, auxiliary outputs and model state), a loss (objective and per-sample
+losses ``[B]``), a prediction head, an optax optimiser, a sampler (host-side ``[S, B]`` epochs, or a
+:class:`DeviceSampler` whose state rides in the scan carry) and a :class:`MetricSuite`.
+:func:`make_epoch` fuses an epoch of any method into one ``lax.scan``;
+:func:`hmljax.training.train_and_evaluate` adds checkpoints, resume, early stopping and evaluation.
+"""
+
+from hmljax.engine._optim import OPTIMIZERS, adam_coupled, make_optimizer, sgd_warmup_step
+from hmljax.engine._registry import (
+    MethodSpec,
+    SamplerSpec,
+    get_method,
+    get_sampler,
+    list_methods,
+    list_samplers,
+    register_method,
+    register_sampler,
+)
+from hmljax.engine._samplers import DeviceSampler, device_shuffle, is_device_sampler
+from hmljax.engine._step import (
+    init_train_state,
+    jit_train,
+    make_epoch,
+    make_predict_fn,
+    make_step,
+    train_compiler_options,
+)
+from hmljax.engine._types import Batch, LossOutput, Method, MetricSuite, Model, ModelOutput, TrainState
+
+__all__ = [
+    "Batch", "LossOutput", "Method", "MetricSuite", "Model", "ModelOutput", "TrainState",
+    "DeviceSampler", "device_shuffle", "is_device_sampler",
+    "OPTIMIZERS", "adam_coupled", "make_optimizer", "sgd_warmup_step", "optimizer_from_config",
+    "sampler_from_config",
+    "MethodSpec", "SamplerSpec", "get_method", "get_sampler", "list_methods", "list_samplers", "register_method",
+    "register_sampler",
+    "init_train_state", "jit_train", "make_epoch", "make_predict_fn", "make_step", "train_compiler_options",
+]
+
+
+def optimizer_from_config(cfg, *, steps_per_epoch: int):
+    """The optimiser a resolved run config names (``optimizer=adam|sgd`` and its keys; epochs -> steps)."""
+    if cfg.optimizer == "adam":
+        return adam_coupled(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return make_optimizer(cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                          warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+                          decay_every=cfg.lr_decay_every * steps_per_epoch, decay_factor=cfg.lr_decay_factor)
+
+
+def sampler_from_config(cfg, *, num_rows: int):
+    """The sampler a resolved run config names (``sampler=NAME`` and its keys) over ``num_rows`` rows."""
+    spec = get_sampler(cfg.sampler)
+    return spec.build(cfg.sampler_config, num_rows=num_rows, batch_size=cfg.batch_size, seed=cfg.seed,
+                      drop_remainder=cfg.drop_remainder)

@@ -1,0 +1,49 @@
+"""Optimisers from a config: Adam with coupled weight decay, and SGD with momentum, warm-up and step decay."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+__all__ = ["OPTIMIZERS", "make_optimizer", "adam_coupled", "sgd_warmup_step"]
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def adam_coupled(*, lr: float, weight_decay: float) -> optax.GradientTransformation:
+    """Adam with PyTorch-style weight decay: ``wd * theta`` is added to the gradient (not AdamW).
+
+    C-HMCNN's and RARE's ``torch.optim.Adam(lr, weight_decay=wd)``.
+    """
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
+
+
+def sgd_warmup_step(*, lr: float, weight_decay: float, momentum: float, warmup_steps: int, decay_every: int,
+                    decay_factor: float, nesterov: bool = False) -> optax.GradientTransformation:
+    """SGD with momentum, coupled weight decay, a linear warm-up from 0 and step decay (HMT-Net's recipe).
+
+    The learning rate rises linearly over ``warmup_steps`` optimiser steps, then is multiplied by
+    ``decay_factor`` every ``decay_every`` steps (0: never). Weight decay is added to the gradient
+    before the momentum, as ``torch.optim.SGD(weight_decay=...)`` does.
+    """
+    schedule = optax.constant_schedule(lr)
+    if decay_every > 0:
+        # Decay boundaries counted from step 0 (warm-up included), as torch's StepLR counts its epochs.
+        schedule = optax.piecewise_constant_schedule(lr, {decay_every * k: decay_factor for k in range(1, 1000)})
+    if warmup_steps > 0:
+        after, warm = schedule, optax.linear_schedule(0.0, lr, warmup_steps)
+        schedule = lambda count: jnp.where(count < warmup_steps, warm(count), after(count))  # noqa: E731
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov))
+
+
+def make_optimizer(name: str = "adam", *, lr: float, weight_decay: float, momentum: float = 0.9,
+                   warmup_steps: int = 0, decay_every: int = 0, decay_factor: float = 0.1,
+                   nesterov: bool = False) -> optax.GradientTransformation:
+    """The optimiser ``name`` (``adam``: :func:`adam_coupled`; ``sgd``: :func:`sgd_warmup_step`)."""
+    if name == "adam":
+        return adam_coupled(lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return sgd_warmup_step(lr=lr, weight_decay=weight_decay, momentum=momentum, warmup_steps=warmup_steps,
+                               decay_every=decay_every, decay_factor=decay_factor, nesterov=nesterov)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")

@@ -1,0 +1,47 @@
+"""The built-in methods, each registered by name (``method=NAME``), and the built-in samplers.
+
+A method is a config dataclass (its keys) and a ``build(dataset, config, *, split) -> Method``;
+see :mod:`hmljax.engine` and the README's "The engine" for how to add one.
+"""
+
+import dataclasses
+
+from hmljax.data import EpochSampler
+from hmljax.engine import device_shuffle, register_method, register_sampler
+from hmljax.methods._chmcnn import ChmcnnConfig, build_chmcnn, chmcnn_model, forward_apply, hierarchy_constraint
+from hmljax.methods._mlp import MlpConfig, build_mlp
+from hmljax.methods._rare import (
+    RareConfig,
+    RareLoss,
+    make_rare_loss,
+    node_weights_for,
+    rare_loss_settings,
+    training_rows,
+)
+
+__all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hierarchy_constraint", "RareConfig",
+           "RareLoss", "make_rare_loss", "node_weights_for", "rare_loss_settings", "training_rows", "NoKeys",
+           "MlpConfig", "build_mlp"]
+
+
+@dataclasses.dataclass
+class NoKeys:
+    """The config of a sampler without keys of its own."""
+
+
+def _epoch_sampler(cfg, *, num_rows, batch_size, seed, drop_remainder):
+    """Host-side shuffled epochs, deterministic in (seed, epoch) (:class:`hmljax.data.EpochSampler`)."""
+    return EpochSampler(num_rows, batch_size, seed=seed, drop_remainder=drop_remainder)
+
+
+def _device_shuffle(cfg, *, num_rows, batch_size, seed, drop_remainder):
+    """A fresh permutation per epoch drawn on the device (the device-side interface's baseline)."""
+    return device_shuffle(num_rows, batch_size, drop_remainder=drop_remainder)
+
+
+register_method("chmcnn", ChmcnnConfig, build_chmcnn, replace=True,
+                doc="C-HMCNN's MLP and max-constraint loss, with RARE's weights, focal terms and resampling")
+register_method("mlp", MlpConfig, build_mlp, replace=True,
+                doc="a flat multi-label MLP with per-label BCE (and RARE's weights, focal terms, ensembles)")
+register_sampler("epoch", NoKeys, _epoch_sampler, replace=True)
+register_sampler("device_shuffle", NoKeys, _device_shuffle, replace=True)

@@ -1,0 +1,107 @@
+"""``method=chmcnn``: C-HMCNN's MLP and max-constraint loss, with every RARE option.
+
+C-HMCNN: Giunchiglia & Lukasiewicz, NeurIPS 2020. RARE: see :mod:`hmljax.methods._rare`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from hmljax.constraints import constraint_graph
+from hmljax.engine import Method, Model, ModelOutput, optimizer_from_config, sampler_from_config
+from hmljax.losses import constrained_probs
+from hmljax.methods._rare import RareConfig, make_rare_loss, node_weights_for, rare_loss_settings, training_rows
+from hmljax.metrics import hierarchical_suite
+from hmljax.models import ChmcnnMLP, init_stacked, single_forward, stacked_forward
+
+__all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hierarchy_constraint"]
+
+
+@dataclasses.dataclass
+class ChmcnnConfig(RareConfig):
+    """C-HMCNN's keys (``None``: the dataset's published value) plus RARE's (:class:`RareConfig`)."""
+
+    hidden: int | None = None
+    dropout: float | None = None
+    init: str = "torch"  # 'torch' (nn.Linear's uniform) or 'flax'
+    constraint: str = "sparse"  # 'sparse' (level-wise segment max) or 'dense' ([B, C, C] masked max)
+
+    def resolve(self, spec):
+        out = super().resolve(spec)
+        out.hidden = spec.hidden if out.hidden is None else out.hidden
+        out.dropout = spec.dropout if out.dropout is None else out.dropout
+        return out
+
+    def validate(self) -> None:
+        super().validate()
+        if not (isinstance(self.hidden, int) and self.hidden >= 1):
+            raise ValueError(f"bad value for hidden: {self.hidden!r} (an integer >= 1)")
+        if not (self.dropout is not None and 0 <= self.dropout < 1):
+            raise ValueError(f"bad value for dropout: {self.dropout!r} (a number in [0, 1))")
+        if self.init not in ("torch", "flax"):
+            raise ValueError(f"bad value for init: {self.init!r} (torch or flax)")
+        if self.constraint not in ("sparse", "dense"):
+            raise ValueError(f"bad value for constraint: {self.constraint!r} (sparse or dense)")
+
+
+def hierarchy_constraint(hierarchy, kind: str = "sparse"):
+    """The max-constraint's argument: a :class:`ConstraintGraph` (sparse) or the dense ancestry ``[C, C]``."""
+    return constraint_graph(hierarchy) if kind == "sparse" else jnp.asarray(hierarchy.ancestry)
+
+
+def forward_apply(forward, *, mc_passes: int = 0):
+    """A :class:`Model` ``apply`` from a forward ``(params, x, *, train, key) -> logits [E, B, C]``.
+
+    With ``mc_passes = P > 0`` a training forward also returns ``aux["mc_logits"]`` ``[P, B, C]``: P
+    gradient-free MC-dropout passes of the (single) network, for RARE's focal term only.
+    """
+
+    def apply(params, model_state, x, *, train, key=None):
+        logits = forward(params, x, train=train, key=key)
+        aux = {}
+        if train and mc_passes:
+            keys = jax.random.split(jax.random.fold_in(key, 1), mc_passes)
+            frozen = jax.lax.stop_gradient(params)
+            aux["mc_logits"] = jax.vmap(lambda k: forward(frozen, x, train=True, key=k)[0])(keys)
+        return ModelOutput(logits, aux, model_state)
+
+    return apply
+
+
+def chmcnn_model(net, num_features: int, *, members: int = 0, mc_passes: int = 0) -> Model:
+    """A Linen network as a :class:`Model`: one network, a vmapped stack of ``members`` (independently
+    initialised), or one network with ``mc_passes`` MC-dropout passes (see :func:`forward_apply`)."""
+    forward = stacked_forward(net, members) if members else single_forward(net)
+
+    def init(key):
+        if members:
+            return init_stacked(net, num_features, members, key=key), {}
+        x = jnp.zeros((1, num_features), jnp.float32)
+        return net.init({"params": key}, x, train=False)["params"], {}
+
+    return Model(init, forward_apply(forward, mc_passes=mc_passes))
+
+
+def build_chmcnn(ds, cfg, *, split: str) -> Method:
+    """C-HMCNN (with RARE's options) on ``ds``, trained on ``split``."""
+    m, h = cfg.method_config, ds.hierarchy
+    ancestry = hierarchy_constraint(h, m.constraint)
+    X, Y, info = training_rows(m, ds, split, seed=cfg.seed)
+    net = ChmcnnMLP(hidden=m.hidden, num_outputs=h.num_nodes, dropout=m.dropout, init_scheme=m.init)
+    sampler = sampler_from_config(cfg, num_rows=X.shape[0])
+    lc = rare_loss_settings(m, node_weights_for(m, ds, Y), steps_per_epoch=sampler.steps_per_epoch)
+
+    def predict(out):  # an ensemble predicts the mean of its members' constrained outputs, as RARE does
+        return jax.vmap(lambda z: constrained_probs(z, ancestry))(out.logits).mean(0)
+
+    return Method(
+        model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes),
+        loss=make_rare_loss(lc, ancestry=ancestry, evaluated=h.evaluated),
+        predict=predict,
+        optimizer=optimizer_from_config(cfg, steps_per_epoch=sampler.steps_per_epoch),
+        sampler=sampler,
+        metrics=hierarchical_suite(h, threshold=cfg.threshold, inclusive=cfg.threshold_inclusive),
+        train_x=X, train_y=Y, info=info)

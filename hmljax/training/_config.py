@@ -1,0 +1,310 @@
+"""A run's configuration: the engine's keys, the method's keys and the sampler's keys, in one flat namespace.
+
+``TrainConfig(dataset="cellcycle_FUN", method="chmcnn", weights="code", ensemble=10)`` routes each key
+to its section: :class:`RunConfig` (dataset, optimiser, protocol, ...), the method's config dataclass
+(registered with the method) or the sampler's. Keys are strict: an unknown key, a key of another
+method, or a key that does not apply to the other settings (``w0`` without ``weights``, ``momentum``
+with Adam) is an error that says why. ``None`` means "not set": :meth:`TrainConfig.resolved` fills it
+from the dataset's published settings or the key's default, where the key applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import jax
+
+from hmljax.data import get_spec, resolve_data_dir
+from hmljax.engine import OPTIMIZERS, get_method, get_sampler, list_methods
+
+__all__ = ["RunConfig", "TrainConfig", "load_config", "config_diff", "BOOKKEEPING"]
+
+# Keys that do not change a run's results (see TrainConfig.identity).
+BOOKKEEPING = ("data_dir", "checkpoint_every")
+
+SHARDINGS = ("none", "members", "data")
+
+
+def _is_matmul_precision(name: str) -> bool:
+    """Whether jax.default_matmul_precision takes ``name`` (asked of jax, whose list grows by version)."""
+    try:
+        with jax.default_matmul_precision(name):
+            return True
+    except ValueError:
+        return False
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The engine's keys. ``None`` fields take the dataset's published value or the key's default."""
+
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    seed: int = 0
+    method: str = "chmcnn"
+    sampler: str = "epoch"
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
+    optimizer: str = "adam"  # 'adam' (coupled weight decay, C-HMCNN's) or 'sgd' (momentum, warm-up, step decay)
+    momentum: float | None = None  # sgd: 0.9
+    warmup_epochs: int | None = None  # sgd: 0
+    lr_decay_every: int | None = None  # sgd: epochs between decays (0: none)
+    lr_decay_factor: float | None = None  # sgd: 0.1
+    preprocessing: str = "chmcnn"  # or 'leakfree'
+    drop_ids: bool = False  # drop identifier attributes (genbase's protein id) with a warning, instead of refusing
+    protocol: str = "chmcnn"  # train on train+valid for `epochs`; or 'early_stopping' on the valid headline metric
+    patience: int | None = None  # early_stopping: 20
+    drop_remainder: bool = False  # C-HMCNN's DataLoader keeps the last partial batch: pad and mask it
+    checkpoint_every: int = 10
+    threshold: float = 0.5
+    threshold_inclusive: bool = False  # RARE's text: >= 0.5; the released code: > 0.5
+    shard: str = "none"  # 'members' (split the ensemble axis) or 'data' (split batch rows) over devices
+    devices: int | None = None  # with shard: how many devices (None or 0: all)
+    # Float32 matmuls as true float32, like PyTorch's default and XLA on CPU. JAX's own default lets GPUs
+    # use TF32 (10-bit mantissa) and TPUs bf16 passes: faster, but another run than the papers' code made.
+    matmul_precision: str = "highest"
+
+    def _conditional(self):
+        sgd, es = self.optimizer == "sgd", self.protocol == "early_stopping"
+        return {
+            "momentum": (sgd, "optimizer=sgd", 0.9),
+            "warmup_epochs": (sgd, "optimizer=sgd", 0),
+            "lr_decay_every": (sgd, "optimizer=sgd", 0),
+            "lr_decay_factor": (sgd, "optimizer=sgd", 0.1),
+            "patience": (es, "protocol=early_stopping", 20),
+            "devices": (self.shard != "none", "shard=members or shard=data", 0),
+        }
+
+    def inapplicable(self) -> dict[str, str]:
+        return {k: f"it applies only with {need}" for k, (ok, need, _) in self._conditional().items()
+                if not ok and getattr(self, k) is not None}
+
+    def resolve(self, spec) -> RunConfig:
+        out = dataclasses.replace(self)
+        for f in ("epochs", "lr", "batch_size", "weight_decay"):
+            if getattr(out, f) is None:
+                setattr(out, f, getattr(spec, f))
+        for k, (ok, _, default) in self._conditional().items():
+            if ok and getattr(out, k) is None:
+                setattr(out, k, default)
+        return out
+
+    def validate(self) -> None:
+        pos_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+        checks = [
+            ("epochs", pos_int(self.epochs), "an integer >= 1"),
+            ("lr", _finite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("batch_size", pos_int(self.batch_size), "an integer >= 1"),
+            ("weight_decay", _finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+            ("momentum", self.momentum is None or (_finite(self.momentum) and 0 <= self.momentum < 1), "in [0, 1)"),
+            ("warmup_epochs", self.warmup_epochs is None or self.warmup_epochs >= 0, "an integer >= 0"),
+            ("lr_decay_every", self.lr_decay_every is None or self.lr_decay_every >= 0, "an integer >= 0"),
+            ("lr_decay_factor", self.lr_decay_factor is None or (_finite(self.lr_decay_factor)
+                                                                and 0 < self.lr_decay_factor <= 1), "in (0, 1]"),
+            ("preprocessing", self.preprocessing in ("chmcnn", "leakfree"), "chmcnn or leakfree"),
+            ("protocol", self.protocol in ("chmcnn", "early_stopping"), "chmcnn or early_stopping"),
+            ("patience", self.patience is None or pos_int(self.patience), "an integer >= 1"),
+            ("checkpoint_every", pos_int(self.checkpoint_every), "an integer >= 1"),
+            ("threshold", _finite(self.threshold) and 0 <= self.threshold <= 1, "a probability in [0, 1]"),
+            ("shard", self.shard in SHARDINGS, f"one of {', '.join(SHARDINGS)}"),
+            ("devices", self.devices is None or (isinstance(self.devices, int) and self.devices >= 0),
+             "an integer >= 0 (0: all)"),
+            ("matmul_precision", _is_matmul_precision(self.matmul_precision),
+             "a name jax.default_matmul_precision takes: highest, high, default, float32, tensorfloat32, "
+             "bfloat16 or a dot-algorithm preset"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise ValueError(f"bad value for {name}: {getattr(self, name)!r} ({want})")
+
+
+_RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _fields(cls) -> dict:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _convert(key: str, field: dataclasses.Field, text: str):
+    """``key=text`` as the field's type (read from its annotation)."""
+    ann = str(field.type)
+    if "None" in ann and text.lower() in ("none", "null") and "str" not in ann:
+        return None
+    for name, typ in (("bool", bool), ("int", int), ("float", float)):
+        if name in ann.replace("None", ""):
+            try:
+                if typ is bool:
+                    return {"true": True, "false": False, "1": True, "0": False}[text.lower()]
+                if typ is int and "float" not in ann:
+                    return int(text)
+                return float(text)
+            except (ValueError, KeyError):
+                raise ValueError(f"bad value for {key}: {text!r} is not {'an' if name == 'int' else 'a'} "
+                                 f"{name}") from None
+    return text
+
+
+class TrainConfig:
+    """One run: engine, method and sampler keys (see the module docstring).
+
+    Attribute access reads any key (``cfg.epochs``, ``cfg.w0``); the sections are ``cfg.run``,
+    ``cfg.method_config`` and ``cfg.sampler_config``.
+    """
+
+    def __init__(self, **keys):
+        run = {k: keys.pop(k) for k in list(keys) if k in _RUN_FIELDS}
+        self.run = RunConfig(**run)
+        mspec, sspec = get_method(self.run.method), get_sampler(self.run.sampler)
+        mf, sf = _fields(mspec.config), _fields(sspec.config)
+        for owner, fields in ((f"method {mspec.name!r}", mf), (f"sampler {sspec.name!r}", sf)):
+            if clash := sorted(set(fields) & set(_RUN_FIELDS)):
+                raise ValueError(f"{owner} defines keys the engine owns ({', '.join(clash)}): rename them")
+        if clash := sorted(set(mf) & set(sf)):
+            raise ValueError(f"method {mspec.name!r} and sampler {sspec.name!r} both define {', '.join(clash)}")
+        unknown = [k for k in keys if k not in mf and k not in sf]
+        if unknown:
+            raise ValueError(self._unknown_message(unknown[0], mf, sf))
+        self.method_config = mspec.config(**{k: v for k, v in keys.items() if k in mf})
+        self.sampler_config = sspec.config(**{k: v for k, v in keys.items() if k in sf and k not in mf})
+
+    def _unknown_message(self, key, mf, sf) -> str:
+        owners = [n for n, s in list_methods().items() if key in _fields(s.config)]
+        where = f"method={self.run.method}, sampler={self.run.sampler}"
+        if owners:
+            return f"config key {key!r} belongs to method {' / '.join(owners)}, not to {where}"
+        known = sorted({*_RUN_FIELDS, *mf, *sf})
+        return f"unknown config key {key!r} for {where}; known keys: {', '.join(known)}"
+
+    # ------------------------------------------------------------------ access
+    def __getattr__(self, name):
+        if name in ("run", "method_config", "sampler_config"):
+            raise AttributeError(name)
+        for section in (self.run, self.method_config, self.sampler_config):
+            if name in section.__dataclass_fields__:
+                return getattr(section, name)
+        raise AttributeError(f"TrainConfig has no key {name!r}")
+
+    def to_dict(self) -> dict:
+        """Every key, flat (``None`` where unset or not applicable): what ``config.json`` saves."""
+        return {**dataclasses.asdict(self.run), **dataclasses.asdict(self.method_config),
+                **dataclasses.asdict(self.sampler_config)}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        set_keys = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if v is not None)
+        return f"TrainConfig({set_keys})"
+
+    def replace(self, **keys) -> TrainConfig:
+        """A copy with ``keys`` changed (``method=`` starts that method's keys afresh)."""
+        base = self.to_dict()
+        if "method" in keys and keys["method"] != self.run.method:
+            base = {k: v for k, v in base.items() if k in _RUN_FIELDS}
+        if "sampler" in keys and keys["sampler"] != self.run.sampler:
+            drop = _fields(get_sampler(self.run.sampler).config)
+            base = {k: v for k, v in base.items() if k not in drop}
+        return TrainConfig(**{**base, **keys})
+
+    def override(self, items: list[str]) -> TrainConfig:
+        """Applies ``key=value`` strings (the CLI's), converting each to its key's type."""
+        pairs = []
+        for item in items:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} is not key=value")
+            pairs.append(item.split("=", 1))
+        out = self
+        # method= and sampler= first: they decide which other keys exist.
+        for k, v in [p for p in pairs if p[0] in ("method", "sampler")]:
+            out = out.replace(**{k: v})
+        mf, sf = _fields(type(out.method_config)), _fields(type(out.sampler_config))
+        changes = {}
+        for k, v in pairs:
+            if k in ("method", "sampler"):
+                continue
+            field = _RUN_FIELDS.get(k) or mf.get(k) or sf.get(k)
+            if field is None:
+                raise ValueError(out._unknown_message(k, mf, sf))
+            changes[k] = _convert(k, field, v)
+        return out.replace(**changes) if changes else out
+
+    # -------------------------------------------------------------- resolution
+    def resolved(self) -> TrainConfig:
+        """Every applicable key filled (dataset's published settings, then the keys' defaults) and checked.
+
+        Raises:
+            ValueError: a key set that does not apply (saying which setting it needs), or a bad value.
+        """
+        spec = get_spec(self.run.dataset, resolve_data_dir(self.run.data_dir))
+        out = object.__new__(TrainConfig)
+        out.run = self.run.resolve(spec)
+        m, s = self.method_config, self.sampler_config
+        out.method_config = m.resolve(spec) if hasattr(m, "resolve") else dataclasses.replace(m)
+        out.sampler_config = s.resolve(spec) if hasattr(s, "resolve") else dataclasses.replace(s)
+        for section in (out.run, out.method_config, out.sampler_config):
+            bad = section.inapplicable() if hasattr(section, "inapplicable") else {}
+            if bad:
+                k, why = next(iter(bad.items()))
+                raise ValueError(f"config key {k}={getattr(section, k)!r} does not apply here: {why}")
+        for section in (out.run, out.method_config, out.sampler_config):
+            if hasattr(section, "validate"):
+                section.validate()
+        return out
+
+    def identity(self) -> dict:
+        """What makes two configs the same run: the resolved keys that apply, less the bookkeeping that
+        does not change results (where the data lives; how often it checkpoints: a resumed run ends with
+        the parameters of an uninterrupted one)."""
+        return {k: v for k, v in self.resolved().to_dict().items() if k not in BOOKKEEPING and v is not None}
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> TrainConfig:
+        """The config a run directory's ``config.json`` saved, read leniently: keys added since the run take
+        their defaults, keys since removed are dropped, and so are keys saved with a value where they did
+        not apply (runs saved before keys became strict recorded every key)."""
+        saved = {k: v for k, v in saved.items() if v is not None}
+        saved.setdefault("method", "chmcnn")
+        saved.setdefault("sampler", "epoch")
+        if saved.get("devices") == 0:
+            saved.pop("devices")
+        mf = _fields(get_method(saved["method"]).config)
+        sf = _fields(get_sampler(saved["sampler"]).config)
+        cfg = cls(**{k: v for k, v in saved.items() if k in _RUN_FIELDS or k in mf or k in sf})
+        for section in (cfg.run, cfg.method_config, cfg.sampler_config):
+            for k in (section.inapplicable() if hasattr(section, "inapplicable") else {}):
+                setattr(section, k, None)
+        return cfg
+
+
+def load_config(run_dir: str) -> TrainConfig:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{run_dir!r} is not a run directory (no config.json)")
+    try:
+        with open(path) as fh:
+            return TrainConfig.from_saved(json.load(fh)["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable hmljax config ({err}); the run directory is damaged") from None
+
+
+def config_diff(run_dir: str, cfg: TrainConfig) -> dict[str, tuple]:
+    """``{key: (saved, wanted)}`` where ``run_dir``'s saved config differs from ``cfg``.
+
+    Compares :meth:`TrainConfig.identity` (both resolved, bookkeeping left out). Empty when they
+    agree or ``run_dir`` holds no config.
+    """
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        return {}
+    a = load_config(run_dir).replace(data_dir=cfg.data_dir).identity()
+    b = cfg.identity()
+    return {k: (a.get(k), b.get(k)) for k in sorted({*a, *b}) if a.get(k) != b.get(k)}

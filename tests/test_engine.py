@@ -1,0 +1,153 @@
+"""The engine takes any method: one defined here, outside ``hmljax/``, trains, checkpoints, dies, resumes, evaluates.
+
+The toy method (tests/methods/toy_method.py) has model state (a running mean, like BatchNorm's) and a
+device-side, loss-driven sampler whose state rides in the scan carry; everything goes through public
+names only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hmljax
+import hmljax.engine as E
+from hmljax.training import TrainConfig, evaluate_run, load_run, train_and_evaluate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from methods import toy_method  # noqa: E402  (registers method=toy and sampler=loss_proportional)
+
+TOY = dict(dataset="synthetic", method="toy", sampler="loss_proportional", batch_size=64, lr=0.01)
+
+
+def _leaves_equal(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_toy_method_trains_and_its_sampler_follows_the_loss(tmp_path):
+    out = train_and_evaluate(TrainConfig(epochs=4, **TOY), str(tmp_path / "a"), progress=False)
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["method"] == "toy" and res["test"]["auprc"] > 0.3  # learned something (chance is ~0.1)
+    sampler_state = out["state"].sampler_state
+    draws, losses = np.asarray(sampler_state["draws"]), np.asarray(sampler_state["loss"])
+    assert draws.sum() == 4 * 64 * -(-res["train_rows"]["rows"] // 64)  # every step drew B rows on the device
+    # Each drawn row's weight is now the loss the step measured on it (rows never drawn keep the initial 1).
+    seen = draws > 0
+    assert seen.mean() > 0.9 and np.all(losses[seen] != 1.0) and np.all(losses[~seen] == 1.0)
+    # And the draws follow those weights: rows with a large last loss are drawn far more often.
+    sampler = toy_method.loss_proportional(1000, 10, floor=0.05)
+    state = {"loss": jnp.where(jnp.arange(1000) < 20, 10.0, 0.0), "draws": jnp.zeros(1000, jnp.int32)}
+    for t in range(50):
+        _, _, state = sampler.select(state, jax.random.key(t), t)
+    d = np.asarray(state["draws"])
+    assert d[:20].mean() > 20 * d[20:].mean()
+    # The model state (the running mean) was updated by training and saved with the run.
+    assert float(jnp.abs(out["model_state"]["mean"]).sum()) > 0
+    run = load_run(str(tmp_path / "a"))
+    chex.assert_trees_all_equal(run.model_state, out["model_state"])
+    chex.assert_trees_all_equal(run.params, out["params"])
+    assert json.loads(json.dumps(evaluate_run(str(tmp_path / "a")))) == res["test"]
+
+
+def test_toy_method_is_reproducible_and_resumes_bitwise(tmp_path):
+    full = train_and_evaluate(TrainConfig(epochs=4, checkpoint_every=1, **TOY), str(tmp_path / "full"),
+                              progress=False)
+    again = train_and_evaluate(TrainConfig(epochs=4, **TOY), str(tmp_path / "again"), progress=False)
+    assert _leaves_equal(full["params"], again["params"])
+    # Stop after 2 epochs, then resume to 4: same parameters, model state and sampler state.
+    train_and_evaluate(TrainConfig(epochs=2, checkpoint_every=1, **TOY), str(tmp_path / "half"), progress=False)
+    with pytest.raises(ValueError, match="pass --extend"):
+        train_and_evaluate(TrainConfig(epochs=4, checkpoint_every=1, **TOY), str(tmp_path / "half"), resume=True,
+                           progress=False)
+    resumed = train_and_evaluate(TrainConfig(epochs=4, checkpoint_every=1, **TOY), str(tmp_path / "half"),
+                                 resume=True, extend=True, progress=False)
+    assert _leaves_equal(full["state"], resumed["state"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="kill -9")
+def test_toy_method_killed_mid_run_resumes_to_the_same_bits(tmp_path):
+    """A training process killed with SIGKILL between checkpoints resumes (in another process) to the bits of an
+    uninterrupted run."""
+    epochs = 40
+    run_dir = tmp_path / "killed"
+    code = ("import sys; sys.path.insert(0, {here!r}); import methods.toy_method; from hmljax.cli import main; "
+            "sys.exit(main(sys.argv[1:]))").format(here=HERE)
+    args = ["train", "--dataset", "synthetic", "--epochs", str(epochs), "--out", str(run_dir), "--no-progress",
+            "method=toy", "sampler=loss_proportional", "batch_size=64", "lr=0.01", "checkpoint_every=1"]
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = run_dir / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_dir() and len([p for p in ckpt.iterdir() if p.name.isdigit()]) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = int(max(p.name for p in ckpt.iterdir() if p.name.isdigit()))
+    assert done < epochs
+    resumed = train_and_evaluate(TrainConfig(epochs=epochs, checkpoint_every=1, **TOY), str(run_dir), resume=True,
+                                 progress=False)
+    full = train_and_evaluate(TrainConfig(epochs=epochs, checkpoint_every=1, **TOY), str(tmp_path / "full"),
+                              progress=False)
+    assert _leaves_equal(full["state"], resumed["state"])
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in history] == list(range(1, epochs + 1))  # no epoch logged twice or lost
+
+
+def test_toy_method_keys_are_strict():
+    with pytest.raises(ValueError, match="'w0' belongs to method chmcnn"):
+        TrainConfig(w0=0.1, **TOY)
+    with pytest.raises(ValueError, match="bad value for ema"):
+        TrainConfig(ema=1.5, **TOY).resolved()
+    with pytest.raises(ValueError, match="unknown sampler 'nope'"):
+        TrainConfig(dataset="synthetic", sampler="nope")
+    cfg = TrainConfig(**TOY).override(["ema=0.5", "floor=0.2"])
+    assert (cfg.ema, cfg.floor) == (0.5, 0.2)
+
+
+def test_device_sampler_step_has_no_host_round_trip():
+    """The device-sampler epoch compiles to one program: no host callback, one compile for two epochs."""
+    ds = hmljax.load_dataset("synthetic")
+    cfg = TrainConfig(epochs=1, **TOY).resolved()
+    method = toy_method.build_toy(ds, cfg, split="train")
+    state = E.init_train_state(method, jax.random.key(0))
+    epoch = chex.assert_max_traces(E.make_epoch(method), n=1)
+    jitted = jax.jit(epoch)
+    X, Y = jnp.asarray(method.train_x), jnp.asarray(method.train_y)
+    hlo = jitted.lower(state, X, Y, jnp.int32(0), jax.random.key(1)).as_text()
+    assert "callback" not in hlo.lower()
+    for e in range(2):
+        state, losses = jitted(state, X, Y, jnp.int32(e), jax.random.key(1))
+    assert losses.shape == (method.sampler.steps_per_epoch,) and np.isfinite(np.asarray(losses)).all()
+
+
+def test_sgd_recipe_warms_up_then_decays():
+    opt = E.make_optimizer("sgd", lr=0.1, weight_decay=0.0, momentum=0.0, warmup_steps=4, decay_every=10,
+                           decay_factor=0.1)
+    p = jnp.zeros(())
+    s = opt.init(p)
+    lrs = []
+    for _ in range(25):
+        u, s = opt.update(jnp.ones(()), s, p)
+        lrs.append(-float(u))
+    np.testing.assert_allclose(lrs[:5], [0.0, 0.025, 0.05, 0.075, 0.1], rtol=1e-6)
+    np.testing.assert_allclose([lrs[9], lrs[10], lrs[19], lrs[20]], [0.1, 0.01, 0.01, 0.001], rtol=1e-5)
+
+
+def test_sgd_keys_only_with_sgd():
+    with pytest.raises(ValueError, match="momentum=0.9 does not apply here: it applies only with optimizer=sgd"):
+        TrainConfig(dataset="synthetic", momentum=0.9).resolved()
+    cfg = TrainConfig(dataset="synthetic", optimizer="sgd").resolved()
+    assert (cfg.momentum, cfg.warmup_epochs, cfg.lr_decay_every) == (0.9, 0, 0)

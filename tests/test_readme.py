@@ -1,0 +1,28 @@
+"""The README's Python snippets run as written (sketches, marked by a line that is only ``...``, are skipped)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from conftest import HAVE_DATA
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _blocks():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    for i, m in enumerate(re.finditer(r"```python\n(.*?)```", text, re.S)):
+        line = text[: m.start()].count("\n") + 1
+        yield pytest.param(m.group(1), id=f"README.md:{line}")
+
+
+@pytest.mark.parametrize("code", list(_blocks()))
+def test_readme_snippet_runs(code, monkeypatch):
+    if any(ln.strip() == "..." or ln.strip().startswith("... ") for ln in code.splitlines()):
+        pytest.skip("a sketch (has '...' lines); its complete version is tests/methods/toy_method.py")
+    if "../shared/data" in code and not HAVE_DATA:
+        pytest.skip("needs the real datasets (HMLJAX_DATA)")
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
