@@ -151,3 +151,26 @@ def test_sgd_keys_only_with_sgd():
         TrainConfig(dataset="synthetic", momentum=0.9).resolved()
     cfg = TrainConfig(dataset="synthetic", optimizer="sgd").resolved()
     assert (cfg.momentum, cfg.warmup_epochs, cfg.lr_decay_every) == (0.9, 0, 0)
+
+
+def test_cli_resume_refuses_flags_that_disagree_and_extends_on_request(tmp_path, capsys):
+    from hmljax.cli import main
+
+    run = str(tmp_path / "r")
+
+    def train(*flags, keys=("hidden=16", "batch_size=64")):
+        return main(["train", "--out", run, "--no-progress", *flags, *keys])
+
+    assert train("--epochs", "2") == 0
+    capsys.readouterr()
+    for flags, keys, says in ((["--seed", "3"], None, "seed: saved 0, given 3"),
+                              (["--dataset", "synthetic_dag"], None, "dataset"),
+                              ([], ("hidden=32",), "hidden: saved 16, given 32"),
+                              (["--epochs", "4"], None, "pass --extend")):
+        assert train("--resume", *flags, **({"keys": keys} if keys else {})) == 2, flags
+        assert says in capsys.readouterr().err
+    assert train("--resume") == 0  # the same config: nothing to do but evaluate again
+    assert train("--resume", "--extend", "--epochs", "4") == 0
+    history = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+    assert [m["epoch"] for m in history] == [1, 2, 3, 4]
+    assert json.loads(open(f"{run}/config.json").read())["config"]["epochs"] == 4

@@ -29,6 +29,7 @@ from hmljax.data._resampling import LPROS_ROUNDINGS, Resampled, hros_pd, lpros
 from hmljax.data._samplers import EpochBatches, EpochSampler, Sampler
 from hmljax.data._stratify import iterative_stratification, kfold_splits
 from hmljax.data._synthetic import make_synthetic
+from hmljax.data._views import dataset_view
 
 __all__ = [
     "ArffData",
@@ -61,6 +62,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "make_synthetic",
+    "dataset_view",
     "mean_ir",
     "minority_labels",
     "preprocess",

@@ -505,13 +505,18 @@ def _sparse_columns(rows, attrs, path, row_lines):
         out[:] = [_float_default(attrs[k]) for k in cols]
         sel = np.flatnonzero(pos[c_idx] >= 0)
         v = np.char.strip(vals[sel])
-        v = np.where(v == "?", "nan", v)
+        missing = v == "?"
+        v = np.where(missing, "nan", v)
         try:
             f = v.astype(np.float64)
         except ValueError:
             j = next(j for j in range(v.size) if not _is_float(v[j]))
             a = attrs[c_idx[sel[j]]]
             raise ArffError(path, row_lines[r_idx[sel[j]]], f"attribute {a.name!r}: {v[j]!r} is not a number") from None
+        if not np.isfinite(f[~missing]).all():
+            j = np.flatnonzero(~np.isfinite(f) & ~missing)[0]
+            a = attrs[c_idx[sel[j]]]
+            raise ArffError(path, row_lines[r_idx[sel[j]]], _not_finite(a.name, v[j]))
         out[r_idx[sel], pos[c_idx[sel]]] = f
         return out
 
@@ -561,7 +566,8 @@ def _assemble(path, relation, attrs, column, row_lines, hier, label_idx, numeric
         # Convert all numeric columns in one vectorised call; per-column conversion is ~5x slower.
         num_block = np.stack([column(k) for k in numeric], axis=1) if numeric else np.zeros((n, 0), str)
         num_block = np.char.strip(num_block)
-        num_block = np.where(num_block == "?", "nan", num_block)
+        missing = num_block == "?"
+        num_block = np.where(missing, "nan", num_block)
         try:
             num_values = num_block.astype(np.float64)
         except ValueError:
@@ -571,6 +577,9 @@ def _assemble(path, relation, attrs, column, row_lines, hier, label_idx, numeric
                     msg = f"attribute {attrs[k].name!r}: {num_block[bad[0], j]!r} is not a number"
                     raise ArffError(path, row_lines[bad[0]], msg) from None
             raise
+        if not np.isfinite(num_values[~missing]).all():
+            r, j = np.argwhere(~np.isfinite(num_values) & ~missing)[0]
+            raise ArffError(path, row_lines[r], _not_finite(attrs[numeric[j]].name, num_block[r, j]))
     num_pos = {k: j for j, k in enumerate(numeric)}
     feat_cols, names = [], []
     for k, a in enumerate(attrs):
@@ -644,6 +653,12 @@ def _assemble(path, relation, attrs, column, row_lines, hier, label_idx, numeric
         label_names=label_names,
         dropped_attributes=dropped,
     )
+
+
+def _not_finite(name: str, token: str) -> str:
+    # inf, nan or an overflow (1e400) would turn a whole column into NaN once standardised.
+    return (f"attribute {name!r}: {str(token)!r} is not a finite number (write a missing value as '?'; "
+            "hmljax refuses infinities and NaN rather than guess)")
 
 
 def _is_float(s: str) -> bool:

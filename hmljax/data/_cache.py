@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hmljax.data._errors import DataError
+
 __all__ = ["cache_dir", "hash_files", "cached_arrays", "atomic_write_text"]
 
-CACHE_VERSION = 2  # bump when the preprocessing changes what a key means
+CACHE_VERSION = 3  # bump when the preprocessing changes what a key means
 
 
 def cache_dir() -> str:
@@ -81,13 +83,26 @@ def cached_arrays(
     root = root or cache_dir()
     final = os.path.join(root, _key(name, source_hash, options))
     if not os.path.exists(os.path.join(final, "meta.json")):
-        os.makedirs(root, exist_ok=True)
-        arrays, meta = build()
-        tmp = tempfile.mkdtemp(dir=root, prefix=f".tmp-{os.path.basename(final)}-")
         try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"cannot create the cache folder {root!r}: {err.strerror} (set HMLJAX_CACHE to a "
+                            "writable folder)") from None
+        _remove_stale_temporaries(root)
+        arrays, meta = build()
+        _check_rows(name, arrays)
+        try:
+            tmp = tempfile.mkdtemp(dir=root, prefix=f".tmp-{os.path.basename(final)}-")
+        except OSError as err:
+            raise DataError(f"cannot write to the cache folder {root!r}: {err.strerror} (set HMLJAX_CACHE to a "
+                            "writable folder)") from None
+        try:
+            sums = {}
             for k, a in arrays.items():
                 np.save(os.path.join(tmp, f"{k}.npy"), np.ascontiguousarray(a))
-            meta = dict(meta, arrays=sorted(arrays), options=options, source_hash=source_hash)
+                sums[k] = _file_sha256(os.path.join(tmp, f"{k}.npy"))
+            meta = dict(meta, arrays=sorted(arrays), options=options, source_hash=source_hash, sha256=sums,
+                        shapes={k: list(np.shape(a)) for k, a in arrays.items()})
             with open(os.path.join(tmp, "meta.json"), "w") as fh:
                 json.dump(meta, fh)
             try:
@@ -99,10 +114,77 @@ def cached_arrays(
                 else:
                     shutil.rmtree(final, ignore_errors=True)
                     os.rename(tmp, final)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"cannot write the cache {final!r}: {err.strerror or err}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    with open(os.path.join(final, "meta.json")) as fh:
-        meta = json.load(fh)
-    arrays = {k: np.load(os.path.join(final, f"{k}.npy"), mmap_mode="r") for k in meta["arrays"]}
-    return arrays, meta, final
+    return _read_verified(final)
+
+
+def _read_verified(folder: str) -> tuple[dict[str, np.ndarray], dict, str]:
+    """The cached arrays, each checked against the SHA-256, shape and row counts written with it."""
+    rebuild = f"delete {folder!r} and it is rebuilt from the source files on the next load"
+    try:
+        with open(os.path.join(folder, "meta.json")) as fh:
+            meta = json.load(fh)
+        names = meta["arrays"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"the cache's meta.json in {folder!r} is unreadable ({err}): {rebuild}") from None
+    arrays = {}
+    for k in names:
+        path = os.path.join(folder, f"{k}.npy")
+        want = meta.get("sha256", {}).get(k)
+        try:
+            if want is not None and _file_sha256(path) != want:
+                raise DataError(f"cache file {path} is damaged (its checksum differs from the one written with "
+                                f"it): {rebuild}")
+            a = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            raise DataError(f"cache file {path} is unreadable ({err}): {rebuild}") from None
+        if "shapes" in meta and list(a.shape) != meta["shapes"].get(k):
+            raise DataError(f"cache file {path} has shape {list(a.shape)}, not {meta['shapes'].get(k)}: {rebuild}")
+        arrays[k] = a
+    try:
+        _check_rows(folder, arrays)
+    except DataError as err:
+        raise DataError(f"{err}: {rebuild}") from None
+    return arrays, meta, folder
+
+
+def _check_rows(where: str, arrays: dict) -> None:
+    """Every array of one split (``X_train``, ``Y_train``, ``R_train``) has the same number of rows."""
+    rows: dict[str, tuple[str, int]] = {}
+    for k, a in arrays.items():
+        if "_" not in k or not np.ndim(a):
+            continue
+        split = k.split("_", 1)[1]
+        if split in rows and rows[split][1] != np.shape(a)[0]:
+            raise DataError(f"{where}: {k} has {np.shape(a)[0]} rows but {rows[split][0]} has {rows[split][1]}")
+        rows.setdefault(split, (k, np.shape(a)[0]))
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _remove_stale_temporaries(root: str, *, older_than_s: float = 3600.0) -> None:
+    """Removes ``.tmp-*`` folders left by builds interrupted more than an hour ago (a build in progress
+    elsewhere writes into its folder all the time, so it is never that old)."""
+    import time
+
+    now = time.time()
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return
+    for e in entries:
+        p = os.path.join(root, e)
+        if e.startswith(".tmp-") and os.path.isdir(p):
+            try:
+                if now - os.path.getmtime(p) > older_than_s:
+                    shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                pass

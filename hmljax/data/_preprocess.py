@@ -11,7 +11,10 @@ fit set        train+valid (FUN/GO); train (others)         train
 =============  ==========================================  ===============================
 
 C-HMCNN's per-split imputation lets test-set statistics into the test features; the
-leak-free variant uses only training statistics. Columns with no observed value in
+leak-free variant uses only training statistics. Two MinMax modes serve the flat multi-label
+papers: ``"minmax"`` (train means impute, columns scaled to [0, 1] on train) and ``"minmax_all"``
+(the same fitted on every row of every split, as the released adaptive-batch code scales all of X
+before splitting: a leak, named so a table can say which it used). Columns with no observed value in
 the fit set are dropped, as sklearn's ``SimpleImputer`` does in the reference.
 """
 
@@ -23,7 +26,7 @@ import numpy as np
 
 __all__ = ["preprocess", "apply_preprocessing", "PREPROCESSING_MODES"]
 
-PREPROCESSING_MODES = ("chmcnn", "leakfree")
+PREPROCESSING_MODES = ("chmcnn", "leakfree", "minmax", "minmax_all")
 
 
 def _nanmean(x: np.ndarray) -> np.ndarray:
@@ -54,6 +57,8 @@ def preprocess(
         raise ValueError(f"preprocessing mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
     if "train" not in splits:
         raise ValueError(f"preprocessing needs a 'train' split, got {sorted(splits)}")
+    if mode.startswith("minmax"):
+        return _minmax(splits, fit_all=mode == "minmax_all")
     if mode == "chmcnn":
         imputed = {k: _fill(x, _nanmean(x)) for k, x in splits.items()}
         fit_X = np.concatenate([imputed[k] for k in fit_on if k in imputed], axis=0)
@@ -74,6 +79,21 @@ def preprocess(
     info = {"dropped_columns": np.flatnonzero(~keep).tolist(), "mode": mode, "fit_on": list(fit_on),
             # What apply_preprocessing needs to treat new rows as the training rows were treated.
             "impute_means": means.tolist(), "center": mu.tolist(), "scale": sd.tolist()}
+    return out, info
+
+
+def _minmax(splits: dict[str, np.ndarray], *, fit_all: bool) -> tuple[dict[str, np.ndarray], dict]:
+    fit_X = np.concatenate(list(splits.values()), axis=0) if fit_all else splits["train"]
+    means = _nanmean(fit_X)
+    keep = ~np.isnan(means)
+    fit_X = _fill(fit_X, means)[:, keep]
+    lo, hi = fit_X.min(axis=0), fit_X.max(axis=0)
+    # Like sklearn's MinMaxScaler: a constant column maps to 0 (scale 1 instead of dividing by 0).
+    scale = np.where(hi - lo > 0, hi - lo, 1.0)
+    out = {k: ((_fill(x, means)[:, keep] - lo) / scale).astype(np.float32) for k, x in splits.items()}
+    info = {"dropped_columns": np.flatnonzero(~keep).tolist(), "mode": "minmax_all" if fit_all else "minmax",
+            "fit_on": sorted(splits) if fit_all else ["train"], "impute_means": means.tolist(), "center": lo.tolist(),
+            "scale": scale.tolist()}
     return out, info
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from hmljax.data._arff import _MEKA_RE, ArffData, ArffError, read_arff, read_arff_header, read_mulan_xml
 from hmljax.data._cache import cached_arrays, hash_files
+from hmljax.data._errors import DataError
 from hmljax.data._imbalance import imbalance_summary
 from hmljax.data._preprocess import preprocess
 from hmljax.data._synthetic import make_synthetic
@@ -37,10 +38,6 @@ __all__ = [
     "load_dataset",
     "resolve_data_dir",
 ]
-
-
-class DataError(ValueError):
-    """A dataset that cannot be found or loaded (unknown name, missing files or directory)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +262,7 @@ class Dataset:
     Y: dict[str, np.ndarray]
     meta: dict
     cache_path: str
+    raw: dict = dataclasses.field(default_factory=dict)  # split -> raw float32 features (NaN = missing)
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{k}={self.X[k].shape[0]}" for k in self.splits)
@@ -380,7 +378,8 @@ def _dataset(spec, arrays, meta, path) -> Dataset:
     h = Hierarchy.from_json(meta["hierarchy"])
     X = {k[2:]: v for k, v in arrays.items() if k.startswith("X_")}
     Y = {k[2:]: v for k, v in arrays.items() if k.startswith("Y_")}
-    return Dataset(spec, h, X, Y, meta, path)
+    raw = {k[2:]: v for k, v in arrays.items() if k.startswith("R_")}
+    return Dataset(spec, h, X, Y, meta, path, raw)
 
 
 def _hierarchy_from_arff(spec: DatasetSpec, data: ArffData) -> Hierarchy:
@@ -444,7 +443,9 @@ def _build_arff(spec, files, preprocessing, split_seed, test_fraction, xml=None,
         h = _hierarchy_from_arff(spec, first)
         Y = {k: _labels(h, d) for k, d in raw.items()}
     X, info = preprocess({k: d.features for k, d in raw.items()}, mode=preprocessing, fit_on=spec.fit_on)
-    arrays = {**{f"X_{k}": v for k, v in X.items()}, **{f"Y_{k}": v for k, v in Y.items()}}
+    arrays = {**{f"X_{k}": v for k, v in X.items()}, **{f"Y_{k}": v for k, v in Y.items()},
+              # The raw features (NaN = missing) too: folds and label/feature filters preprocess afresh.
+              **{f"R_{k}": d.features.astype(np.float32) for k, d in raw.items()}}
     meta = {"hierarchy": h.to_json(), "preprocessing": info, "files": {k: d.path for k, d in raw.items()},
             "feature_names": list(first.feature_names)}
     if spec.hierarchy == "flat":
@@ -492,6 +493,7 @@ def _build_synthetic(spec, opts, preprocessing):
         h = Hierarchy.from_edges(edges, roots=["root"], skip=())
     Y = {k: h.encode(a) for k, a in ann.items()}
     X, info = preprocess(feats, mode=preprocessing, fit_on=spec.fit_on)
-    arrays = {**{f"X_{k}": v for k, v in X.items()}, **{f"Y_{k}": v for k, v in Y.items()}}
+    arrays = {**{f"X_{k}": v for k, v in X.items()}, **{f"Y_{k}": v for k, v in Y.items()},
+              **{f"R_{k}": np.asarray(v, np.float32) for k, v in feats.items()}}
     names = [f"x{j}" for j in range(next(iter(feats.values())).shape[1])]
     return arrays, {"hierarchy": h.to_json(), "preprocessing": info, "synthetic": opts, "feature_names": names}

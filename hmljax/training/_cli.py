@@ -34,8 +34,8 @@ def _wanted_config(args):
     """The config the command line asks for; with --resume, the saved one checked against every flag given."""
     from hmljax.training import TrainConfig, load_config
 
-    flags = {k: v for k, v in (("dataset", args.dataset), ("seed", args.seed), ("epochs", args.epochs))
-             if v is not None}
+    flags = {k: v for k, v in (("dataset", args.dataset), ("seed", args.seed), ("epochs", args.epochs),
+                               ("fold", args.fold)) if v is not None}
     if args.resume and os.path.exists(os.path.join(args.out, "config.json")):
         saved = load_config(args.out)
         cfg = saved.replace(data_dir=args.data_dir, **flags).override(args.overrides)
@@ -111,6 +111,7 @@ def add_commands(sub) -> None:
     t.add_argument("--data-dir", default=None, help="data directory (default: $HMLJAX_DATA)")
     t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--epochs", type=int, default=None, help="default: the dataset's published value")
+    t.add_argument("--fold", type=int, default=None, help="the held-out fold, with folds=k (same as fold=K)")
     t.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-s<seed>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint; "
                    "flags and keys given must agree with the saved config")

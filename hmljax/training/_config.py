@@ -17,7 +17,7 @@ import os
 
 import jax
 
-from hmljax.data import get_spec, resolve_data_dir
+from hmljax.data import PREPROCESSING_MODES, get_spec, resolve_data_dir
 from hmljax.engine import OPTIMIZERS, get_method, get_sampler, list_methods
 
 __all__ = ["RunConfig", "TrainConfig", "load_config", "config_diff", "BOOKKEEPING"]
@@ -59,7 +59,14 @@ class RunConfig:
     warmup_epochs: int | None = None  # sgd: 0
     lr_decay_every: int | None = None  # sgd: epochs between decays (0: none)
     lr_decay_factor: float | None = None  # sgd: 0.1
-    preprocessing: str = "chmcnn"  # or 'leakfree'
+    preprocessing: str = "chmcnn"  # 'leakfree', 'minmax' (fit on train) or 'minmax_all' (all rows: the adaptive code's)
+    folds: int = 0  # 0: the dataset's own splits; k >= 2: k iteratively stratified folds over all its rows
+    fold: int | None = None  # with folds: the held-out fold (0)
+    fold_valid: bool | None = None  # with folds: halve the held-out fold into valid/test (False)
+    fold_seed: int | None = None  # with folds: the stratification's seed (42, the adaptive-batch code's)
+    fold_order: int | None = None  # with folds: 1 (labels) or 2 (label pairs)
+    min_label_count: int = 0  # drop labels with at most this many positives in the whole dataset (flat data)
+    feature_fraction: float = 1.0  # keep this fraction of features, largest column sums first (adaptive code)
     drop_ids: bool = False  # drop identifier attributes (genbase's protein id) with a warning, instead of refusing
     protocol: str = "chmcnn"  # train on train+valid for `epochs`; or 'early_stopping' on the valid headline metric
     patience: int | None = None  # early_stopping: 20
@@ -81,6 +88,10 @@ class RunConfig:
             "lr_decay_every": (sgd, "optimizer=sgd", 0),
             "lr_decay_factor": (sgd, "optimizer=sgd", 0.1),
             "patience": (es, "protocol=early_stopping", 20),
+            "fold": (self.folds > 0, "folds=k (k >= 2)", 0),
+            "fold_valid": (self.folds > 0, "folds=k (k >= 2)", False),
+            "fold_seed": (self.folds > 0, "folds=k (k >= 2)", 42),
+            "fold_order": (self.folds > 0, "folds=k (k >= 2)", 1),
             "devices": (self.shard != "none", "shard=members or shard=data", 0),
         }
 
@@ -111,7 +122,14 @@ class RunConfig:
             ("lr_decay_every", self.lr_decay_every is None or self.lr_decay_every >= 0, "an integer >= 0"),
             ("lr_decay_factor", self.lr_decay_factor is None or (_finite(self.lr_decay_factor)
                                                                 and 0 < self.lr_decay_factor <= 1), "in (0, 1]"),
-            ("preprocessing", self.preprocessing in ("chmcnn", "leakfree"), "chmcnn or leakfree"),
+            ("preprocessing", self.preprocessing in PREPROCESSING_MODES, f"one of {', '.join(PREPROCESSING_MODES)}"),
+            ("folds", isinstance(self.folds, int) and (self.folds == 0 or self.folds >= 2), "0 or an integer >= 2"),
+            ("fold", self.fold is None or (isinstance(self.fold, int) and 0 <= self.fold < self.folds),
+             f"an integer in 0 .. folds - 1 = {self.folds - 1}"),
+            ("fold_order", self.fold_order in (None, 1, 2), "1 or 2"),
+            ("min_label_count", isinstance(self.min_label_count, int) and self.min_label_count >= 0,
+             "an integer >= 0"),
+            ("feature_fraction", _finite(self.feature_fraction) and 0 < self.feature_fraction <= 1, "in (0, 1]"),
             ("protocol", self.protocol in ("chmcnn", "early_stopping"), "chmcnn or early_stopping"),
             ("patience", self.patience is None or pos_int(self.patience), "an integer >= 1"),
             ("checkpoint_every", pos_int(self.checkpoint_every), "an integer >= 1"),

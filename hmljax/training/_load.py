@@ -8,10 +8,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from hmljax.data import load_dataset
 from hmljax.engine import Method, init_train_state, make_predict_fn
 from hmljax.training._config import TrainConfig, load_config
-from hmljax.training._run import _checkpointer, _restore, build_method
+from hmljax.training._run import _checkpointer, _restore, build_method, load_run_dataset
 
 __all__ = ["LoadedRun", "load_run", "evaluate_run", "predict_file"]
 
@@ -58,7 +57,7 @@ def load_run(run_dir: str, *, data_dir: str | None = None) -> LoadedRun:
         ValueError: not a run directory, no checkpoint, or a checkpoint that does not fit the config.
     """
     cfg = load_config(run_dir).replace(data_dir=data_dir).resolved()
-    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing, drop_ids=cfg.drop_ids)
+    ds = load_run_dataset(cfg)
     with jax.default_matmul_precision(cfg.matmul_precision):
         _, method, _ = build_method(cfg, ds)
         init_key, loop_key = jax.random.split(jax.random.key(cfg.seed))

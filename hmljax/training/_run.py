@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hmljax.data import atomic_write_text, load_dataset
+from hmljax.data import atomic_write_text, dataset_view, load_dataset
 from hmljax.engine import (
     get_method,
     init_train_state,
@@ -26,17 +26,27 @@ from hmljax.engine import (
 from hmljax.training._config import TrainConfig, config_diff
 from hmljax.training._sharding import make_mesh, replicate, shard_epoch_batches, shard_members
 
-__all__ = ["train_and_evaluate", "build_method", "source_commit", "run_lock"]
+__all__ = ["train_and_evaluate", "build_method", "load_run_dataset", "source_commit", "run_lock"]
+
+
+def load_run_dataset(cfg: TrainConfig):
+    """The dataset a resolved config trains on: loaded (cached), then re-split into its fold and filtered as the
+    config's ``folds``, ``min_label_count`` and ``feature_fraction`` say (:func:`hmljax.data.dataset_view`)."""
+    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing, drop_ids=cfg.drop_ids)
+    return dataset_view(ds, folds=cfg.folds, fold=cfg.fold or 0, fold_valid=bool(cfg.fold_valid),
+                        fold_seed=42 if cfg.fold_seed is None else cfg.fold_seed, fold_order=cfg.fold_order or 1,
+                        min_label_count=cfg.min_label_count, feature_fraction=cfg.feature_fraction)
 
 
 def build_method(cfg: TrainConfig, ds=None, *, split: str | None = None):
-    """``(dataset, method, split)`` for a resolved config: the dataset loaded, the method built on it.
+    """``(dataset, method, split)`` for a resolved config: the dataset loaded (:func:`load_run_dataset`) unless
+    given, and the method built on it.
 
     ``split`` defaults to the protocol's: train+valid for ``protocol=chmcnn`` where a valid split exists
     (C-HMCNN trains on both for the fixed epoch count), else train.
     """
     if ds is None:
-        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing, drop_ids=cfg.drop_ids)
+        ds = load_run_dataset(cfg)
     if split is None:
         split = "train+valid" if (cfg.protocol == "chmcnn" and "valid" in ds.X) else "train"
     return ds, get_method(cfg.method).build(ds, cfg, split=split), split
@@ -251,6 +261,8 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(
                 {"state": state, "key": jax.random.key_data(loop_key), "epoch": epoch + 1}))
+            mngr.wait_until_finished()
+            _record_checksums(mngr)
         if cfg.protocol == "early_stopping" and epoch + 1 - best["epoch"] >= cfg.patience:
             break
     mngr.wait_until_finished()
@@ -285,6 +297,52 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     return {"results": results, "params": params, "model_state": model_state, "state": state}
 
 
+def _checksum_file(mngr) -> str:
+    return os.path.join(os.path.dirname(os.fspath(mngr.directory)), "checkpoints.sha256.json")
+
+
+def _step_files(mngr, step: int) -> dict[str, str]:
+    import hashlib
+
+    folder = os.path.join(os.fspath(mngr.directory), str(step))
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
+
+
+def _record_checksums(mngr) -> None:
+    """SHA-256 of every file of the checkpoints kept, written atomically beside them: a flipped byte in a
+    checkpoint is found when it is read, not trained on."""
+    path = _checksum_file(mngr)
+    old = {}
+    if os.path.exists(path):
+        with contextlib.suppress(OSError, ValueError):
+            old = json.load(open(path))
+    sums = {str(s): old.get(str(s)) or _step_files(mngr, s) for s in mngr.all_steps()}
+    atomic_write_text(path, json.dumps(sums, indent=1))
+
+
+def _verify_checksums(mngr, step: int) -> None:
+    path = _checksum_file(mngr)
+    if not os.path.exists(path):
+        return  # a run from before checksums were written
+    want = json.load(open(path)).get(str(step))
+    if want is None:
+        return
+    got = _step_files(mngr, step)
+    bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    if bad:
+        older = [s for s in mngr.all_steps() if s < step]
+        hint = (f"delete {os.path.join(os.fspath(mngr.directory), str(step))} to resume from checkpoint {max(older)}"
+                if older else "start the run again")
+        raise ValueError(f"checkpoint {step} in {mngr.directory} is damaged ({bad[0]} differs from the checksum "
+                         f"written with it): {hint}")
+
+
 def _restore(mngr, state, loop_key, step: int | None = None):
     """``(state, loop_key, epoch)`` from a checkpoint, into the structure of ``state``.
 
@@ -294,6 +352,7 @@ def _restore(mngr, state, loop_key, step: int | None = None):
     import orbax.checkpoint as ocp
 
     step = mngr.latest_step() if step is None else step
+    _verify_checksums(mngr, step)
     template = {"state": state, "key": jax.random.key_data(loop_key), "epoch": 0}
     try:
         restored = mngr.restore(step, args=ocp.args.StandardRestore(template))

@@ -1,0 +1,242 @@
+"""Bad input and faults: each malformed file, misused flag or damaged cache/checkpoint gives one clear, specific
+error, and leaves no partial output behind (issue 18's fuzz suite; more cases are added as formats land)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from hmljax.cli import main
+from hmljax.data import ArffError, DataError, load_dataset, read_arff
+
+GOOD = """@relation toy
+@attribute a numeric
+@attribute b numeric
+@attribute colour {red,green}
+@attribute class hierarchical A,A/1,A/2,B
+@data
+0.5,1.0,red,A/1
+-1.0,?,green,B
+2.0,0.25,red,A/1@B
+0.0,3.0,green,A/2
+"""
+
+# (case id, how to turn GOOD into bad text, a phrase the error must contain)
+ARFF_CASES = [
+    ("empty", lambda t: "", "empty"),
+    ("no-data-section", lambda t: t.split("@data")[0], "@data"),
+    ("inf", lambda t: t.replace("0.5,1.0", "inf,1.0"), "not a finite number"),
+    ("minus-inf", lambda t: t.replace("0.5,1.0", "-inf,1.0"), "not a finite number"),
+    ("nan-literal", lambda t: t.replace("0.5,1.0", "nan,1.0"), "not a finite number"),
+    ("overflow", lambda t: t.replace("0.5,1.0", "1e400,1.0"), "not a finite number"),
+    ("not-a-number", lambda t: t.replace("0.5,1.0", "zero,1.0"), "is not a number"),
+    ("too-few-fields", lambda t: t.replace("0.5,1.0,red,A/1", "0.5,red,A/1"), "field"),
+    ("too-many-fields", lambda t: t.replace("0.5,1.0,red,A/1", "0.5,1.0,1.0,red,A/1"), "field"),
+    ("nominal-outside-set", lambda t: t.replace("0.5,1.0,red", "0.5,1.0,blue"), "blue"),
+    ("unknown-label", lambda t: t.replace("0.0,3.0,green,A/2", "0.0,3.0,green,C/9"), "C/9"),
+    ("no-label", lambda t: t.replace("0.0,3.0,green,A/2", "0.0,3.0,green,"), "label"),
+    ("bad-attribute-type", lambda t: t.replace("@attribute b numeric", "@attribute b complex"), "complex"),
+    ("unterminated-quote", lambda t: t.replace("@attribute a numeric", "@attribute 'a numeric"), "quote"),
+    ("bad-hierarchy-entry", lambda t: t.replace("A,A/1,A/2,B", "A,A/1,A/2,B,B//x"), "hierarch"),
+]
+
+
+def _case_file(tmp_path, text, name="toy.arff"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("case,mutate,says", ARFF_CASES, ids=[c[0] for c in ARFF_CASES])
+def test_malformed_arff_is_one_clear_error_and_no_cache(tmp_path, monkeypatch, case, mutate, says):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HMLJAX_CACHE", str(cache))
+    d = tmp_path / "data"
+    d.mkdir()
+    bad = _case_file(d, mutate(GOOD), "toy.train.arff")
+    # The test split is good, except that it declares the same hierarchy (else that mismatch is the error).
+    _case_file(d, mutate(GOOD) if case == "bad-hierarchy-entry" else GOOD, "toy.test.arff")
+    with pytest.raises(ArffError) as err:
+        load_dataset("toy", data_dir=str(d))
+    assert bad in str(err.value) and says.lower() in str(err.value).lower(), str(err.value)
+    assert not cache.exists() or not os.listdir(cache)  # nothing half-written
+
+
+@pytest.mark.parametrize("case", ["truncated", "corrupt-deflate", "not-gzip"])
+def test_damaged_gzip_is_an_arff_error(tmp_path, case):
+    raw = gzip.compress(GOOD.encode())
+    data = {"truncated": raw[: len(raw) // 2],
+            "corrupt-deflate": raw[:12] + bytes(b ^ 0xFF for b in raw[12:40]) + raw[40:],
+            "not-gzip": b"\x1f\x8b" + b"garbage" * 10}[case]
+    p = tmp_path / "toy.arff.gz"
+    p.write_bytes(data)
+    with pytest.raises(ArffError, match="toy.arff.gz"):
+        read_arff(str(p))
+
+
+def test_meka_label_count_beyond_the_attributes(tmp_path):
+    text = "@relation 'x: -C -50'\n@attribute a numeric\n@attribute l {0,1}\n@data\n1,0\n"
+    with pytest.raises(ArffError, match="x.arff"):
+        read_arff(_case_file(tmp_path, text, "x.arff"))
+
+
+def test_a_bad_split_writes_no_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HMLJAX_CACHE", str(cache))
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "toy.train.arff").write_text(GOOD)
+    (d / "toy.test.arff").write_text(GOOD.replace("0.5,1.0", "inf,1.0"))
+    with pytest.raises(ArffError, match="toy.test.arff"):
+        load_dataset("toy", data_dir=str(d))
+    assert not cache.exists() or not [e for e in os.listdir(cache) if not e.startswith(".")], os.listdir(cache)
+
+
+# ---------------------------------------------------------------- the CLI: a bad flag is refused before any write
+CLI_CASES = [
+    (["lr=inf"], "bad value for lr"),
+    (["lr=-1"], "bad value for lr"),
+    (["lr=nan"], "bad value for lr"),
+    (["threshold=5"], "bad value for threshold"),
+    (["hidden=0"], "bad value for hidden"),
+    (["hidden=big"], "not an int"),
+    (["dropout=1.5"], "bad value for dropout"),
+    (["batch_size=0"], "bad value for batch_size"),
+    (["weight_decay=-1"], "bad value for weight_decay"),
+    (["method=nope"], "unknown method 'nope'"),
+    (["sampler=nope"], "unknown sampler 'nope'"),
+    (["focal=bogus", "ensemble=2"], "bad value for focal"),
+    (["focal=gmu"], "needs ensemble >= 1 or mc_passes >= 1"),
+    (["w0=0.1"], "applies only with weights"),
+    (["u0=0.1"], "applies only with a focal term"),
+    (["weights=code", "w0=-1"], "bad value for w0"),
+    (["weights=code", "w0=inf"], "bad value for w0"),
+    (["weights=inverse"], "bad value for weights"),
+    (["momentum=0.9"], "applies only with optimizer=sgd"),
+    (["optimizer=rmsprop"], "bad value for optimizer"),
+    (["patience=3"], "applies only with protocol=early_stopping"),
+    (["protocol=magic"], "bad value for protocol"),
+    (["fold=1"], "applies only with folds"),
+    (["folds=1"], "bad value for folds"),
+    (["folds=3", "fold=3"], "bad value for fold"),
+    (["feature_fraction=0"], "bad value for feature_fraction"),
+    (["preprocessing=bogus"], "bad value for preprocessing"),
+    (["matmul_precision=tf32"], "bad value for matmul_precision"),
+    (["mc_passes=2", "ensemble=2"], "not both"),
+    (["schedule=linear"], "needs weights"),
+    (["resample=smote"], "bad value for resample"),
+    (["noequals"], "is not key=value"),
+    (["nosuchkey=1"], "unknown config key 'nosuchkey'"),
+    (["ema=0.5"], "unknown config key"),
+    (["shard=pipeline"], "bad value for shard"),
+    (["devices=2"], "applies only with shard"),
+    (["epochs=0"], "bad value for epochs"),
+    (["checkpoint_every=0"], "bad value for checkpoint_every"),
+]
+
+
+@pytest.mark.parametrize("keys,says", CLI_CASES, ids=[" ".join(k) for k, _ in CLI_CASES])
+def test_cli_refuses_bad_keys_before_writing(tmp_path, capsys, keys, says):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--out", str(out), "--no-progress", *keys]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.startswith("hmljax: error:"), err
+    assert not out.exists()  # nothing written for a refused config
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["train", "--resume"], "--resume needs --out"),
+    (["train", "--out", "x", "--extend"], "--extend trains a saved run further"),
+    (["train", "--dataset", "no_such_dataset"], "unknown dataset"),
+    (["evaluate", "/nonexistent/run"], "not a run directory"),
+    (["predict", "/nonexistent/run", "--input", "x.arff", "--out", "p.npy"], "not a run directory"),
+], ids=["resume-no-out", "extend-no-resume", "unknown-dataset", "evaluate-missing", "predict-missing"])
+def test_cli_misuse(tmp_path, capsys, monkeypatch, argv, says):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ damaged caches and checkpoints are found
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HMLJAX_CACHE", str(cache))
+    ds = load_dataset("synthetic")
+    return ds.cache_path
+
+
+@pytest.mark.parametrize("target", ["X_train.npy", "Y_test.npy", "R_valid.npy"])
+def test_flipped_byte_in_a_cache_file_is_found(fresh_cache, target):
+    p = os.path.join(fresh_cache, target)
+    data = bytearray(open(p, "rb").read())
+    data[-7] ^= 0x01
+    open(p, "wb").write(bytes(data))
+    with pytest.raises(DataError, match=rf"{target} is damaged.*delete"):
+        load_dataset("synthetic")
+
+
+def test_cache_file_cut_short_or_meta_garbled(fresh_cache):
+    p = os.path.join(fresh_cache, "X_train.npy")
+    a = np.load(p)
+    np.save(p, a[:10])  # a valid .npy, 10 rows: the checksum and the row counts both catch it
+    with pytest.raises(DataError, match="X_train.npy"):
+        load_dataset("synthetic")
+    open(os.path.join(fresh_cache, "meta.json"), "w").write("{not json")
+    with pytest.raises(DataError, match="meta.json .* unreadable"):
+        load_dataset("synthetic")
+
+
+def test_stale_temporary_cache_folders_are_removed(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    stale, fresh = cache / ".tmp-old-build", cache / ".tmp-building-now"
+    for d in (stale, fresh):
+        d.mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    monkeypatch.setenv("HMLJAX_CACHE", str(cache))
+    load_dataset("synthetic")
+    assert not stale.exists() and fresh.exists()
+
+
+def test_flipped_byte_in_a_checkpoint_is_found_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--no-progress", "--epochs", "2", "hidden=8", "batch_size=128",
+            "checkpoint_every=1"]
+    assert main(args) == 0
+    step = run / "checkpoints" / "2"
+    files = sorted(p for p in step.rglob("*") if p.is_file() and p.stat().st_size > 64)
+    data = bytearray(files[0].read_bytes())
+    data[len(data) // 2] ^= 0x10
+    files[0].write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint 2" in err and "damaged" in err and "resume from checkpoint 1" in err, err
+
+
+def test_two_trainings_into_one_folder(tmp_path):
+    from hmljax.training import TrainConfig, run_lock, train_and_evaluate
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_lock(str(run)):  # as if another training held it
+        with pytest.raises(ValueError, match="in use by another training"):
+            train_and_evaluate(TrainConfig(epochs=1, hidden=8), str(run), progress=False)
+    assert not (run / "metrics.jsonl").exists()
+
+
+def test_nan_predictions_are_refused_not_scored():
+    from hmljax.metrics import flat_suite, hierarchical_suite
+
+    h = load_dataset("synthetic").hierarchy
+    y = np.zeros((3, h.num_nodes), np.uint8)
+    p = np.full((3, h.num_nodes), 0.5)
+    p[1, 4] = np.nan
+    for suite in (hierarchical_suite(h), flat_suite()):
+        with pytest.raises(ValueError, match="non-finite"):
+            suite.evaluate(y, p)
+        with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+            suite.evaluate(y, np.full_like(p, 1.5))
