@@ -240,3 +240,11 @@ def test_nan_predictions_are_refused_not_scored():
             suite.evaluate(y, p)
         with pytest.raises(ValueError, match=r"in \[0, 1\]"):
             suite.evaluate(y, np.full_like(p, 1.5))
+
+
+def test_run_directory_blocked_by_a_file_is_one_line(tmp_path, capsys):
+    # (A read-only parent gives the same OSError path; CI runs as root, which ignores permissions.)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--out", str(blocker / "run"), "--no-progress", "--epochs", "1"]) == 2
+    assert "cannot create the run directory" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -182,9 +183,7 @@ def _remove_stale_temporaries(root: str, *, older_than_s: float = 3600.0) -> Non
         return
     for e in entries:
         p = os.path.join(root, e)
-        if e.startswith(".tmp-") and os.path.isdir(p):
-            try:
-                if now - os.path.getmtime(p) > older_than_s:
-                    shutil.rmtree(p, ignore_errors=True)
-            except OSError:
-                pass
+        # A folder another process removes while we look is not an error: suppress and go on.
+        with contextlib.suppress(OSError):
+            if e.startswith(".tmp-") and os.path.isdir(p) and now - os.path.getmtime(p) > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)

@@ -21,16 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hmljax.data._stratify import _check
+
 __all__ = ["label_cardinality", "label_density", "irlbl", "mean_ir", "minority_labels", "imbalance_summary"]
-
-
-def _check(labels_NxC) -> np.ndarray:
-    Y = np.asarray(labels_NxC)
-    if Y.ndim != 2:
-        raise ValueError(f"expected a [N, C] label matrix, got shape {Y.shape}")
-    if Y.dtype != bool and Y.size and not np.isin(Y, (0, 1)).all():
-        raise ValueError("labels must be 0/1")
-    return Y.astype(bool, copy=False)
 
 
 def label_cardinality(labels_NxC) -> float:

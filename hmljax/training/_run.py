@@ -157,7 +157,10 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
     ``extend=True`` (training a finished run further).
     """
     cfg = cfg.resolved()
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the run directory {run_dir!r}: {err.strerror}") from None
     with run_lock(run_dir), jax.default_matmul_precision(cfg.matmul_precision):
         return _train_and_evaluate(cfg, run_dir, resume=resume, progress=progress, extend=extend)
 
