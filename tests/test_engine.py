@@ -61,10 +61,9 @@ def test_toy_method_trains_and_its_sampler_follows_the_loss(tmp_path):
 
 
 def test_toy_method_is_reproducible_and_resumes_bitwise(tmp_path):
+    # (Two fresh runs of one config agreeing bit for bit is checked by the kill test below.)
     full = train_and_evaluate(TrainConfig(epochs=4, checkpoint_every=1, **TOY), str(tmp_path / "full"),
                               progress=False)
-    again = train_and_evaluate(TrainConfig(epochs=4, **TOY), str(tmp_path / "again"), progress=False)
-    assert _leaves_equal(full["params"], again["params"])
     # Stop after 2 epochs, then resume to 4: same parameters, model state and sampler state.
     train_and_evaluate(TrainConfig(epochs=2, checkpoint_every=1, **TOY), str(tmp_path / "half"), progress=False)
     with pytest.raises(ValueError, match="pass --extend"):

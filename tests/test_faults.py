@@ -130,7 +130,7 @@ CLI_CASES = [
     (["resample=smote"], "bad value for resample"),
     (["noequals"], "is not key=value"),
     (["nosuchkey=1"], "unknown config key 'nosuchkey'"),
-    (["ema=0.5"], "unknown config key"),
+    (["ema=0.5"], "config key 'ema'"),  # unknown, or another method's when the test method is registered
     (["shard=pipeline"], "bad value for shard"),
     (["devices=2"], "applies only with shard"),
     (["epochs=0"], "bad value for epochs"),
@@ -155,6 +155,7 @@ def test_cli_refuses_bad_keys_before_writing(tmp_path, capsys, keys, says):
     (["predict", "/nonexistent/run", "--input", "x.arff", "--out", "p.npy"], "not a run directory"),
 ], ids=["resume-no-out", "extend-no-resume", "unknown-dataset", "evaluate-missing", "predict-missing"])
 def test_cli_misuse(tmp_path, capsys, monkeypatch, argv, says):
+    monkeypatch.delenv("HMLJAX_DATA", raising=False)  # none of these needs data (and a relative one breaks here)
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert says in capsys.readouterr().err

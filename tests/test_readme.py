@@ -15,7 +15,9 @@ def _blocks():
     text = open(os.path.join(ROOT, "README.md")).read()
     for i, m in enumerate(re.finditer(r"```python\n(.*?)```", text, re.S)):
         line = text[: m.start()].count("\n") + 1
-        yield pytest.param(m.group(1), id=f"README.md:{line}")
+        # Snippets on the real datasets build their caches (cellcycle_GO: a while): with -m slow.
+        marks = [pytest.mark.slow] if "../shared/data" in m.group(1) else []
+        yield pytest.param(m.group(1), id=f"README.md:{line}", marks=marks)
 
 
 @pytest.mark.parametrize("code", list(_blocks()))

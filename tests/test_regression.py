@@ -66,8 +66,8 @@ def _recorded() -> dict:
         return json.load(fh).get(_env_key(), {})
 
 
-# CI runs three (one network, the E = 10 GMU ensemble, MC dropout); the rest with -m slow.
-FAST = ("chmcnn", "gmu_ensemble_E10", "mc_dropout")
+# CI runs two (one network, the E = 10 GMU ensemble with RARE's weights); the rest with -m slow.
+FAST = ("chmcnn", "gmu_ensemble_E10")
 
 
 @pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)])
