@@ -151,7 +151,7 @@ def test_leading_batch_axes_equal_the_2d_result(shape, dense):
             np.testing.assert_array_equal(got, want, err_msg=name)
 
 
-@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+@pytest.mark.parametrize("dense", [pytest.param(True, marks=pytest.mark.slow), False], ids=["dense", "sparse"])
 def test_leading_batch_axes_under_vmap_and_grad(dense):
     h = _hier()
     c = h.num_nodes
