@@ -60,6 +60,7 @@ def test_toy_method_trains_and_its_sampler_follows_the_loss(tmp_path):
     assert json.loads(json.dumps(evaluate_run(str(tmp_path / "a")))) == res["test"]
 
 
+@pytest.mark.slow  # the kill test below resumes bitwise too, and the CLI test extends a run
 def test_toy_method_is_reproducible_and_resumes_bitwise(tmp_path):
     # (Two fresh runs of one config agreeing bit for bit is checked by the kill test below.)
     full = train_and_evaluate(TrainConfig(epochs=4, checkpoint_every=1, **TOY), str(tmp_path / "full"),
