@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _blocks():
     text = open(os.path.join(ROOT, "README.md")).read()
-    for i, m in enumerate(re.finditer(r"```python\n(.*?)```", text, re.S)):
+    for m in re.finditer(r"```python\n(.*?)```", text, re.S):
         line = text[: m.start()].count("\n") + 1
         if any(ln.strip() == "..." or ln.strip().startswith("... ") for ln in m.group(1).splitlines()):
             continue  # a sketch
