@@ -51,8 +51,19 @@ def optimizer_from_config(cfg, *, steps_per_epoch: int):
                           decay_every=cfg.lr_decay_every * steps_per_epoch, decay_factor=cfg.lr_decay_factor)
 
 
-def sampler_from_config(cfg, *, num_rows: int):
-    """The sampler a resolved run config names (``sampler=NAME`` and its keys) over ``num_rows`` rows."""
+def sampler_from_config(cfg, *, num_rows: int, x=None, y=None):
+    """The sampler a resolved run config names (``sampler=NAME`` and its keys) over ``num_rows`` rows.
+
+    ``x`` ``[N, D]`` and ``y`` ``[N, C]``, the rows the method trains on, reach samplers registered
+    with ``needs_data=True``; a method that does not pass them cannot use such a sampler.
+    """
     spec = get_sampler(cfg.sampler)
-    return spec.build(cfg.sampler_config, num_rows=num_rows, batch_size=cfg.batch_size, seed=cfg.seed,
-                      drop_remainder=cfg.drop_remainder)
+    kwargs = dict(num_rows=num_rows, batch_size=cfg.batch_size, seed=cfg.seed, drop_remainder=cfg.drop_remainder)
+    if spec.needs_data:
+        if x is None or y is None:
+            raise ValueError(f"sampler={cfg.sampler} needs the training rows; this method does not pass them "
+                             "to sampler_from_config(..., x=X, y=Y)")
+        if len(x) != num_rows or len(y) != num_rows:
+            raise ValueError(f"sampler={cfg.sampler}: x has {len(x)} rows and y {len(y)}, expected {num_rows}")
+        kwargs.update(x=x, y=y)
+    return spec.build(cfg.sampler_config, **kwargs)

@@ -30,8 +30,9 @@ class MethodSpec(NamedTuple):
 class SamplerSpec(NamedTuple):
     name: str
     config: type
-    build: Callable[..., Any]  # build(config, *, num_rows, batch_size, seed, drop_remainder) -> sampler
+    build: Callable[..., Any]  # build(config, *, num_rows, batch_size, seed, drop_remainder[, x, y]) -> sampler
     doc: str
+    needs_data: bool = False  # build also takes the training rows x [N, D] and labels y [N, C] (numpy)
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -51,12 +52,15 @@ def register_method(name: str, config: type, build: Callable, *, doc: str = "", 
     _METHODS[name] = MethodSpec(name, config, build, doc or (build.__doc__ or "").strip().split("\n")[0])
 
 
-def register_sampler(name: str, config: type, build: Callable, *, doc: str = "", replace: bool = False) -> None:
-    """Makes ``sampler=name`` available."""
+def register_sampler(name: str, config: type, build: Callable, *, doc: str = "", replace: bool = False,
+                     needs_data: bool = False) -> None:
+    """Makes ``sampler=name`` available. ``needs_data=True``: ``build`` also gets the training rows as
+    ``x=`` ``[N, D]`` and ``y=`` ``[N, C]`` (numpy; e.g. for label-imbalance statistics)."""
     _check_config("sampler", name, config)
     if name in _SAMPLERS and not replace:
         raise ValueError(f"sampler {name!r} is already registered (pass replace=True to redefine it)")
-    _SAMPLERS[name] = SamplerSpec(name, config, build, doc or (build.__doc__ or "").strip().split("\n")[0])
+    _SAMPLERS[name] = SamplerSpec(name, config, build, doc or (build.__doc__ or "").strip().split("\n")[0],
+                                  needs_data)
 
 
 def _builtins() -> None:

@@ -9,6 +9,7 @@ import dataclasses
 from hmljax.data import EpochSampler
 from hmljax.engine import device_shuffle, register_method, register_sampler
 from hmljax.methods._chmcnn import ChmcnnConfig, build_chmcnn, chmcnn_model, forward_apply, hierarchy_constraint
+from hmljax.methods._hlstm import ChmcLstmConfig, HlstmConfig, build_hlstm, node_levels
 from hmljax.methods._mlp import MlpConfig, build_mlp
 from hmljax.methods._rare import (
     RareConfig,
@@ -21,7 +22,7 @@ from hmljax.methods._rare import (
 
 __all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hierarchy_constraint", "RareConfig",
            "RareLoss", "make_rare_loss", "node_weights_for", "rare_loss_settings", "training_rows", "NoKeys",
-           "MlpConfig", "build_mlp"]
+           "MlpConfig", "build_mlp", "HlstmConfig", "ChmcLstmConfig", "build_hlstm", "node_levels"]
 
 
 @dataclasses.dataclass
@@ -43,5 +44,9 @@ register_method("chmcnn", ChmcnnConfig, build_chmcnn, replace=True,
                 doc="C-HMCNN's MLP and max-constraint loss, with RARE's weights, focal terms and resampling")
 register_method("mlp", MlpConfig, build_mlp, replace=True,
                 doc="a flat multi-label MLP with per-label BCE (and RARE's weights, focal terms, ensembles)")
+register_method("hlstm", HlstmConfig, build_hlstm, replace=True,
+                doc="HLSTM: an LSTM over the hierarchy's levels with the hybrid local (LMC) + global (MCM) loss")
+register_method("chmc_lstm", ChmcLstmConfig, build_hlstm, replace=True,
+                doc="CHMC-LSTM: HLSTM's network without the local branch, trained with MCLoss only")
 register_sampler("epoch", NoKeys, _epoch_sampler, replace=True)
 register_sampler("device_shuffle", NoKeys, _device_shuffle, replace=True)

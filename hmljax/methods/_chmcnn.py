@@ -55,17 +55,22 @@ def hierarchy_constraint(hierarchy, kind: str = "sparse"):
 def forward_apply(forward, *, mc_passes: int = 0):
     """A :class:`Model` ``apply`` from a forward ``(params, x, *, train, key) -> logits [E, B, C]``.
 
-    With ``mc_passes = P > 0`` a training forward also returns ``aux["mc_logits"]`` ``[P, B, C]``: P
-    gradient-free MC-dropout passes of the (single) network, for RARE's focal term only.
+    The forward may also return ``(logits, aux)``, a dict of further outputs (HLSTM's local
+    logits), passed on as ``ModelOutput.aux``. With ``mc_passes = P > 0`` a training forward also
+    returns ``aux["mc_logits"]`` ``[P, B, C]``: P gradient-free MC-dropout passes of the (single)
+    network's logits, for RARE's focal term only.
     """
 
+    def split(out):
+        return out if isinstance(out, tuple) else (out, {})
+
     def apply(params, model_state, x, *, train, key=None):
-        logits = forward(params, x, train=train, key=key)
-        aux = {}
+        logits, aux = split(forward(params, x, train=train, key=key))
+        aux = dict(aux)
         if train and mc_passes:
             keys = jax.random.split(jax.random.fold_in(key, 1), mc_passes)
             frozen = jax.lax.stop_gradient(params)
-            aux["mc_logits"] = jax.vmap(lambda k: forward(frozen, x, train=True, key=k)[0])(keys)
+            aux["mc_logits"] = jax.vmap(lambda k: split(forward(frozen, x, train=True, key=k))[0][0])(keys)
         return ModelOutput(logits, aux, model_state)
 
     return apply
@@ -91,7 +96,7 @@ def build_chmcnn(ds, cfg, *, split: str) -> Method:
     ancestry = hierarchy_constraint(h, m.constraint)
     X, Y, info = training_rows(m, ds, split, seed=cfg.seed)
     net = ChmcnnMLP(hidden=m.hidden, num_outputs=h.num_nodes, dropout=m.dropout, init_scheme=m.init)
-    sampler = sampler_from_config(cfg, num_rows=X.shape[0])
+    sampler = sampler_from_config(cfg, num_rows=X.shape[0], x=X, y=Y)
     lc = rare_loss_settings(m, node_weights_for(m, ds, Y), steps_per_epoch=sampler.steps_per_epoch)
 
     def predict(out):  # an ensemble predicts the mean of its members' constrained outputs, as RARE does

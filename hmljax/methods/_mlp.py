@@ -61,7 +61,7 @@ def build_mlp(ds, cfg, *, split: str) -> Method:
     X, Y, info = training_rows(m, ds, split, seed=cfg.seed)
     net = ChmcnnMLP(hidden=m.hidden, num_outputs=h.num_nodes, num_layers=m.layers, dropout=m.dropout,
                     init_scheme=m.init)
-    sampler = sampler_from_config(cfg, num_rows=X.shape[0])
+    sampler = sampler_from_config(cfg, num_rows=X.shape[0], x=X, y=Y)
     identity = hierarchy_constraint(h, "sparse")
     lc = rare_loss_settings(m, node_weights_for(m, _FlatView(ds, h), Y), steps_per_epoch=sampler.steps_per_epoch)
     train_counts = np.asarray(ds.split("train")[1], np.int64).sum(0)

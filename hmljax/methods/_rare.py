@@ -209,11 +209,13 @@ def rare_loss_settings(cfg: RareConfig, node_weights, *, steps_per_epoch: int) -
         schedule_k=pick(cfg.schedule_k, 3.0), steps_per_epoch=steps_per_epoch, mix_lambda=pick(cfg.mix_lambda, 1.0))
 
 
-def make_rare_loss(lc: RareLoss, *, ancestry, evaluated):
+def make_rare_loss(lc: RareLoss, *, ancestry, evaluated, elementwise=None):
     """``loss(ModelOutput, Batch) -> (objective, LossOutput)``: MCLoss over the evaluated nodes with RARE's terms.
 
     With the default :class:`RareLoss` this is C-HMCNN's loss, the mean MCLoss over the valid rows
-    and evaluated nodes. The focal term's probabilities come from the ensemble's logits, or from
+    and evaluated nodes. ``elementwise(out, y, mask_BxC) -> [E, B, C]`` replaces MCLoss by another
+    unreduced per-member loss (HLSTM's hybrid loss); weights, focal terms, schedules and the
+    reduction then apply to it unchanged. The focal term's probabilities come from the ensemble's logits, or from
     the forward's ``aux["mc_logits"]`` (gradient-free MC-dropout passes) when it has them. Each
     member's loss is reduced on its own and the members' losses are summed, so member e's gradient
     is that of its own loss; the reported loss is their mean.
@@ -232,7 +234,10 @@ def make_rare_loss(lc: RareLoss, *, ancestry, evaluated):
     def loss(out, batch):
         logits, y, where = out.logits, batch.y, batch.where
         mask_BxC = where[:, None] & evaluated[None, :]
-        per = jax.vmap(lambda z: mc_loss(z, y, ancestry, where=mask_BxC))(logits)  # [E, B, C]
+        if elementwise is None:
+            per = jax.vmap(lambda z: mc_loss(z, y, ancestry, where=mask_BxC))(logits)  # [E, B, C]
+        else:
+            per = elementwise(out, y, mask_BxC)
         weight = jnp.ones(y.shape, jnp.float32)
         if node_w is not None:
             weight = label_weights(node_w, y, apply_to=lc.apply_to)

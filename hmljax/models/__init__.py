@@ -8,7 +8,8 @@ from hmljax.models._ensemble import (
     single_forward,
     stacked_forward,
 )
+from hmljax.models._lstm import LOCAL_INITS, LevelLSTM, local_kernel_init
 from hmljax.models._mlp import ChmcnnMLP, torch_linear_init
 
-__all__ = ["ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward", "init_stacked",
+__all__ = ["LevelLSTM", "LOCAL_INITS", "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward", "init_stacked",
            "single_forward", "stacked_forward"]

@@ -27,7 +27,8 @@ def single_forward(model: nn.Module) -> Forward:
 
     def forward(params, x, *, train: bool, key=None):
         rngs = {"dropout": key} if train else {}
-        return model.apply({"params": params}, x, train=train, rngs=rngs)[None]
+        # tree_map: a network may return a tuple of arrays (HLSTM: global and local logits).
+        return jax.tree_util.tree_map(lambda a: a[None], model.apply({"params": params}, x, train=train, rngs=rngs))
 
     return forward
 
