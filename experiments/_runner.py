@@ -121,11 +121,12 @@ def _epochs_logged(run_dir: str) -> int:
 # ----------------------------------------------------------------------------- plans
 
 # What an epoch's cost depends on, to first order: the data (and its resampling) and how many networks train.
-_COST_KEYS = ("dataset", "resample", "ensemble", "mc_passes", "focal")
+_COST_KEYS = ("dataset", "method", "resample", "ensemble", "mc_passes", "focal")
+_COST_DEFAULTS = {"method": "chmcnn"}  # configs saved before methods had names were C-HMCNN's
 
 
 def _cost_key(cfg_dict) -> tuple:
-    return tuple(str(cfg_dict.get(k)) for k in _COST_KEYS)
+    return tuple(str(cfg_dict.get(k, _COST_DEFAULTS.get(k))) for k in _COST_KEYS)
 
 
 def _epoch_seconds(run_dir: str) -> list[float]:

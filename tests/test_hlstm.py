@@ -42,12 +42,13 @@ def _np_lstm(params, x, level_sizes, index, C):
     """Eq. 6-13 in float64 numpy: concatenated gates [A; x], F/I/Ĉ/O order, relu transitions, linear heads."""
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
-    H = P["gates"]["kernel"].shape[1] // 4
+    H = P["gates_a"]["kernel"].shape[0]
+    W = np.concatenate([P["gates_a"]["kernel"], P["gates_x"]["kernel"]], 0)  # eq. 6-11's W over [A; x]
     a = np.zeros((x.shape[0], H))
     c = np.zeros_like(a)
     parts = []
     for lvl in range(len(level_sizes)):
-        z = np.concatenate([a, x], -1) @ P["gates"]["kernel"] + P["gates"]["bias"]
+        z = np.concatenate([a, x], -1) @ W + P["gates_x"]["bias"]
         f, i, g, o = np.split(z, 4, -1)
         c = sig(f) * c + sig(i) * np.tanh(g)
         a = sig(o) * np.tanh(c)
@@ -76,11 +77,11 @@ def test_level_lstm_matches_a_float64_reference_and_the_paper_init(rng):
         {"params": jax.random.PRNGKey(1)}, jnp.asarray(x), train=False)["params"]
     assert all(np.all(p[f"local_{k}"]["kernel"] == np.float32(0.1)) and np.all(p[f"local_{k}"]["bias"] == 0)
                for k in range(len(levels)))
-    assert float(jnp.abs(p["gates"]["kernel"]).max()) <= 1 / np.sqrt(6)
+    assert float(jnp.abs(p["gates_x"]["kernel"]).max()) <= 1 / np.sqrt(6)
     # CHMC-LSTM: no local branch at all.
     p0 = LevelLSTM(hidden=6, transition=5, level_index=levels, num_outputs=h.num_nodes, local_heads=False).init(
         {"params": jax.random.PRNGKey(1)}, jnp.asarray(x), train=False)["params"]
-    assert set(p0) == {"gates", "global"}
+    assert set(p0) == {"gates_x", "gates_a", "global"}
 
 
 def test_dropout_is_train_only_and_key_driven(rng):

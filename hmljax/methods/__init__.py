@@ -8,6 +8,7 @@ import dataclasses
 
 from hmljax.data import EpochSampler
 from hmljax.engine import device_shuffle, register_method, register_sampler
+from hmljax.methods._batch_selection import register_batch_samplers
 from hmljax.methods._chmcnn import ChmcnnConfig, build_chmcnn, chmcnn_model, forward_apply, hierarchy_constraint
 from hmljax.methods._hlstm import ChmcLstmConfig, HlstmConfig, build_hlstm, node_levels
 from hmljax.methods._mlp import MlpConfig, build_mlp
@@ -50,3 +51,4 @@ register_method("chmc_lstm", ChmcLstmConfig, build_hlstm, replace=True,
                 doc="CHMC-LSTM: HLSTM's network without the local branch, trained with MCLoss only")
 register_sampler("epoch", NoKeys, _epoch_sampler, replace=True)
 register_sampler("device_shuffle", NoKeys, _device_shuffle, replace=True)
+register_batch_samplers()  # sampler=random, hard, adaptive, adac (adaptive batch selection)

@@ -41,7 +41,7 @@ class LevelLSTM(nn.Module):
     """Global logits ``[B, C]`` and local logits ``[B, C]`` from ``x [B, D]``.
 
     Per level h = 1..L (eq. 6-11, one set of gate weights shared over the levels):
-    ``[F; I; Ĉ; O] = W [A^{h-1}; x] + b``, ``C^h = σ(F) ⊙ C^{h-1} + σ(I) ⊙ tanh(Ĉ)``,
+    ``[F; I; Ĉ; O] = W [A^{h-1}; x] + b`` (held as ``gates_a`` = W's A columns, ``gates_x`` = its x columns and b), ``C^h = σ(F) ⊙ C^{h-1} + σ(I) ⊙ tanh(Ĉ)``,
     ``A^h = σ(O) ⊙ tanh(C^h)``, from ``A^0 = C^0 = 0``. The local branch of level h (eq. 12) is
     ``relu(W_T^h A^h + b)`` then a linear head over the classes of level h; the global head
     (eq. 13) is linear on ``A^L`` over all C classes. Dropout acts on what the heads read (``A^h``
@@ -83,17 +83,26 @@ class LevelLSTM(nn.Module):
         H = self.hidden
         batch = x.shape[0]
         drop = nn.Dropout(self.dropout, deterministic=not train)
+        # W [A; x] + b = W_a A + (W_x x + b): the same x enters every level, so its projection is
+        # computed once, and level 1 (A^0 = 0) needs no recurrent product. Two Dense layers hold W_a
+        # and (W_x, b); a step is memory-bound on reading W, so this saves real time at batch 4.
         if self.init_scheme == "torch":  # nn.LSTM: every weight and bias uniform(±1/sqrt(H))
             f = torch_linear_init(H)
-            gates = nn.Dense(4 * H, kernel_init=f, bias_init=f, name="gates")
+            gates_x = nn.Dense(4 * H, kernel_init=f, bias_init=f, name="gates_x")
+            gates_a = nn.Dense(4 * H, use_bias=False, kernel_init=f, name="gates_a")
         else:
-            gates = nn.Dense(4 * H, name="gates")
+            gates_x = nn.Dense(4 * H, name="gates_x")
+            gates_a = nn.Dense(4 * H, use_bias=False, name="gates_a")
         kernel_local = local_kernel_init(self.local_init, self.local_init_value)
+        x_proj = gates_x(x)
         a = jnp.zeros((batch, H), x.dtype)
         c = jnp.zeros((batch, H), x.dtype)
         local_parts = []
         for level, nodes in enumerate(self.level_index):  # L is small and static: unrolled
-            f_g, i_g, c_g, o_g = jnp.split(gates(jnp.concatenate([a, x], axis=-1)), 4, axis=-1)
+            z = x_proj if level == 0 else x_proj + gates_a(a)
+            if level == 0 and len(self.level_index) == 1:
+                gates_a(a)  # create W_a even for a one-level hierarchy, so every model has the same params
+            f_g, i_g, c_g, o_g = jnp.split(z, 4, axis=-1)
             c = jax.nn.sigmoid(f_g) * c + jax.nn.sigmoid(i_g) * jnp.tanh(c_g)
             a = jax.nn.sigmoid(o_g) * jnp.tanh(c)
             if self.local_heads:

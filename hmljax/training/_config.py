@@ -72,6 +72,7 @@ class RunConfig:
     patience: int | None = None  # early_stopping: 20
     drop_remainder: bool = False  # C-HMCNN's DataLoader keeps the last partial batch: pad and mask it
     checkpoint_every: int = 10
+    test_curve_every: int = 0  # k > 0: log the test split's headline metric every k epochs (learning curves only)
     threshold: float = 0.5
     threshold_inclusive: bool = False  # RARE's text: >= 0.5; the released code: > 0.5
     shard: str = "none"  # 'members' (split the ensemble axis) or 'data' (split batch rows) over devices
@@ -133,6 +134,8 @@ class RunConfig:
             ("protocol", self.protocol in ("chmcnn", "early_stopping"), "chmcnn or early_stopping"),
             ("patience", self.patience is None or pos_int(self.patience), "an integer >= 1"),
             ("checkpoint_every", pos_int(self.checkpoint_every), "an integer >= 1"),
+            ("test_curve_every", isinstance(self.test_curve_every, int) and self.test_curve_every >= 0,
+             "an integer >= 0 (0: off)"),
             ("threshold", _finite(self.threshold) and 0 <= self.threshold <= 1, "a probability in [0, 1]"),
             ("shard", self.shard in SHARDINGS, f"one of {', '.join(SHARDINGS)}"),
             ("devices", self.devices is None or (isinstance(self.devices, int) and self.devices >= 0),

@@ -247,6 +247,11 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
                 # A real copy: the state's buffers are donated to the next epoch.
                 best = {"score": score, "epoch": epoch + 1, "params": jax.tree.map(np.array, state.params),
                         "model_state": jax.tree.map(np.array, state.model_state)}
+        if cfg.test_curve_every and (epoch + 1) % cfg.test_curve_every == 0 and np.isfinite(mean_loss):
+            # A learning curve on the test split, for figures only: nothing is chosen by it.
+            Xc, Yc = ds.split("test")
+            record[f"test_{suite.headline}"] = suite.evaluate(
+                np.asarray(Yc), predict(state.params, state.model_state, Xc))[suite.headline]
         history.append(record)
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,337 @@
+"""HLSTM's experiments (Qi & Chelmis): Tables II-V, Fig. 5-9, on the engine's ``method=hlstm`` / ``chmc_lstm``.
+
+    python experiments/hlstm.py tables --data-dir ../shared/data [--seeds 1] [--seeds-fun 3] [--workers 2]
+    python experiments/hlstm.py br     --data-dir ../shared/data      # Fig. 7: b_r in {0.1, ..., 0.9}
+    python experiments/hlstm.py init   --data-dir ../shared/data      # Fig. 8: local weight initialisation
+    python experiments/hlstm.py speed  --data-dir ../shared/data      # Fig. 9: learning speed on eisen_FUN
+    ... --plan          train nothing: the runs left and an estimate of their time
+    ... --table-only    rebuild the tables and figures from the finished runs
+
+- ``tables``: HLSTM, CHMC-LSTM and our C-HMCNN on every shipped FUN/GO dataset, Diatoms, Enron_corr and
+  ImCLEF07A (``--seeds-fun`` seeds on FUN, ``--seeds`` elsewhere), beside the paper's Tables II-V; the
+  Friedman test and a Nemenyi critical-difference diagram over the datasets with every method finished
+  (Fig. 5, over our three methods: the paper's other baselines have no code here), and HLSTM's lift over
+  CHMC-LSTM per dataset (Fig. 6, eq. 14).
+- ``br``: HLSTM with b_r in {0.1, 0.3, 0.5, 0.7, 0.9} on cellcycle_FUN, cellcycle_GO and ImCLEF07A.
+- ``init``: the local weights' initialisation on cellcycle_FUN (constant 0.1/0.2/0.4/0.6/0.8, zeros, ones,
+  normal, Xavier, He), test AUPRC every 5 epochs (``test_curve_every``: a curve, not a model choice).
+- ``speed``: C-HMCNN against HLSTM_sw (constant 0.1) and HLSTM_rw (normal) on eisen_FUN, test AUPRC after
+  every epoch, against epochs and against training seconds.
+
+Every run uses the paper's protocol as hmljax defaults it: C-HMCNN's per-dataset hidden size, dropout, lr
+and epochs, trained on train+valid, the last epoch reported (REFERENCE.md §3.3). Runs resume from their
+checkpoints; finished runs are skipped; tables are rewritten after every run. Results go to
+``experiments/results/hlstm_<experiment>.{md,json,png}`` with the command, seeds and backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _runner import plan, run_tasks  # noqa: E402
+from rare import where_trained  # noqa: E402
+
+from hmljax.data import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hmljax.training import TrainConfig, config_diff, source_commit  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results")
+FUN = [f"{d}_FUN" for d in ("cellcycle", "derisi", "eisen", "gasch2", "seq", "spo")]
+GO = [f"{d}_GO" for d in ("cellcycle", "derisi", "eisen", "gasch2", "seq", "spo")]
+OTHERS = ["Diatoms", "Enron_corr", "ImCLEF07A"]
+# The paper's AU(PRC) (Tables II-V): HLSTM, CHMC-LSTM and C-HMCNN (the last copied by the paper from [15]).
+PUBLISHED = {
+    "cellcycle_FUN": (0.267, 0.232, 0.255), "derisi_FUN": (0.199, 0.222, 0.195), "eisen_FUN": (0.289, 0.223, 0.306),
+    "gasch2_FUN": (0.328, 0.302, 0.258), "seq_FUN": (0.311, 0.278, 0.292), "spo_FUN": (0.272, 0.288, 0.215),
+    "cellcycle_GO": (0.452, 0.433, 0.413), "derisi_GO": (0.454, 0.185, 0.370), "eisen_GO": (0.487, 0.440, 0.455),
+    "gasch2_GO": (0.474, 0.440, 0.414), "seq_GO": (0.491, 0.308, 0.446), "spo_GO": (0.450, 0.349, 0.382),
+    "Diatoms": (0.776, 0.547, 0.758), "Enron_corr": (0.781, 0.624, 0.756), "ImCLEF07A": (0.932, 0.828, 0.956),
+}
+METHODS = {"HLSTM": "method=hlstm", "CHMC-LSTM": "method=chmc_lstm", "C-HMCNN": "method=chmcnn"}
+BR = [0.1, 0.3, 0.5, 0.7, 0.9]
+INITS = {**{f"constant {v}": f"local_init=constant local_init_value={v}" for v in (0.1, 0.2, 0.4, 0.6, 0.8)},
+         "zeros": "local_init=zeros", "ones": "local_init=ones", "normal": "local_init=normal",
+         "xavier": "local_init=xavier", "he": "local_init=he"}
+
+
+def cells(name: str, args) -> list[tuple[str, str, str, int]]:
+    """``(dataset, label, overrides, seed)`` for every run the experiment needs."""
+    out = []
+    if name == "tables":
+        for d in args.datasets or FUN + GO + OTHERS:
+            for s in range(args.seeds_fun if d.endswith("_FUN") else args.seeds):
+                out += [(d, label, keys, s) for label, keys in METHODS.items()]
+    elif name == "br":
+        for d in args.datasets or ["cellcycle_FUN", "cellcycle_GO", "ImCLEF07A"]:
+            out += [(d, f"b_r={b}", f"method=hlstm b_r={b}", s) for b in BR for s in range(args.seeds)]
+    elif name == "init":
+        for d in args.datasets or ["cellcycle_FUN"]:
+            out += [(d, label, f"method=hlstm test_curve_every=5 {keys}", s)
+                    for label, keys in INITS.items() for s in range(args.seeds)]
+    elif name == "speed":
+        for d in args.datasets or ["eisen_FUN"]:
+            for s in range(args.seeds):
+                out += [(d, "C-HMCNN", f"method=chmcnn test_curve_every=1 epochs={args.speed_epochs}", s),
+                        (d, "HLSTM_sw", f"method=hlstm test_curve_every=1 epochs={args.speed_epochs}", s),
+                        (d, "HLSTM_rw", f"method=hlstm local_init=normal test_curve_every=1 "
+                                        f"epochs={args.speed_epochs}", s)]
+    return out
+
+
+def config(d: str, keys: str, seed: int, args) -> TrainConfig:
+    kv = dict(k.split("=", 1) for k in keys.split())
+    return TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override(
+        [f"{k}={v}" for k, v in kv.items()] + list(args.override))
+
+
+def run_dir(d: str, label: str, seed: int, args) -> str:
+    slug = label.replace(" ", "_").replace("=", "").replace(".", "p")
+    return os.path.join(args.runs, d, f"{slug}-s{seed}")
+
+
+def tasks(name: str, args) -> tuple[list, int]:
+    todo, done = [], 0
+    for d, label, keys, s in cells(name, args):
+        cfg, rd = config(d, keys, s, args), run_dir(d, label, s, args)
+        if os.path.exists(os.path.join(rd, "results.json")) and not config_diff(rd, cfg):
+            done += 1
+            continue
+        if os.path.exists(os.path.join(rd, "config.json")) and config_diff(rd, cfg):
+            raise SystemExit(f"{rd} holds a run of another config: move it away or pass another --runs")
+        todo.append((cfg.to_dict(), rd))
+    return todo, done
+
+
+def collect(name: str, args) -> dict:
+    """``{dataset: {label: [run record]}}`` for the finished runs, with their metrics curve and machine."""
+    out: dict = {}
+    for d, label, _keys, s in cells(name, args):
+        rd = run_dir(d, label, s, args)
+        try:
+            res = json.load(open(os.path.join(rd, "results.json")))
+            res["machine"] = json.load(open(os.path.join(rd, "config.json"))).get("machine", {})
+            res["curve"] = [json.loads(x) for x in open(os.path.join(rd, "metrics.jsonl")) if x.strip()]
+        except (OSError, ValueError):
+            continue
+        out.setdefault(d, {}).setdefault(label, []).append(res)
+    return out
+
+
+def _fmt(v: np.ndarray) -> str:
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if v.size > 1 else f"{v.mean():.3f}"
+
+
+def _auprc(rs) -> np.ndarray:
+    return np.array([r["test"]["auprc"] for r in rs], float)
+
+
+def _header(title: str, command: str, res: dict) -> list[str]:
+    where = sorted({where_trained(r["machine"]) for d in res.values() for rs in d.values() for r in rs})
+    return [f"# {title}", "", f"Command: `{command}`  ",
+            f"Commit: `{source_commit()}`; written on {platform.platform()}, {os.cpu_count()} CPUs, "
+            f"{datetime.date.today().isoformat()}; runs trained on: {'; '.join(where) or '—'}", ""]
+
+
+def write_tables(args, command: str) -> str:
+    from hmljax.metrics import friedman_test, nemenyi_cd
+
+    res = collect("tables", args)
+    lines = _header("HLSTM, CHMC-LSTM and C-HMCNN (Tables II-V)", command, res) + [
+        "Test AU(PRC) (micro-pooled AP), mean ± sample std over seeds (n = seeds finished). Published: the paper's "
+        "Tables II-V (its C-HMCNN column is C-HMCNN's own published values). Protocol: C-HMCNN's per-dataset "
+        "hidden size, dropout, lr and epochs, trained on train+valid, last epoch; HLSTM b_r = 0.5, local weights "
+        "0.1, LSTM over min(depth, 6) levels; CHMC-LSTM is the same network without the local branch, MCLoss only.",
+        "", "| dataset | n | HLSTM | CHMC-LSTM | C-HMCNN | published HLSTM | published CHMC-LSTM | published C-HMCNN "
+        "| lift % (ours) | lift % (paper) | s/epoch HLSTM / C-HMCNN |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows, complete = {}, []
+    for d in args.datasets or FUN + GO + OTHERS:
+        got = res.get(d, {})
+        if not got:
+            continue
+        means = {m: _auprc(got[m]).mean() if m in got else None for m in METHODS}
+        pub = PUBLISHED.get(d, (None,) * 3)
+        lift = (100 * (means["HLSTM"] - means["CHMC-LSTM"]) / means["CHMC-LSTM"]
+                if means["HLSTM"] is not None and means["CHMC-LSTM"] else None)
+        lift_pub = 100 * (pub[0] - pub[1]) / pub[1] if pub[0] else None
+        secs = {m: np.median([r["median_epoch_seconds"] for r in got[m]]) if m in got else None for m in METHODS}
+        n = min(len(got.get(m, [])) for m in METHODS)
+        rows[d] = {"auprc": {m: _auprc(got[m]).tolist() for m in got}, "published": dict(zip(METHODS, pub, strict=True)),
+                   "lift": lift, "lift_published": lift_pub, "median_epoch_seconds": secs}
+        if all(m in got for m in METHODS):
+            complete.append(d)
+        cell = lambda m: _fmt(_auprc(got[m])) if m in got else "—"  # noqa: E731
+        f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
+        lines.append(f"| {d} | {n} | {cell('HLSTM')} | {cell('CHMC-LSTM')} | {cell('C-HMCNN')} | {f(pub[0])} | "
+                     f"{f(pub[1])} | {f(pub[2])} | {f(lift, 1)} | {f(lift_pub, 1)} | "
+                     f"{f(secs['HLSTM'], 2)} / {f(secs['C-HMCNN'], 2)} |")
+    stats = {}
+    if len(complete) >= 2:
+        scores = np.array([[np.mean(rows[d]["auprc"][m]) for m in METHODS] for d in complete])
+        fr = friedman_test(scores)
+        cd = nemenyi_cd(len(METHODS), len(complete))
+        stats = {"datasets": complete, "friedman": {k: float(v) for k, v in fr._asdict().items() if np.ndim(v) == 0},
+                 "avg_ranks": dict(zip(METHODS, np.asarray(fr.avg_ranks).tolist(), strict=True)), "cd": cd}
+        h_wins = sum(np.mean(rows[d]["auprc"]["HLSTM"]) > np.mean(rows[d]["auprc"]["CHMC-LSTM"]) for d in complete)
+        lines += ["", f"Over the {len(complete)} datasets with all three methods: Friedman (Iman-Davenport) p = "
+                  f"{fr.pvalue:.3g} (chi-square p = {fr.pvalue_chi2:.3g}); average ranks "
+                  + ", ".join(f"{m} {r:.2f}" for m, r in stats["avg_ranks"].items())
+                  + f" (Nemenyi CD = {cd:.2f} at α = 0.05). HLSTM > CHMC-LSTM on {h_wins} of {len(complete)} "
+                  "(the paper: 17 of 20)."]
+        _figures_tables(rows, stats, os.path.join(args.results, "hlstm_tables"))
+        lines += ["", "![Fig. 5: CD diagram](hlstm_tables_cd.png)", "", "![Fig. 6: lift](hlstm_tables.png)"]
+    out = os.path.join(args.results, "hlstm_tables")
+    atomic_write_text(out + ".md", "\n".join(lines) + "\n")
+    atomic_write_text(out + ".json", json.dumps({"command": command, "rows": rows, "stats": stats}, indent=2))
+    return "\n".join(lines)
+
+
+def _figures_tables(rows, stats, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hmljax.metrics import cd_diagram
+
+    cd_png = out + "_cd.png"
+    if stats.get("avg_ranks"):
+        cd_diagram(list(stats["avg_ranks"].values()), list(stats["avg_ranks"]), stats["cd"], cd_png,
+                   title=f"Fig. 5: Nemenyi CD over {len(stats['datasets'])} datasets")
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ds = [d for d in rows if rows[d]["lift"] is not None]
+    x = np.arange(len(ds))
+    ax.bar(x - 0.2, [rows[d]["lift"] for d in ds], 0.4, label="ours")
+    ax.bar(x + 0.2, [rows[d]["lift_published"] or 0 for d in ds], 0.4, label="paper")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, ds, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("lift of HLSTM over CHMC-LSTM (%)")
+    ax.set_title("Fig. 6: HLSTM's lift over CHMC-LSTM (eq. 14)")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, out + ".png")
+
+
+def _save(fig, path):
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_curves(name: str, args, command: str) -> str:
+    """``br``: AUPRC per b_r; ``init`` / ``speed``: test AUPRC curves against epochs (and seconds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = collect(name, args)
+    title = {"br": "HLSTM's b_r (Fig. 7)", "init": "HLSTM's local weight initialisation (Fig. 8)",
+             "speed": "Learning speed on eisen_FUN (Fig. 9)"}[name]
+    lines = _header(title, command, res) + [
+        "Test AU(PRC), mean over seeds." + (" Curves: test AU(PRC) logged every few epochs (`test_curve_every`); "
+                                             "they choose nothing." if name != "br" else ""), "",
+        "| dataset | setting | n | final AU(PRC) | best logged AU(PRC) (epoch) | median s/epoch |", "|---|---|---|---|---|---|"]
+    rows = {}
+    fig, axes = plt.subplots(1, max(len(res), 1) * (2 if name == "speed" else 1),
+                             figsize=(5 * max(len(res), 1) * (2 if name == "speed" else 1), 3.6), squeeze=False)
+    for i, (d, got) in enumerate(res.items()):
+        for label, rs in got.items():
+            final = _auprc(rs)
+            curve = _mean_curve(rs)
+            best = max(curve, key=lambda p: p[1]) if curve else None
+            secs = float(np.median([r["median_epoch_seconds"] for r in rs]))
+            rows.setdefault(d, {})[label] = {"auprc": final.tolist(), "curve": curve, "median_epoch_seconds": secs}
+            lines.append(f"| {d} | {label} | {len(rs)} | {_fmt(final)} | "
+                         + (f"{best[1]:.3f} ({best[0]})" if best else "—") + f" | {secs:.2f} |")
+            if name == "br":
+                continue
+            ep, val = [p[0] for p in curve], [p[1] for p in curve]
+            axes[0, i * (2 if name == "speed" else 1)].plot(ep, val, label=label)
+            if name == "speed":
+                wall = np.cumsum([r["epoch_s"] for r in rs[0]["curve"]])
+                axes[0, 2 * i + 1].plot([wall[e - 1] for e in ep], val, label=label)
+        if name == "br":
+            b = [float(lab.split("=")[1]) for lab in got]
+            axes[0, i].plot(b, [np.mean(rows[d][lab]["auprc"]) for lab in got], "o-")
+            axes[0, i].set_xlabel("b_r")
+        else:
+            axes[0, i * (2 if name == "speed" else 1)].set_xlabel("epoch")
+            if name == "speed":
+                axes[0, 2 * i + 1].set_xlabel("training seconds")
+                axes[0, 2 * i + 1].legend(fontsize=7)
+            axes[0, i * (2 if name == "speed" else 1)].legend(fontsize=7)
+        axes[0, i * (2 if name == "speed" else 1)].set_title(d)
+        axes[0, i * (2 if name == "speed" else 1)].set_ylabel("test AU(PRC)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = os.path.join(args.results, f"hlstm_{name}")
+    if res:
+        _save(fig, out + ".png")
+        lines += ["", f"![{title}](hlstm_{name}.png)"]
+    else:
+        plt.close(fig)
+    atomic_write_text(out + ".md", "\n".join(lines) + "\n")
+    atomic_write_text(out + ".json", json.dumps({"command": command, "rows": rows}, indent=2))
+    return "\n".join(lines)
+
+
+def _mean_curve(rs) -> list[tuple[int, float]]:
+    """``[(epoch, mean test AUPRC over the seeds)]`` at the epochs every seed logged."""
+    per = [{m["epoch"]: m["test_auprc"] for m in r["curve"] if "test_auprc" in m} for r in rs]
+    common = sorted(set.intersection(*(set(p) for p in per))) if per else []
+    return [(e, float(np.mean([p[e] for p in per]))) for e in common]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=["tables", "br", "init", "speed"])
+    p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
+    p.add_argument("--datasets", nargs="*", default=None)
+    p.add_argument("--seeds", type=int, default=1, help="seeds per cell (tables: outside FUN)")
+    p.add_argument("--seeds-fun", type=int, default=3, help="tables: seeds on the FUN datasets")
+    p.add_argument("--speed-epochs", type=int, default=30, help="speed: epochs per run")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--runs", default=os.path.join("runs", "hlstm"))
+    p.add_argument("--results", default=RESULTS)
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value for every run")
+    p.add_argument("--plan", action="store_true", help="train nothing: the runs left and an estimate")
+    p.add_argument("--table-only", action="store_true", help="rebuild the outputs from finished runs")
+    args = p.parse_args(argv)
+    command = f"python experiments/hlstm.py {args.experiment} --data-dir ../shared/data" + "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in (("seeds", args.seeds), ("seeds_fun", args.seeds_fun),
+                                                     ("speed_epochs", args.speed_epochs))
+        if v != p.get_default(k)) + (f" --datasets {' '.join(args.datasets)}" if args.datasets else "") + (
+        f" --override {' '.join(args.override)}" if args.override else "")
+
+    def write(_=None):
+        return write_tables(args, command) if args.experiment == "tables" else write_curves(
+            args.experiment, args, command)
+
+    todo, done = tasks(args.experiment, args)
+    if args.plan:
+        print(plan(todo, timing_roots=[args.runs, os.path.join("runs", "chmcnn")], finished=done,
+                   workers=args.workers))
+        return 0
+    failures = [] if args.table_only else run_tasks(todo, workers=args.workers, desc=f"hlstm {args.experiment}",
+                                                    on_done=write)
+    print(write())
+    for rd, err in failures:
+        print(f"FAILED {rd}: {err}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
