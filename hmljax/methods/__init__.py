@@ -9,7 +9,9 @@ import dataclasses
 from hmljax.data import EpochSampler
 from hmljax.engine import device_shuffle, register_method, register_sampler
 from hmljax.methods._batch_selection import register_batch_samplers
+from hmljax.methods._c2ae import C2aeConfig, build_c2ae
 from hmljax.methods._chmcnn import ChmcnnConfig, build_chmcnn, chmcnn_model, forward_apply, hierarchy_constraint
+from hmljax.methods._dela import DelaConfig, build_dela
 from hmljax.methods._hlstm import ChmcLstmConfig, HlstmConfig, build_hlstm, node_levels
 from hmljax.methods._mlp import MlpConfig, build_mlp
 from hmljax.methods._rare import (
@@ -23,7 +25,8 @@ from hmljax.methods._rare import (
 
 __all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hierarchy_constraint", "RareConfig",
            "RareLoss", "make_rare_loss", "node_weights_for", "rare_loss_settings", "training_rows", "NoKeys",
-           "MlpConfig", "build_mlp", "HlstmConfig", "ChmcLstmConfig", "build_hlstm", "node_levels"]
+           "MlpConfig", "build_mlp", "HlstmConfig", "ChmcLstmConfig", "build_hlstm", "node_levels", "DelaConfig", "build_dela", "C2aeConfig",
+           "build_c2ae"]
 
 
 @dataclasses.dataclass
@@ -49,6 +52,10 @@ register_method("hlstm", HlstmConfig, build_hlstm, replace=True,
                 doc="HLSTM: an LSTM over the hierarchy's levels with the hybrid local (LMC) + global (MCM) loss")
 register_method("chmc_lstm", ChmcLstmConfig, build_hlstm, replace=True,
                 doc="CHMC-LSTM: HLSTM's network without the local branch, trained with MCLoss only")
+register_method("dela", DelaConfig, build_dela, replace=True,
+                doc="DELA: label-specific features by perturbing a VAE latent with per-label Concrete gates")
+register_method("c2ae", C2aeConfig, build_c2ae, replace=True,
+                doc="C2AE: canonical-correlated autoencoder with a label-ranking loss")
 register_sampler("epoch", NoKeys, _epoch_sampler, replace=True)
 register_sampler("device_shuffle", NoKeys, _device_shuffle, replace=True)
 register_batch_samplers()  # sampler=random, hard, adaptive, adac (adaptive batch selection)
