@@ -163,11 +163,12 @@ def write_tables(args, command: str) -> str:
         lift_pub = 100 * (pub[0] - pub[1]) / pub[1] if pub[0] else None
         secs = {m: np.median([r["median_epoch_seconds"] for r in got[m]]) if m in got else None for m in METHODS}
         n = min(len(got.get(m, [])) for m in METHODS)
-        rows[d] = {"auprc": {m: _auprc(got[m]).tolist() for m in got}, "published": dict(zip(METHODS, pub, strict=True)),
-                   "lift": lift, "lift_published": lift_pub, "median_epoch_seconds": secs}
+        rows[d] = {"auprc": {m: _auprc(got[m]).tolist() for m in got},
+                   "published": dict(zip(METHODS, pub, strict=True)), "lift": lift, "lift_published": lift_pub,
+                   "median_epoch_seconds": secs}
         if all(m in got for m in METHODS):
             complete.append(d)
-        cell = lambda m: _fmt(_auprc(got[m])) if m in got else "—"  # noqa: E731
+        cell = lambda m: _fmt(_auprc(got[m])) if m in got else "—"  # noqa: E731, B023
         f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
         lines.append(f"| {d} | {n} | {cell('HLSTM')} | {cell('CHMC-LSTM')} | {cell('C-HMCNN')} | {f(pub[0])} | "
                      f"{f(pub[1])} | {f(pub[2])} | {f(lift, 1)} | {f(lift_pub, 1)} | "
@@ -243,7 +244,8 @@ def write_curves(name: str, args, command: str) -> str:
     lines = _header(title, command, res) + [
         "Test AU(PRC), mean over seeds." + (" Curves: test AU(PRC) logged every few epochs (`test_curve_every`); "
                                              "they choose nothing." if name != "br" else ""), "",
-        "| dataset | setting | n | final AU(PRC) | best logged AU(PRC) (epoch) | median s/epoch |", "|---|---|---|---|---|---|"]
+        "| dataset | setting | n | final AU(PRC) | best logged AU(PRC) (epoch) | median s/epoch |",
+        "|---|---|---|---|---|---|"]
     rows = {}
     fig, axes = plt.subplots(1, max(len(res), 1) * (2 if name == "speed" else 1),
                              figsize=(5 * max(len(res), 1) * (2 if name == "speed" else 1), 3.6), squeeze=False)

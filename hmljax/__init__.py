@@ -12,6 +12,7 @@ Subpackages: ``data`` (ARFF, preprocessing, memmaps, samplers; numpy only),
 """
 
 from hmljax import constraints, data, hierarchy, losses, metrics
+from hmljax._validate import set_validation, validation
 from hmljax.constraints import ConstraintGraph, constraint_graph, max_constraint, max_constraint_sparse
 from hmljax.data import ArffError, DataError, load_dataset, read_arff
 from hmljax.hierarchy import Hierarchy, HierarchyError
@@ -36,6 +37,8 @@ def __getattr__(name):
 
 
 __all__ = [
+    "set_validation",
+    "validation",
     "ArffError",
     "TrainConfig",
     "engine",

@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ArffError, HierarchyError, ValueError) as err:
         print(f"hmljax: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only or unreadable folder: one line, not a traceback
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        what = err.strerror or str(err)
+        print(f"hmljax: error: {what}{where} (errno {err.errno}); nothing was left half-written", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -249,3 +249,20 @@ def test_run_directory_blocked_by_a_file_is_one_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert main(["train", "--out", str(blocker / "run"), "--no-progress", "--epochs", "1"]) == 2
     assert "cannot create the run directory" in capsys.readouterr().err
+
+
+def test_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing a run's files: one clear line, exit 2, no temporary or half-written file."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["train", "--out", str(run), "--no-progress", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "(errno 28)" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    left = [p.name for p in run.rglob("*") if p.is_file()] if run.exists() else []
+    assert not [n for n in left if n.startswith(".tmp-") or n in ("config.json", "results.json")], left

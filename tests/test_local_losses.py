@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+import hmljax
 from hmljax.constraints import constraint_graph
 from hmljax.hierarchy import Hierarchy
 from hmljax.losses import (
@@ -129,7 +130,11 @@ def test_unclosed_labels_stay_finite():
     y = jnp.zeros((1, h.num_nodes)).at[0, n["e"]].set(1.0).at[0, n["b"]].set(1.0)  # c is negative
     m = lmc_logits(z, y, g)
     assert float(m[0, n["e"]]) == 0.0  # min over e and its positive parent b, not c
-    loss, grad = jax.value_and_grad(lambda v: lmc_loss(v, y, g).sum())(z)
+    # Unclosed labels are refused at the public boundary unless the check is switched off...
+    with pytest.raises(ValueError, match="not closed under ancestors: node .* positive and its parent"):
+        lmc_loss(z, y, g)
+    with hmljax.validation(False):  # ...and then, deliberately given, they stay finite.
+        loss, grad = jax.value_and_grad(lambda v: lmc_loss(v, y, g).sum())(z)
     assert bool(jnp.isfinite(loss)) and bool(jnp.all(jnp.isfinite(grad)))
 
 

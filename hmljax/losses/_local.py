@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from hmljax import _validate as V
 from hmljax.losses._mcloss import binary_cross_entropy, mc_loss
 from hmljax.losses._rare import reduce_loss
 
@@ -149,6 +150,9 @@ def lmc_loss(
     """
     if logits.shape != labels.shape:
         raise ValueError(f"lmc_loss: logits {logits.shape} and labels {labels.shape} differ")
+    V.check_finite("lmc_loss", "logits", logits)
+    V.check_binary("lmc_loss", "labels", labels)
+    V.check_parent_closed("lmc_loss", "labels", labels, graph.child, graph.parent, where=where)
     labels = labels.astype(logits.dtype)
     if where is not None:
         where = jnp.broadcast_to(where, logits.shape)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from hmljax import _validate as V
+
 __all__ = [
     "sigmoid_focal_loss",
     "class_balanced_weights",
@@ -29,6 +31,8 @@ __all__ = [
 def _labels(name: str, logits, labels, where):
     if logits.shape != labels.shape:
         raise ValueError(f"{name}: logits {logits.shape} and labels {labels.shape} differ")
+    V.check_finite(name, "logits", logits)
+    V.check_binary(name, "labels", labels, where=where)
     labels = labels.astype(logits.dtype)
     if where is not None:  # neutralise missing labels before any maths: a NaN label would poison the gradient
         labels = jnp.where(jnp.broadcast_to(where, labels.shape), labels, 0.0)

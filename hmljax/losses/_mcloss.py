@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from hmljax import _validate as V
 from hmljax.constraints._mcm import apply_constraint
 
 __all__ = ["binary_cross_entropy", "mc_loss", "mc_logits", "constrained_probs"]
@@ -26,6 +27,8 @@ def binary_cross_entropy(
     Uses ``softplus(z) - y z`` (= ``-y log σ(z) - (1-y) log(1-σ(z))``), which
     never takes the log of a rounded probability.
     """
+    V.check_finite("binary_cross_entropy", "logits", logits)
+    V.check_binary("binary_cross_entropy", "labels", labels)
     labels = labels.astype(logits.dtype)
     loss = jax.nn.softplus(logits) - labels * logits
     if where is not None:
@@ -78,6 +81,9 @@ def mc_loss(
         raise ValueError(f"mc_loss: logits {logits.shape} and labels {labels.shape} differ")
     if where is not None:
         where = jnp.broadcast_to(where, logits.shape)
+    V.check_finite("mc_loss", "logits", logits)
+    V.check_binary("mc_loss", "labels", labels)
+    V.check_closed("mc_loss", "labels", labels, ancestry, where=where)
     return binary_cross_entropy(mc_logits(logits, labels, ancestry), labels, where=where)
 
 
@@ -86,4 +92,5 @@ def constrained_probs(logits: Float[Array, "*batch C"], ancestry) -> Float[Array
 
     Thresholding it gives coherent predictions.
     """
+    V.check_finite("constrained_probs", "logits", logits)
     return jax.nn.sigmoid(apply_constraint(logits, ancestry))

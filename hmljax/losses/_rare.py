@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from hmljax import _validate as V
 from hmljax.losses._mcloss import mc_loss
 from hmljax.losses._weighting import label_weights
 
@@ -45,6 +46,8 @@ def weighted_mc_loss(
     Returns:
         The shape of ``logits``; reduce it with :func:`reduce_loss`.
     """
+    V.check_nonnegative("weighted_mc_loss", "node_weights", node_weights)
+    V.check_nonnegative("weighted_mc_loss", "focal", focal)
     loss = mc_loss(logits, labels, ancestry, where=where)
     if node_weights is not None:
         loss = loss * label_weights(node_weights, labels, apply_to=apply_to)

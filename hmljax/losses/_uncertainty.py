@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from hmljax import _validate as V
+
 __all__ = ["bbma_uncertainty", "gmu_uncertainty", "epistemic_kl", "epistemic_js", "uncertainty", "focal_weight",
            "UNCERTAINTIES"]
 
@@ -27,6 +29,7 @@ def _margin(mu):
 
 def bbma_uncertainty(probs_E: Float[Array, "E *batch C"]) -> Float[Array, "*batch C"]:
     """bBMA (eq. 11-12): ``U = 1 - |2μ - 1|`` with μ the members' mean probability."""
+    V.check_probabilities("bbma_uncertainty", "probs_E", probs_E)
     p = jax.lax.stop_gradient(probs_E)
     return 1.0 - _margin(p.mean(0))
 
@@ -40,6 +43,7 @@ def gmu_uncertainty(probs_E: Float[Array, "E *batch C"]) -> Float[Array, "*batch
     hmljax takes σ = 0 (no observed disagreement), so GMU reduces to bBMA there
     (the released code instead returns the raw probability as the confidence).
     """
+    V.check_probabilities("gmu_uncertainty", "probs_E", probs_E)
     p = jax.lax.stop_gradient(probs_E)
     e = p.shape[0]
     mu = p.mean(0)
@@ -94,9 +98,13 @@ def uncertainty(probs_E: Float[Array, "E *batch C"], *, mode: str) -> Float[Arra
     """Dispatches on ``mode`` in ``bbma``, ``gmu``, ``kl``, ``js``."""
     if mode not in UNCERTAINTIES:
         raise ValueError(f"uncertainty: mode must be one of {sorted(UNCERTAINTIES)}, got {mode!r}")
+    V.check_probabilities("uncertainty", "probs_E", probs_E)
     return UNCERTAINTIES[mode](probs_E)
 
 
 def focal_weight(u: Float[Array, "..."], *, u0: float = 0.25, k: float = 1.0) -> Float[Array, "..."]:
     """The focal factor ``U0 + U^k`` of eq. 6 (paper: U0 = 0.25, k = 1)."""
+    V.check_nonnegative("focal_weight", "u0", u0)
+    V.check_nonnegative("focal_weight", "k", k)
+    V.check_nonnegative("focal_weight", "u", u)
     return u0 + jnp.power(jnp.clip(u, 0.0, None), k)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hmljax import _validate as V
+
 __all__ = [
     "node_counts",
     "imbalance_weights",
@@ -86,6 +88,8 @@ def imbalance_weights(
     """
     if num_obs < 1 or num_classes < 1:
         raise ValueError(f"imbalance_weights: num_obs={num_obs} and num_classes={num_classes} must be >= 1")
+    V.check_nonnegative("imbalance_weights", "w0", w0)
+    V.check_nonnegative("imbalance_weights", "n_C", n_C)
     n = np.asarray(n_C, np.float64)
     gate = (n <= 0) | (n == num_obs)
     w = np.where(gate, 1.0, num_obs / (num_classes * np.where(gate, 1.0, n)))
@@ -110,6 +114,7 @@ def label_weights(weights_C, labels, *, apply_to: str = "positive"):
     """
     import jax.numpy as jnp
 
+    V.check_nonnegative("label_weights", "weights_C", weights_C)
     y = jnp.asarray(labels).astype(bool)
     w = jnp.asarray(weights_C, jnp.float32)
     if w.ndim != 1 or y.shape[-1:] != w.shape:

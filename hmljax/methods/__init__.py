@@ -25,8 +25,8 @@ from hmljax.methods._rare import (
 
 __all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hierarchy_constraint", "RareConfig",
            "RareLoss", "make_rare_loss", "node_weights_for", "rare_loss_settings", "training_rows", "NoKeys",
-           "MlpConfig", "build_mlp", "HlstmConfig", "ChmcLstmConfig", "build_hlstm", "node_levels", "DelaConfig", "build_dela", "C2aeConfig",
-           "build_c2ae"]
+           "MlpConfig", "build_mlp", "HlstmConfig", "ChmcLstmConfig", "build_hlstm", "node_levels", "DelaConfig",
+           "build_dela", "C2aeConfig", "build_c2ae"]
 
 
 @dataclasses.dataclass

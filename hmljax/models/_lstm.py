@@ -41,7 +41,8 @@ class LevelLSTM(nn.Module):
     """Global logits ``[B, C]`` and local logits ``[B, C]`` from ``x [B, D]``.
 
     Per level h = 1..L (eq. 6-11, one set of gate weights shared over the levels):
-    ``[F; I; Ĉ; O] = W [A^{h-1}; x] + b`` (held as ``gates_a`` = W's A columns, ``gates_x`` = its x columns and b), ``C^h = σ(F) ⊙ C^{h-1} + σ(I) ⊙ tanh(Ĉ)``,
+    ``[F; I; Ĉ; O] = W [A^{h-1}; x] + b`` (held as ``gates_a`` = W's A columns, ``gates_x`` = its x
+    columns and b), ``C^h = σ(F) ⊙ C^{h-1} + σ(I) ⊙ tanh(Ĉ)``,
     ``A^h = σ(O) ⊙ tanh(C^h)``, from ``A^0 = C^0 = 0``. The local branch of level h (eq. 12) is
     ``relu(W_T^h A^h + b)`` then a linear head over the classes of level h; the global head
     (eq. 13) is linear on ``A^L`` over all C classes. Dropout acts on what the heads read (``A^h``

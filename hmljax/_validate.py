@@ -1,0 +1,168 @@
+"""Host-side checks of what the public functions are given: on by default, free under ``jit``.
+
+The losses, constraints and uncertainty functions are pure JAX, so they cannot raise on a *value*
+inside a compiled program. Called eagerly (a notebook, a test, a user's own loop) they get concrete
+arrays, and there a wrong input -- a label of 2, soft or unclosed labels, a NaN logit, a probability
+above 1, a negative weight -- would otherwise come back as a plausible number. So every public
+entry point runs these checks when its argument is concrete, and skips them when it is a tracer:
+inside ``jax.jit``, ``vmap`` or ``grad`` (the engine's train step, a user's jitted loop) nothing is
+checked and nothing is synced to the host, so the hot path costs exactly what it did.
+
+The switch, for eager hot paths or deliberately unusual inputs:
+
+    hmljax.set_validation(False)            # process-wide; returns the previous setting
+    with hmljax.validation(False): ...      # for a block
+    HMLJAX_VALIDATE=0                       # environment, read at import
+
+Each failed check raises ``ValueError`` naming the function, the argument and the first bad entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import jax
+import numpy as np
+
+__all__ = ["set_validation", "validation", "validation_enabled", "check_finite", "check_binary", "check_closed",
+           "check_probabilities", "check_nonnegative", "check_parent_closed"]
+
+_ENABLED = os.environ.get("HMLJAX_VALIDATE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def set_validation(on: bool) -> bool:
+    """Turns the host-side input checks on or off for the process; returns the previous setting."""
+    global _ENABLED
+    prev, _ENABLED = _ENABLED, bool(on)
+    return prev
+
+
+@contextlib.contextmanager
+def validation(on: bool):
+    """``with validation(False):`` runs a block without the host-side input checks (or with them)."""
+    prev = set_validation(on)
+    try:
+        yield
+    finally:
+        set_validation(prev)
+
+
+def validation_enabled() -> bool:
+    return _ENABLED
+
+
+def _concrete(x) -> np.ndarray | None:
+    """``x`` as numpy when it should be checked (checks on, a concrete value), else None."""
+    if not _ENABLED or x is None or isinstance(x, jax.core.Tracer):
+        return None
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x)):
+        return None
+    return np.asarray(x)
+
+
+def _val(a: np.ndarray, bad: np.ndarray):
+    """The first bad entry as a plain Python number (for the message)."""
+    return a[tuple(np.argwhere(bad)[0])].item()
+
+
+def _first(bad: np.ndarray) -> str:
+    idx = np.argwhere(bad)[0]
+    return f"[{', '.join(map(str, idx))}]" if idx.size else "[]"
+
+
+def check_finite(fn: str, name: str, x) -> None:
+    """NaN or ±inf anywhere in ``x`` is an error (logits, weights, features)."""
+    a = _concrete(x)
+    if a is None or not np.issubdtype(a.dtype, np.inexact):
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise ValueError(f"{fn}: {name} has {int(bad.sum())} non-finite value(s), the first {_val(a, bad)!r} "
+                         f"at {_first(bad)}")
+
+
+def check_binary(fn: str, name: str, y, *, where=None) -> None:
+    """Labels must be exactly 0 or 1 (no -1, no 2, no soft labels); entries outside ``where`` (missing
+    labels, which the losses neutralise) are not looked at."""
+    a = _concrete(y)
+    if a is None or a.dtype == bool:
+        return
+    if where is not None:
+        w = _concrete(where)
+        if w is None:
+            return
+        a = np.where(np.broadcast_to(w, a.shape), a, 0)
+    bad = (a != 0) & (a != 1)
+    if bad.any():
+        raise ValueError(f"{fn}: {name} must be 0/1; found {_val(a, bad)!r} at {_first(bad)} "
+                         f"({int(bad.sum())} such entries)")
+
+
+def check_closed(fn: str, name: str, y, ancestry, *, where=None) -> None:
+    """Labels must be closed under ancestors (a positive node's ancestors positive): C-HMCNN's and HLSTM's
+    losses assume it, and on unclosed labels they train toward a different target without a word.
+
+    Checked as ``MCM(y) == y`` (a node is positive iff one of its descendants is), which holds for a
+    dense ancestry matrix and a sparse :class:`~hmljax.constraints.ConstraintGraph` alike. Entries
+    outside ``where`` (e.g. the unevaluated roots) are ignored.
+    """
+    a = _concrete(y)
+    if a is None or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(ancestry)):
+        return
+    from hmljax.constraints import apply_constraint
+
+    with jax.ensure_compile_time_eval():
+        closed = np.asarray(apply_constraint(jax.numpy.asarray(a, jax.numpy.float32), ancestry)) > 0.5
+    bad = closed != (a > 0.5)
+    if where is not None:
+        bad &= np.broadcast_to(np.asarray(where, bool), bad.shape)
+    if bad.any():
+        raise ValueError(f"{fn}: {name} are not closed under ancestors: entry {_first(bad)} is "
+                         f"{int(_val(a, bad) > 0.5)} but a descendant is positive "
+                         f"({int(bad.sum())} such entries). Close them (Hierarchy.encode does) or, for a deliberate "
+                         "experiment, run with hmljax.validation(False)")
+
+
+def check_parent_closed(fn: str, name: str, y, child, parent, *, where=None) -> None:
+    """Labels closed over the one-hop edges ``child -> parent`` (no positive child of a negative parent);
+    labels outside ``where`` count as 0, as the losses treat them."""
+    a, c, p = _concrete(y), _concrete(child), _concrete(parent)
+    if a is None or c is None or p is None:
+        return
+    if where is not None:
+        w = _concrete(where)
+        if w is None:
+            return
+        a = np.where(np.broadcast_to(w, a.shape), a, 0)
+    bad = (a[..., c] > 0.5) & (a[..., p] <= 0.5)
+    if bad.any():
+        e = tuple(np.argwhere(bad)[0])
+        row = tuple(int(i) for i in e[:-1])
+        raise ValueError(f"{fn}: {name} are not closed under ancestors: node {int(c[e[-1]])} is positive and its "
+                         f"parent {int(p[e[-1]])} negative (at row {row}; {int(bad.sum())} such edges). Close them "
+                         "(Hierarchy.encode does) or, for a deliberate experiment, run with hmljax.validation(False)")
+
+
+def check_probabilities(fn: str, name: str, p) -> None:
+    """Probabilities must be finite and in [0, 1]."""
+    a = _concrete(p)
+    if a is None:
+        return
+    check_finite(fn, name, a)
+    bad = (a < 0) | (a > 1)
+    if bad.any():
+        raise ValueError(f"{fn}: {name} must be probabilities in [0, 1]; found {_val(a, bad)!r} at "
+                         f"{_first(bad)}")
+
+
+def check_nonnegative(fn: str, name: str, v) -> None:
+    """A finite number (or array) >= 0: weights, gates, exponents."""
+    a = _concrete(v)
+    if a is None:
+        return
+    check_finite(fn, name, a)
+    bad = a < 0
+    if bad.any():
+        raise ValueError(f"{fn}: {name} must be >= 0; found {_val(a, bad)!r}"
+                         + (f" at {_first(bad)}" if a.ndim else ""))

@@ -1,0 +1,121 @@
+"""Host-side input checks at the library's public boundaries: on by default, skipped under jit, switchable."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hmljax
+from hmljax.constraints import constraint_graph
+from hmljax.hierarchy import Hierarchy
+from hmljax.losses import (
+    binary_cross_entropy,
+    constrained_probs,
+    focal_weight,
+    hybrid_loss,
+    imbalance_weights,
+    label_weights,
+    lmc_loss,
+    mc_loss,
+    parent_graph,
+    sigmoid_focal_loss,
+    uncertainty,
+    weighted_mc_loss,
+)
+
+H = Hierarchy.from_edges([("root", "a"), ("a", "b"), ("root", "c")])  # nodes: root, a, b, c (in some order)
+I = H.index
+
+
+def _y(*pos):
+    y = np.zeros((1, H.num_nodes), np.float32)
+    for n in pos:
+        y[0, I[n]] = 1
+    return jnp.asarray(y)
+
+
+CLOSED = _y("root", "a", "b")
+UNCLOSED = _y("root", "b")  # b positive, its parent a negative
+Z = jnp.zeros((1, H.num_nodes))
+DENSE, SPARSE, PARENTS = jnp.asarray(H.ancestry), constraint_graph(H), parent_graph(H)
+
+CASES = [
+    ("mc_loss dense", lambda y, z: mc_loss(z, y, DENSE)),
+    ("mc_loss sparse", lambda y, z: mc_loss(z, y, SPARSE)),
+    ("lmc_loss", lambda y, z: lmc_loss(z, y, PARENTS)),
+    ("hybrid_loss", lambda y, z: hybrid_loss(z, y, SPARSE, PARENTS)),
+    ("weighted_mc_loss", lambda y, z: weighted_mc_loss(z, y, SPARSE)),
+]
+
+
+@pytest.mark.parametrize("name,fn", CASES, ids=[c[0] for c in CASES])
+def test_hierarchical_losses_refuse_bad_labels_and_logits(name, fn):
+    assert np.isfinite(np.asarray(fn(CLOSED, Z))).all()
+    with pytest.raises(ValueError, match="not closed under ancestors"):
+        fn(UNCLOSED, Z)
+    with pytest.raises(ValueError, match=r"must be 0/1; found 2\.0"):
+        fn(CLOSED.at[0, I["b"]].set(2.0), Z)
+    with pytest.raises(ValueError, match=r"must be 0/1; found -1\.0"):
+        fn(CLOSED.at[0, I["c"]].set(-1.0), Z)
+    with pytest.raises(ValueError, match=r"must be 0/1; found 0\.5"):
+        fn(CLOSED.at[0, I["b"]].set(0.5), Z)
+    with pytest.raises(ValueError, match="non-finite value.*nan"):
+        fn(CLOSED, Z.at[0, I["a"]].set(jnp.nan))
+    with pytest.raises(ValueError, match="non-finite value.*inf"):
+        fn(CLOSED, Z.at[0, I["a"]].set(jnp.inf))
+
+
+def test_roots_outside_where_are_not_checked_for_closure():
+    # The unevaluated root is masked out of the loss, so its label may be anything 0/1.
+    y = _y("a", "b")  # root negative
+    with pytest.raises(ValueError, match="not closed"):
+        mc_loss(Z, y, DENSE)
+    assert np.isfinite(np.asarray(mc_loss(Z, y, DENSE, where=H.evaluated))).all()
+
+
+def test_under_jit_vmap_grad_nothing_is_checked_or_synced():
+    bad = UNCLOSED.at[0, I["c"]].set(2.0)
+    for f in (jax.jit(lambda z, y: mc_loss(z, y, SPARSE).sum()),
+              jax.jit(lambda z, y: hybrid_loss(z, y, SPARSE, PARENTS))):
+        assert np.isfinite(float(f(Z, bad)))
+    g = jax.grad(lambda z, y: mc_loss(z, y, DENSE).sum())(Z, CLOSED)
+    assert g.shape == Z.shape
+    v = jax.vmap(lambda z, y: mc_loss(z, y, DENSE))(Z, bad)  # both traced: unchecked
+    assert v.shape == Z.shape
+
+
+def test_the_switch_and_the_context_manager():
+    assert hmljax.set_validation(False) is True
+    try:
+        assert np.isfinite(np.asarray(mc_loss(Z, UNCLOSED, DENSE))).all()
+    finally:
+        hmljax.set_validation(True)
+    with hmljax.validation(False):
+        lmc_loss(Z, UNCLOSED, PARENTS)
+    with pytest.raises(ValueError):  # back on after the block
+        lmc_loss(Z, UNCLOSED, PARENTS)
+
+
+def test_other_public_functions():
+    with pytest.raises(ValueError, match="binary_cross_entropy: labels must be 0/1"):
+        binary_cross_entropy(Z, CLOSED * 3)
+    with pytest.raises(ValueError, match="constrained_probs: logits has 1 non-finite"):
+        constrained_probs(Z.at[0, 0].set(jnp.nan), SPARSE)
+    with pytest.raises(ValueError, match=r"uncertainty: probs_E must be probabilities in \[0, 1\]; found 1\.5"):
+        uncertainty(jnp.full((3, 1, 4), 1.5), mode="gmu")
+    with pytest.raises(ValueError, match="focal_weight: u0 must be >= 0"):
+        focal_weight(jnp.ones(3), u0=-0.1)
+    with pytest.raises(ValueError, match="imbalance_weights: w0 must be >= 0"):
+        imbalance_weights(np.ones(4), num_obs=10, num_classes=4, w0=-1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        label_weights(np.array([1.0, np.nan, 1.0, 1.0]), CLOSED)
+    with pytest.raises(ValueError, match="weighted_mc_loss: node_weights must be >= 0"):
+        weighted_mc_loss(Z, CLOSED, SPARSE, node_weights=jnp.array([1.0, -2.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="sigmoid_focal_loss: labels must be 0/1"):
+        sigmoid_focal_loss(Z, CLOSED * 2)
+    # Missing labels (outside where) are neutralised by the long-tail losses, so they are not checked.
+    nan_labels = CLOSED.at[0, I["c"]].set(jnp.nan)
+    where = jnp.ones_like(CLOSED, bool).at[0, I["c"]].set(False)
+    assert np.isfinite(np.asarray(sigmoid_focal_loss(Z, nan_labels, where=where))).all()
