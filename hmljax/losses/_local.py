@@ -151,7 +151,7 @@ def lmc_loss(
     if logits.shape != labels.shape:
         raise ValueError(f"lmc_loss: logits {logits.shape} and labels {labels.shape} differ")
     V.check_finite("lmc_loss", "logits", logits)
-    V.check_binary("lmc_loss", "labels", labels)
+    V.check_binary("lmc_loss", "labels", labels, where=where)
     V.check_parent_closed("lmc_loss", "labels", labels, graph.child, graph.parent, where=where)
     labels = labels.astype(logits.dtype)
     if where is not None:

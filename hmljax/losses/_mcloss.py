@@ -28,7 +28,7 @@ def binary_cross_entropy(
     never takes the log of a rounded probability.
     """
     V.check_finite("binary_cross_entropy", "logits", logits)
-    V.check_binary("binary_cross_entropy", "labels", labels)
+    V.check_binary("binary_cross_entropy", "labels", labels, where=where)
     labels = labels.astype(logits.dtype)
     loss = jax.nn.softplus(logits) - labels * logits
     if where is not None:
@@ -82,7 +82,7 @@ def mc_loss(
     if where is not None:
         where = jnp.broadcast_to(where, logits.shape)
     V.check_finite("mc_loss", "logits", logits)
-    V.check_binary("mc_loss", "labels", labels)
+    V.check_binary("mc_loss", "labels", labels, where=where)
     V.check_closed("mc_loss", "labels", labels, ancestry, where=where)
     return binary_cross_entropy(mc_logits(logits, labels, ancestry), labels, where=where)
 
