@@ -124,7 +124,7 @@ def main():
 
     from hmljax.data import EpochSampler
     from hmljax.engine import Batch, init_train_state, jit_train, make_epoch, make_step
-    from hmljax.methods._hlstm import level_index
+    from hmljax.methods import level_index
     from hmljax.training import TrainConfig, build_method, load_run_dataset
 
     rows = []

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from hmljax.engine import get_sampler
-from hmljax.methods import _batch_selection as bs
+from hmljax.methods import batch_selection as bs
 from hmljax.training import TrainConfig, train_and_evaluate
 
 bs.register_batch_samplers()

@@ -12,19 +12,22 @@ import pytest
 from jax.test_util import check_grads
 
 from hmljax.engine import Batch, ModelOutput, adam_coupled, register_method
-from hmljax.methods._c2ae import (
+from hmljax.methods import (
     C2aeConfig,
+    DelaConfig,
     build_c2ae,
+    build_dela,
     c2ae_latent,
     c2ae_loss,
     c2ae_model,
+    dela_loss,
+    dela_model,
     embedding_distance,
     orthogonality_penalty,
     ranking_loss,
+    with_gate_lr,
 )
-from hmljax.methods._dela import DelaConfig, build_dela, dela_loss, dela_model, with_gate_lr
-from hmljax.models._c2ae import C2ae
-from hmljax.models._dela import Dela, dela_kl, gumbel_sigmoid_hard
+from hmljax.models import C2ae, Dela, dela_kl, gumbel_sigmoid_hard
 from hmljax.training import TrainConfig, train_and_evaluate
 
 register_method("dela", DelaConfig, build_dela, replace=True,

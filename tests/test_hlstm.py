@@ -11,9 +11,7 @@ from jax.test_util import check_grads
 from hmljax.engine import Batch, ModelOutput
 from hmljax.hierarchy import Hierarchy
 from hmljax.losses import hybrid_loss, parent_graph
-from hmljax.methods import node_levels
-from hmljax.methods._hlstm import hybrid_elementwise, level_index
-from hmljax.methods._rare import RareLoss, make_rare_loss
+from hmljax.methods import RareLoss, hybrid_elementwise, level_index, make_rare_loss, node_levels
 from hmljax.models import LevelLSTM
 from hmljax.training import TrainConfig, train_and_evaluate
 

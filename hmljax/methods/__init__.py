@@ -8,11 +8,28 @@ import dataclasses
 
 from hmljax.data import EpochSampler
 from hmljax.engine import device_shuffle, register_method, register_sampler
+from hmljax.methods import _batch_selection as batch_selection  # the samplers' statistics, as a namespace
 from hmljax.methods._batch_selection import register_batch_samplers
-from hmljax.methods._c2ae import C2aeConfig, build_c2ae
+from hmljax.methods._c2ae import (
+    C2aeConfig,
+    build_c2ae,
+    c2ae_latent,
+    c2ae_loss,
+    c2ae_model,
+    embedding_distance,
+    orthogonality_penalty,
+    ranking_loss,
+)
 from hmljax.methods._chmcnn import ChmcnnConfig, build_chmcnn, chmcnn_model, forward_apply, hierarchy_constraint
-from hmljax.methods._dela import DelaConfig, build_dela
-from hmljax.methods._hlstm import ChmcLstmConfig, HlstmConfig, build_hlstm, node_levels
+from hmljax.methods._dela import DelaConfig, build_dela, dela_loss, dela_model, with_gate_lr
+from hmljax.methods._hlstm import (
+    ChmcLstmConfig,
+    HlstmConfig,
+    build_hlstm,
+    hybrid_elementwise,
+    level_index,
+    node_levels,
+)
 from hmljax.methods._mlp import MlpConfig, build_mlp
 from hmljax.methods._rare import (
     RareConfig,
@@ -26,7 +43,9 @@ from hmljax.methods._rare import (
 __all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hierarchy_constraint", "RareConfig",
            "RareLoss", "make_rare_loss", "node_weights_for", "rare_loss_settings", "training_rows", "NoKeys",
            "MlpConfig", "build_mlp", "HlstmConfig", "ChmcLstmConfig", "build_hlstm", "node_levels", "DelaConfig",
-           "build_dela", "C2aeConfig", "build_c2ae"]
+           "build_dela", "C2aeConfig", "build_c2ae", "level_index", "hybrid_elementwise", "batch_selection",
+           "c2ae_latent", "c2ae_loss", "c2ae_model", "embedding_distance", "orthogonality_penalty", "ranking_loss",
+           "dela_loss", "dela_model", "with_gate_lr"]
 
 
 @dataclasses.dataclass

@@ -1,5 +1,7 @@
 """Flax Linen models and ensemble forwards; no training logic."""
 
+from hmljax.models._c2ae import C2ae
+from hmljax.models._dela import Dela, dela_kl, gumbel_sigmoid_hard
 from hmljax.models._ensemble import (
     Forward,
     SharedEncoderHeads,
@@ -11,5 +13,6 @@ from hmljax.models._ensemble import (
 from hmljax.models._lstm import LOCAL_INITS, LevelLSTM, local_kernel_init
 from hmljax.models._mlp import ChmcnnMLP, torch_linear_init
 
-__all__ = ["LevelLSTM", "LOCAL_INITS", "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward", "init_stacked",
+__all__ = ["C2ae", "Dela", "dela_kl", "gumbel_sigmoid_hard", "LevelLSTM", "LOCAL_INITS", "local_kernel_init",
+           "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward", "init_stacked",
            "single_forward", "stacked_forward"]
