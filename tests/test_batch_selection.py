@@ -317,7 +317,9 @@ def test_update_probs(update_probs):
 
 
 # ------------------------------------------------------------------------------------------ the engine
-@pytest.mark.parametrize("sampler", ["random", "hard", "adaptive", "adac"])
+# The default run trains the two data-driven samplers; random and hard (no host statistics) with -m slow.
+@pytest.mark.parametrize("sampler", [pytest.param("random", marks=pytest.mark.slow),
+                                     pytest.param("hard", marks=pytest.mark.slow), "adaptive", "adac"])
 def test_each_sampler_trains_mlp_in_the_engine(sampler, tmp_path):
     keys = {} if sampler == "random" else {"select_warmup": 1}
     if sampler == "adaptive":

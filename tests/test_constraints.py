@@ -134,9 +134,9 @@ def test_leading_batch_axes_under_vmap_and_grad(form):
 
 
 @needs_data
-@pytest.mark.parametrize("name", [n if n in ("cellcycle_FUN", "cellcycle_GO", "seq_GO") else
+@pytest.mark.parametrize("name", [n if n in ("cellcycle_FUN", "cellcycle_GO") else
                                   pytest.param(n, marks=pytest.mark.slow) for n in FUN + GO])
-def test_dense_equals_sparse_on_real_hierarchies(name):  # the default run: a tree and two DAGs; all with -m slow
+def test_dense_equals_sparse_on_real_hierarchies(name):  # the default run: a tree and a DAG; all with -m slow
     h = load(name).hierarchy
     R, g = jnp.asarray(h.ancestry), constraint_graph(h)
     x = jax.random.normal(jax.random.key(1), (2, h.num_nodes))

@@ -50,6 +50,7 @@ def test_beats_baseline_counts_datasets_with_both_runs():
     assert sorted(rare.beats_baseline(summary)) == [("GMU", 2, 1, 2), ("bBMA", 0, 0, 1)]
 
 
+@pytest.mark.slow  # ~1 min: the runner's skip/resume logic is covered by the reproduction and runner tests
 def test_rare_table1_runs_resumes_and_writes_outputs(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "rare.py"), "table1", "--datasets", "synthetic",
            "--seeds", "1", "--override", "epochs=1", "hidden=16", "batch_size=64",

@@ -67,7 +67,8 @@ def test_json_round_trip():
 
 
 @needs_data
-@pytest.mark.parametrize("name", FUN + GO)
+# Every FUN tree and cellcycle_GO by default; the other GO DAGs (10-20 s each) with -m slow.
+@pytest.mark.parametrize("name", FUN + ["cellcycle_GO"] + [pytest.param(g, marks=pytest.mark.slow) for g in GO[1:]])
 def test_real_hierarchies(name):
     ds = load(name)
     h = ds.hierarchy

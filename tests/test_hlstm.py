@@ -132,7 +132,7 @@ SMALL = dict(dataset="synthetic", epochs=2, hidden=16, lr=3e-3)
 @pytest.mark.parametrize("keys", [
     # The default run trains HLSTM once, as an ensemble with RARE's terms (which covers the plain path too).
     pytest.param(dict(method="hlstm"), marks=pytest.mark.slow),
-    dict(method="chmc_lstm"),
+    pytest.param(dict(method="chmc_lstm"), marks=pytest.mark.slow),  # b_r = 1's branch: unit-tested above
     pytest.param(dict(method="hlstm", head="none", b_r=0.5, local_init="xavier"), marks=pytest.mark.slow),
     dict(method="hlstm", ensemble=2, focal="gmu", weights="code", levels=2),  # RARE composes with HLSTM
 ], ids=["hlstm", "chmc_lstm", "hmcn_r", "rare_ensemble"])

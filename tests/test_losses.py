@@ -151,7 +151,9 @@ def test_leading_batch_axes_equal_the_2d_result(shape, dense):
             np.testing.assert_array_equal(got, want, err_msg=name)
 
 
-@pytest.mark.parametrize("dense", [pytest.param(True, marks=pytest.mark.slow), False], ids=["dense", "sparse"])
+# Both with -m slow: test_constraints' leading-axes test and the HLSTM/RARE tests cover the sparse path by default.
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+@pytest.mark.slow
 def test_leading_batch_axes_under_vmap_and_grad(dense):
     h = _hier()
     c = h.num_nodes
