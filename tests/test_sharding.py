@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import json, os, sys, tempfile
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
@@ -31,6 +33,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~35 s of simulated devices; the layouts' unit tests below stay in the default run
 def test_sharded_training_matches_unsharded():
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)

@@ -114,7 +114,8 @@ def test_dense_and_sparse_training_agree():
 
 def test_padded_rows_do_not_contribute():
     ds, h, anc, model, opt, state = _setup()
-    step = make_train_step(model, opt, ancestry=anc, evaluated=h.evaluated)
+    # Jitted, as the engine runs it (op by op, the step took ~30 s of the suite).
+    step = jax.jit(make_train_step(model, opt, ancestry=anc, evaluated=h.evaluated))
     x, y = np.asarray(ds.X["train"][:4]), np.asarray(ds.Y["train"][:4])
     where = np.array([True, True, False, False])
     garbage_x = x.copy()
@@ -216,6 +217,7 @@ def _restore_params(run_dir):
     return raw["state"], raw["epoch"]
 
 
+@pytest.mark.slow  # ~40 s; the default run kills and resumes the toy method (tests/test_engine.py) the same way
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     args = ["--dataset", "synthetic", "--epochs", "12", "--no-progress", "checkpoint_every=1", *SMALL]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
