@@ -178,7 +178,9 @@ def main():
             t_step = C.timeit(run_step, repeats=reps, sync=C.jax_sync)
             sampler = EpochSampler(X.shape[0], B, seed=0)
             eb = sampler.epoch(0)
-            S = min(sampler.steps_per_epoch, 200 if B == 4 else 40)  # a slice of the epoch: same per-step cost
+            # A slice of the epoch (the same per-step cost): ~5-10 s of steps per timed call.
+            S = min(sampler.steps_per_epoch, {(True, 4): 200, (True, 64): 40, (False, 4): 40, (False, 64): 10}[
+                (name.endswith("FUN"), B)])
             idx, wh = jax.device_put(eb.indices[:S]), jax.device_put(eb.where[:S])
             Xd, Yd = jax.device_put(X), jax.device_put(method.train_y)
             epoch = jit_train(make_epoch(method), donate_argnums=(0,))
@@ -190,6 +192,7 @@ def main():
                 return losses
 
             t_ep = C.timeit(run_epoch, repeats=max(3, args.repeats // 5), warmup=1, sync=C.jax_sync)
+            C.jax_sync(ep[0].params)
             per_step_scan = t_ep["median_s"] / S
             twin.train()
             topt = torch.optim.Adam(twin.parameters(), lr=lr, weight_decay=wd)
