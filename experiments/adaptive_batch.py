@@ -120,6 +120,12 @@ def _ms(v) -> str:
     return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if v.size > 1 else f"{v.mean():.4f}"
 
 
+def _stem(name: str, args) -> str:
+    """The outputs' file stem: one table per experiment and model selection (``adaptive_table2_mlp``), so
+    runs of one model do not overwrite another's table."""
+    return f"adaptive_{name}" + (f"_{'_'.join(args.models)}" if args.models else "")
+
+
 def write_outputs(name: str, args, command: str) -> str:
     from hmljax.metrics import wilcoxon_signed_rank
 
@@ -184,9 +190,9 @@ def write_outputs(name: str, args, command: str) -> str:
                     out.append(f"— ({e})")
             lines.append(f"| {MODEL_NAMES.get(m, m)} | {len(pairs)} | " + " | ".join(out) + " |")
     if name in ("curves", "pressure") and res:
-        _curves_figure(res, os.path.join(args.results, f"adaptive_{name}.png"))
-        lines += ["", f"![{name}](adaptive_{name}.png)"]
-    base = os.path.join(args.results, f"adaptive_{name}")
+        _curves_figure(res, os.path.join(args.results, f"{_stem(name, args)}.png"))
+        lines += ["", f"![{name}](./{_stem(name, args)}.png)"]
+    base = os.path.join(args.results, _stem(name, args))
     atomic_write_text(base + ".md", "\n".join(lines) + "\n")
     atomic_write_text(base + ".json", json.dumps({"command": command, "rows": rows}, indent=2))
     return "\n".join(lines)
