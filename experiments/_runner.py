@@ -99,6 +99,38 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     return failures
 
 
+def pending(runs) -> tuple[list, int]:
+    """``(tasks, finished)`` from ``[(TrainConfig, run_dir)]``: a run whose folder holds results of the same
+    config is finished and skipped; a folder holding another config is refused (never overwritten)."""
+    from hmljax.training import config_diff
+
+    todo, done = [], 0
+    for cfg, rd in runs:
+        same = os.path.exists(os.path.join(rd, "config.json")) and not config_diff(rd, cfg)
+        if same and os.path.exists(os.path.join(rd, "results.json")):
+            done += 1
+        elif os.path.exists(os.path.join(rd, "config.json")) and not same:
+            raise SystemExit(f"{rd} holds a run of another config: move it away or pass another --runs")
+        else:
+            todo.append((cfg.to_dict(), rd))
+    return todo, done
+
+
+def finished_run(run_dir: str) -> dict | None:
+    """A finished run's ``results.json`` with its ``machine`` (from config.json) and ``curve`` (the
+    metrics.jsonl records), or None if it has not finished."""
+    try:
+        with open(os.path.join(run_dir, "results.json")) as fh:
+            res = json.load(fh)
+        with open(os.path.join(run_dir, "config.json")) as fh:
+            res["machine"] = json.load(fh).get("machine", {})
+        with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+            res["curve"] = [json.loads(x) for x in fh if x.strip()]
+    except (OSError, ValueError):
+        return None
+    return res
+
+
 def _epochs_planned(cfg_dict) -> int:
     from hmljax.training import TrainConfig
 

@@ -37,11 +37,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import plan, run_tasks  # noqa: E402
+from _runner import finished_run, pending, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_bytes, atomic_write_text  # noqa: E402
-from hmljax.training import TrainConfig, config_diff, source_commit  # noqa: E402
+from hmljax.training import TrainConfig, source_commit  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 FUN = [f"{d}_FUN" for d in ("cellcycle", "derisi", "eisen", "gasch2", "seq", "spo")]
@@ -98,30 +98,15 @@ def run_dir(d: str, label: str, seed: int, args) -> str:
 
 
 def tasks(name: str, args) -> tuple[list, int]:
-    todo, done = [], 0
-    for d, label, keys, s in cells(name, args):
-        cfg, rd = config(d, keys, s, args), run_dir(d, label, s, args)
-        if os.path.exists(os.path.join(rd, "results.json")) and not config_diff(rd, cfg):
-            done += 1
-            continue
-        if os.path.exists(os.path.join(rd, "config.json")) and config_diff(rd, cfg):
-            raise SystemExit(f"{rd} holds a run of another config: move it away or pass another --runs")
-        todo.append((cfg.to_dict(), rd))
-    return todo, done
+    return pending([(config(d, keys, s, args), run_dir(d, label, s, args)) for d, label, keys, s in cells(name, args)])
 
 
 def collect(name: str, args) -> dict:
     """``{dataset: {label: [run record]}}`` for the finished runs, with their metrics curve and machine."""
     out: dict = {}
     for d, label, _keys, s in cells(name, args):
-        rd = run_dir(d, label, s, args)
-        try:
-            res = json.load(open(os.path.join(rd, "results.json")))
-            res["machine"] = json.load(open(os.path.join(rd, "config.json"))).get("machine", {})
-            res["curve"] = [json.loads(x) for x in open(os.path.join(rd, "metrics.jsonl")) if x.strip()]
-        except (OSError, ValueError):
-            continue
-        out.setdefault(d, {}).setdefault(label, []).append(res)
+        if (res := finished_run(run_dir(d, label, s, args))) is not None:
+            out.setdefault(d, {}).setdefault(label, []).append(res)
     return out
 
 

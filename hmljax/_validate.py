@@ -61,6 +61,15 @@ def _concrete(x) -> np.ndarray | None:
     return np.asarray(x)
 
 
+def _masked(a: np.ndarray, where):
+    """``a`` with entries outside ``where`` set to 0 (as the losses treat them), or None when ``where``
+    is a tracer (then nothing is checked)."""
+    if where is None:
+        return a
+    w = _concrete(where)
+    return None if w is None else np.where(np.broadcast_to(w, a.shape), a, 0)
+
+
 def _val(a: np.ndarray, bad: np.ndarray):
     """The first bad entry as a plain Python number (for the message)."""
     return a[tuple(np.argwhere(bad)[0])].item()
@@ -86,13 +95,8 @@ def check_binary(fn: str, name: str, y, *, where=None) -> None:
     """Labels must be exactly 0 or 1 (no -1, no 2, no soft labels); entries outside ``where`` (missing
     labels, which the losses neutralise) are not looked at."""
     a = _concrete(y)
-    if a is None or a.dtype == bool:
+    if a is None or a.dtype == bool or (a := _masked(a, where)) is None:
         return
-    if where is not None:
-        w = _concrete(where)
-        if w is None:
-            return
-        a = np.where(np.broadcast_to(w, a.shape), a, 0)
     bad = (a != 0) & (a != 1)
     if bad.any():
         raise ValueError(f"{fn}: {name} must be 0/1; found {_val(a, bad)!r} at {_first(bad)} "
@@ -128,13 +132,8 @@ def check_parent_closed(fn: str, name: str, y, child, parent, *, where=None) -> 
     """Labels closed over the one-hop edges ``child -> parent`` (no positive child of a negative parent);
     labels outside ``where`` count as 0, as the losses treat them."""
     a, c, p = _concrete(y), _concrete(child), _concrete(parent)
-    if a is None or c is None or p is None:
+    if a is None or c is None or p is None or (a := _masked(a, where)) is None:
         return
-    if where is not None:
-        w = _concrete(where)
-        if w is None:
-            return
-        a = np.where(np.broadcast_to(w, a.shape), a, 0)
     bad = (a[..., c] > 0.5) & (a[..., p] <= 0.5)
     if bad.any():
         e = tuple(np.argwhere(bad)[0])
