@@ -54,7 +54,7 @@ def torch_twin(D, H, T, level_index, C_, dropout):
     return Twin()
 
 
-def load_params(twin, params, H):
+def load_params(twin, params):
     """hmljax's LevelLSTM parameters into the twin (torch's gate order i, f, g, o; ours f, i, ĉ, o)."""
     import numpy as np
     import torch
@@ -146,7 +146,7 @@ def main():
             # ---- equality: same start, dropout off, one Adam step ----
             s0 = init_train_state(method0, jax.random.key(0))
             twin0 = torch_twin(X.shape[1], m.hidden, m.transition, lv, h.num_nodes, 0.0)
-            load_params(twin0, s0.params, m.hidden)
+            load_params(twin0, s0.params)
             s1, out1 = jax.jit(make_step(method0))(s0, batch, jax.random.key(1))
             xt, yt = torch.from_numpy(x_np), torch.from_numpy(y_np)
             topt0 = torch.optim.Adam(twin0.parameters(), lr=lr, weight_decay=wd)
@@ -165,7 +165,7 @@ def main():
             dropout = cfg.method_config.dropout
             state = init_train_state(method, jax.random.key(0))
             twin = torch_twin(X.shape[1], m.hidden, m.transition, lv, h.num_nodes, dropout)
-            load_params(twin, state.params, m.hidden)
+            load_params(twin, state.params)
             step = jit_train(make_step(method), donate_argnums=(0,))
             c_s, _ = C.compile_seconds(jit_train(make_step(method)), state, batch, jax.random.key(2))
             holder = [state]
