@@ -1,5 +1,6 @@
 """Data: ARFF reading (HMC, MULAN, MEKA), preprocessing, cached memmaps, the dataset
-registry, samplers, label-imbalance statistics and stratified splits.
+registry, samplers, label-imbalance statistics, stratified splits, and long-tailed
+subsets with head/middle/tail class groups.
 
 Numpy only: nothing here imports jax.
 """
@@ -14,6 +15,13 @@ from hmljax.data._imbalance import (
     mean_ir,
     minority_labels,
 )
+from hmljax.data._longtail import (
+    class_groups,
+    cooccurrence_order,
+    group_summary,
+    longtail_subset,
+    pareto_profile,
+)
 from hmljax.data._preprocess import PREPROCESSING_MODES, apply_preprocessing, preprocess
 from hmljax.data._registry import (
     REGISTRY,
@@ -26,7 +34,7 @@ from hmljax.data._registry import (
     resolve_data_dir,
 )
 from hmljax.data._resampling import LPROS_ROUNDINGS, Resampled, hros_pd, lpros
-from hmljax.data._samplers import EpochBatches, EpochSampler, Sampler
+from hmljax.data._samplers import ClassAwareSampler, EpochBatches, EpochSampler, Sampler
 from hmljax.data._stratify import iterative_stratification, kfold_splits
 from hmljax.data._synthetic import make_synthetic
 from hmljax.data._views import dataset_view
@@ -40,6 +48,7 @@ __all__ = [
     "DatasetSpec",
     "EpochBatches",
     "EpochSampler",
+    "ClassAwareSampler",
     "PREPROCESSING_MODES",
     "LPROS_ROUNDINGS",
     "Resampled",
@@ -51,7 +60,10 @@ __all__ = [
     "atomic_write_text",
     "cache_dir",
     "cached_arrays",
+    "class_groups",
+    "cooccurrence_order",
     "get_spec",
+    "group_summary",
     "hash_files",
     "imbalance_summary",
     "irlbl",
@@ -61,10 +73,12 @@ __all__ = [
     "label_density",
     "list_datasets",
     "load_dataset",
+    "longtail_subset",
     "make_synthetic",
     "dataset_view",
     "mean_ir",
     "minority_labels",
+    "pareto_profile",
     "preprocess",
     "apply_preprocessing",
     "read_arff",

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from hmljax.data._longtail import longtail_subset
 from hmljax.data._preprocess import preprocess
 from hmljax.data._registry import DataError, Dataset
 from hmljax.data._stratify import kfold_splits
@@ -24,7 +25,7 @@ __all__ = ["dataset_view"]
 
 def dataset_view(ds: Dataset, *, folds: int = 0, fold: int = 0, fold_valid: bool = False, fold_seed: int = 42,
                  fold_order: int = 1, min_label_count: int = 0, feature_fraction: float = 1.0,
-                 preprocessing: str | None = None) -> Dataset:
+                 preprocessing: str | None = None, longtail: dict | None = None) -> Dataset:
     """The dataset re-split and re-filtered as asked (``ds`` itself when nothing is asked).
 
     Args:
@@ -37,11 +38,14 @@ def dataset_view(ds: Dataset, *, folds: int = 0, fold: int = 0, fold_valid: bool
         feature_fraction: keep this fraction of the feature columns, those with the largest column sums
             over the whole dataset (the released adaptive-batch code's selection).
         preprocessing: the mode to fit on the view's train split (default: the dataset's own).
+        longtail: keywords of :func:`hmljax.data.longtail_subset` (``max_count``, ``min_count``, ``alpha``,
+            ``seed``): the train split is cut to that long-tailed subset (valid and test are kept whole),
+            before the features are scaled, so the scaler sees only the rows trained on.
 
     Raises:
         DataError: a bad fold index, a label filter on a hierarchy, or a filter that leaves nothing.
     """
-    if folds == 0 and min_label_count == 0 and feature_fraction == 1.0:
+    if folds == 0 and min_label_count == 0 and feature_fraction == 1.0 and not longtail:
         return ds
     if not ds.raw:
         raise DataError(f"{ds.spec.name}: its cache has no raw features (made before cache v3); delete "
@@ -73,12 +77,16 @@ def dataset_view(ds: Dataset, *, folds: int = 0, fold: int = 0, fold_valid: bool
     else:
         sizes = np.cumsum([0] + [ds.X[k].shape[0] for k in names])
         rows = {k: np.arange(sizes[i], sizes[i + 1]) for i, k in enumerate(names)}
+    if longtail:
+        train = rows["train"]
+        rows["train"] = train[longtail_subset(Y[train], **longtail)]
     mode = preprocessing or ds.meta.get("preprocessing", {}).get("mode", "chmcnn")
     fit_on = tuple(ds.spec.fit_on) if not folds else ("train",)
     X, info = preprocess({k: R[idx] for k, idx in rows.items()}, mode=mode, fit_on=fit_on)
     meta.update(preprocessing=info, feature_names=feature_names, hierarchy=h.to_json(),
                 view={"folds": folds, "fold": fold, "fold_valid": fold_valid, "fold_seed": fold_seed,
                       "fold_order": fold_order, "min_label_count": min_label_count,
-                      "feature_fraction": feature_fraction, "rows": {k: len(v) for k, v in rows.items()}})
+                      "feature_fraction": feature_fraction, "longtail": longtail,
+                      "rows": {k: len(v) for k, v in rows.items()}})
     return dataclasses.replace(ds, hierarchy=h, X=X, Y={k: Y[idx] for k, idx in rows.items()}, meta=meta,
                                raw={k: R[idx].astype(np.float32) for k, idx in rows.items()})

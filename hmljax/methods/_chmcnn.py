@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from hmljax.constraints import constraint_graph
 from hmljax.engine import Method, Model, ModelOutput, optimizer_from_config, sampler_from_config
 from hmljax.losses import constrained_probs
+from hmljax.methods._longtail import LongTailConfig, longtail_elementwise
 from hmljax.methods._rare import RareConfig, make_rare_loss, node_weights_for, rare_loss_settings, training_rows
 from hmljax.metrics import hierarchical_suite
 from hmljax.models import ChmcnnMLP, init_stacked, single_forward, stacked_forward
@@ -21,8 +22,9 @@ __all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hie
 
 
 @dataclasses.dataclass
-class ChmcnnConfig(RareConfig):
-    """C-HMCNN's keys (``None``: the dataset's published value) plus RARE's (:class:`RareConfig`)."""
+class ChmcnnConfig(LongTailConfig, RareConfig):
+    """C-HMCNN's keys (``None``: the dataset's published value), the long-tail losses' inside MCLoss
+    (:class:`hmljax.methods.LongTailConfig`) and RARE's (:class:`RareConfig`)."""
 
     hidden: int | None = None
     dropout: float | None = None
@@ -104,7 +106,8 @@ def build_chmcnn(ds, cfg, *, split: str) -> Method:
 
     return Method(
         model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes),
-        loss=make_rare_loss(lc, ancestry=ancestry, evaluated=h.evaluated),
+        loss=make_rare_loss(lc, ancestry=ancestry, evaluated=h.evaluated,
+                            elementwise=None if m.loss == "bce" else longtail_elementwise(m, Y, ancestry=ancestry)),
         predict=predict,
         optimizer=optimizer_from_config(cfg, steps_per_epoch=sampler.steps_per_epoch),
         sampler=sampler,

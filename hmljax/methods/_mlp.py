@@ -13,8 +13,10 @@ import dataclasses
 import jax
 import numpy as np
 
+from hmljax.data import class_groups
 from hmljax.engine import Method, optimizer_from_config, sampler_from_config
 from hmljax.methods._chmcnn import chmcnn_model, hierarchy_constraint
+from hmljax.methods._longtail import LongTailConfig, longtail_elementwise
 from hmljax.methods._rare import RareConfig, make_rare_loss, node_weights_for, rare_loss_settings, training_rows
 from hmljax.metrics import flat_suite
 from hmljax.models import ChmcnnMLP
@@ -23,8 +25,9 @@ __all__ = ["MlpConfig", "build_mlp"]
 
 
 @dataclasses.dataclass
-class MlpConfig(RareConfig):
-    """The MLP's keys plus RARE's (:class:`hmljax.methods.RareConfig`).
+class MlpConfig(LongTailConfig, RareConfig):
+    """The MLP's keys plus the long-tail losses' (:class:`hmljax.methods.LongTailConfig`: ``loss=focal`` ...)
+    and RARE's (:class:`hmljax.methods.RareConfig`).
 
     ``hidden`` and ``dropout`` default to 256 and 0.2 (the adaptive-batch comparison's encoder widths
     and dropout, REFERENCE.md §9); ``layers`` counts the linear layers (2 hidden + output by default).
@@ -65,18 +68,21 @@ def build_mlp(ds, cfg, *, split: str) -> Method:
     identity = hierarchy_constraint(h, "sparse")
     lc = rare_loss_settings(m, node_weights_for(m, _FlatView(ds, h), Y), steps_per_epoch=sampler.steps_per_epoch)
     train_counts = np.asarray(ds.split("train")[1], np.int64).sum(0)
+    # Head / middle / tail as DB and HMT-Net split them (>= 100, 20-99, < 20 train positives).
+    groups = class_groups(train_counts, head=100, tail=20)
+    elementwise = None if m.loss == "bce" else longtail_elementwise(m, Y)
 
     def predict(out):  # an ensemble predicts the mean of its members' sigmoids
         return jax.nn.sigmoid(out.logits).mean(0)
 
     return Method(
         model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes),
-        loss=make_rare_loss(lc, ancestry=identity, evaluated=np.ones(h.num_nodes, bool)),
+        loss=make_rare_loss(lc, ancestry=identity, evaluated=np.ones(h.num_nodes, bool), elementwise=elementwise),
         predict=predict,
         optimizer=optimizer_from_config(cfg, steps_per_epoch=sampler.steps_per_epoch),
         sampler=sampler,
         metrics=flat_suite(threshold=cfg.threshold, inclusive=cfg.threshold_inclusive,
-                           auc_convention=m.auc_convention, train_counts=train_counts),
+                           auc_convention=m.auc_convention, groups=groups),
         train_x=X, train_y=Y, info=info)
 
 

@@ -492,6 +492,7 @@ def evaluate_flat(
     zero_division: float = 0.0,
     group_thresholds: tuple[float, float] = (100, 20),
     group_at_least: bool = False,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Every flat multi-label metric at once, with one ranking pass per axis (labels, instances).
 
@@ -510,6 +511,9 @@ def evaluate_flat(
         zero_division: see ``macro_f1``.
         group_thresholds: ``thresholds`` of ``map_per_group``.
         group_at_least: ``at_least`` of ``map_per_group``.
+        groups: int ``[Q]``, each label's group (0 head, 1 middle, 2 tail, -1 none; e.g. from
+            :func:`hmljax.data.class_groups`): the group mAPs over these groups instead of
+            ``train_counts``' thresholds.
 
     Returns:
         ``macro_f1``, ``micro_f1``, ``macro_auc``, ``ranking_loss``,
@@ -524,7 +528,12 @@ def evaluate_flat(
     labels_NxQ, scores_NxQ = _check(labels, scores)
     num_rows, num_labels = labels_NxQ.shape
     masks = None
-    if train_counts is not None:
+    if groups is not None:
+        g_Q = np.asarray(groups)
+        if g_Q.shape != (num_labels,):
+            raise ValueError(f"groups must have shape ({num_labels},), got {g_Q.shape}")
+        masks = {"head": g_Q == 0, "middle": g_Q == 1, "tail": g_Q == 2}
+    elif train_counts is not None:
         masks = _group_masks(train_counts, num_labels, group_thresholds, group_at_least)
 
     preds_NxQ = _predict(scores_NxQ, threshold, inclusive)

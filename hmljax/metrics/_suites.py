@@ -46,17 +46,17 @@ def hierarchical_suite(hierarchy, *, threshold: float = 0.5, inclusive: bool = F
 
 
 def flat_suite(*, threshold: float = 0.5, inclusive: bool = False, auc_convention: str = "adaptive_code",
-               train_counts=None):
+               train_counts=None, groups=None):
     """The flat multi-label metrics (:func:`hmljax.metrics.evaluate_flat`): macro-AUC (the headline, as the
     adaptive-batch paper selects models by it), macro/micro-F1, ranking, hamming, one-error, coverage, mAP,
-    and mAP per head/middle/tail group when ``train_counts`` is given."""
+    and mAP per head/middle/tail group when ``train_counts`` (or explicit ``groups`` [Q]) is given."""
     from hmljax.engine import MetricSuite
     from hmljax.metrics._flat import evaluate_flat
 
     def evaluate(labels, probs):
         probs = check_probabilities(probs, labels)
         return evaluate_flat(np.asarray(labels), probs, threshold=threshold, inclusive=inclusive,
-                             auc_convention=auc_convention, train_counts=train_counts)
+                             auc_convention=auc_convention, train_counts=train_counts, groups=groups)
 
     def table(m):
         return [(k, v) for k, v in m.items() if isinstance(v, float)]

@@ -10,9 +10,10 @@ from hmljax.models._ensemble import (
     single_forward,
     stacked_forward,
 )
+from hmljax.models._group_heads import GroupHeadsNet
 from hmljax.models._lstm import LOCAL_INITS, LevelLSTM, local_kernel_init
 from hmljax.models._mlp import ChmcnnMLP, torch_linear_init
 
-__all__ = ["C2ae", "Dela", "dela_kl", "gumbel_sigmoid_hard", "LevelLSTM", "LOCAL_INITS", "local_kernel_init",
-           "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward", "init_stacked",
-           "single_forward", "stacked_forward"]
+__all__ = ["GroupHeadsNet", "C2ae", "Dela", "dela_kl", "gumbel_sigmoid_hard", "LevelLSTM", "LOCAL_INITS",
+           "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward",
+           "init_stacked", "single_forward", "stacked_forward"]

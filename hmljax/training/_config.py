@@ -67,6 +67,10 @@ class RunConfig:
     fold_order: int | None = None  # with folds: 1 (labels) or 2 (label pairs)
     min_label_count: int = 0  # drop labels with at most this many positives in the whole dataset (flat data)
     feature_fraction: float = 1.0  # keep this fraction of features, largest column sums first (adaptive code)
+    longtail_max: int = 0  # k > 0: train on a long-tailed subset of the train split, class counts from k down
+    longtail_min: int | None = None  # with longtail_max: the profile's smallest count (1)
+    longtail_alpha: float | None = None  # with longtail_max: the Pareto profile's alpha (6, DB's)
+    longtail_seed: int | None = None  # with longtail_max: the subset's seed (0)
     drop_ids: bool = False  # drop identifier attributes (genbase's protein id) with a warning, instead of refusing
     protocol: str = "chmcnn"  # train on train+valid for `epochs`; or 'early_stopping' on the valid headline metric
     patience: int | None = None  # early_stopping: 20
@@ -92,6 +96,9 @@ class RunConfig:
             "fold": (self.folds > 0, "folds=k (k >= 2)", 0),
             "fold_valid": (self.folds > 0, "folds=k (k >= 2)", False),
             "fold_seed": (self.folds > 0, "folds=k (k >= 2)", 42),
+            "longtail_min": (self.longtail_max > 0, "longtail_max=k (k >= 1)", 1),
+            "longtail_alpha": (self.longtail_max > 0, "longtail_max=k (k >= 1)", 6.0),
+            "longtail_seed": (self.longtail_max > 0, "longtail_max=k (k >= 1)", 0),
             "fold_order": (self.folds > 0, "folds=k (k >= 2)", 1),
             "devices": (self.shard != "none", "shard=members or shard=data", 0),
         }
@@ -131,6 +138,15 @@ class RunConfig:
             ("min_label_count", isinstance(self.min_label_count, int) and self.min_label_count >= 0,
              "an integer >= 0"),
             ("feature_fraction", _finite(self.feature_fraction) and 0 < self.feature_fraction <= 1, "in (0, 1]"),
+            ("longtail_max", isinstance(self.longtail_max, int) and self.longtail_max >= 0,
+             "an integer >= 0 (0: off)"),
+            ("longtail_min", self.longtail_min is None or (isinstance(self.longtail_min, int)
+                                                           and 1 <= self.longtail_min <= max(self.longtail_max, 1)),
+             "an integer in 1 .. longtail_max"),
+            ("longtail_alpha", self.longtail_alpha is None or (_finite(self.longtail_alpha)
+                                                               and self.longtail_alpha > 0), "a number > 0"),
+            ("longtail_seed", self.longtail_seed is None or (isinstance(self.longtail_seed, int)
+                                                             and self.longtail_seed >= 0), "an integer >= 0"),
             ("protocol", self.protocol in ("chmcnn", "early_stopping"), "chmcnn or early_stopping"),
             ("patience", self.patience is None or pos_int(self.patience), "an integer >= 1"),
             ("checkpoint_every", pos_int(self.checkpoint_every), "an integer >= 1"),

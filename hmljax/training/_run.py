@@ -31,11 +31,15 @@ __all__ = ["train_and_evaluate", "build_method", "load_run_dataset", "source_com
 
 def load_run_dataset(cfg: TrainConfig):
     """The dataset a resolved config trains on: loaded (cached), then re-split into its fold and filtered as the
-    config's ``folds``, ``min_label_count`` and ``feature_fraction`` say (:func:`hmljax.data.dataset_view`)."""
+    config's ``folds``, ``min_label_count``, ``feature_fraction`` and ``longtail_*`` say
+    (:func:`hmljax.data.dataset_view`)."""
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing, drop_ids=cfg.drop_ids)
     return dataset_view(ds, folds=cfg.folds, fold=cfg.fold or 0, fold_valid=bool(cfg.fold_valid),
                         fold_seed=42 if cfg.fold_seed is None else cfg.fold_seed, fold_order=cfg.fold_order or 1,
-                        min_label_count=cfg.min_label_count, feature_fraction=cfg.feature_fraction)
+                        min_label_count=cfg.min_label_count, feature_fraction=cfg.feature_fraction,
+                        longtail=None if not cfg.longtail_max else
+                        dict(max_count=cfg.longtail_max, min_count=cfg.longtail_min, alpha=cfg.longtail_alpha,
+                             seed=cfg.longtail_seed))
 
 
 def build_method(cfg: TrainConfig, ds=None, *, split: str | None = None):
