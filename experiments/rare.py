@@ -1,8 +1,9 @@
-"""RARE's experiments (Tables 1, 2/4, 5, 7, 8, Figures 3 and 6, Appendix G), one command each.
+"""RARE's experiments (Tables 1, 2/4, 5, 7, 8, Figures 2, 3 and 6, Appendix G), one command each.
 
     python experiments/rare.py table1 --data-dir ../shared/data --seeds 3 --workers 2
     python experiments/rare.py table2 --data-dir ../shared/data --seeds 3      # also writes Table 4
     python experiments/rare.py fig3 | fig6 | table5 | table7 | table8 | appg ...
+    python experiments/rare.py fig2 --data-dir ../shared/data --seeds 1   # node-wise P/R, top-20 nodes
 
 Every (experiment, dataset, method, seed) run goes to
 ``<runs>/<experiment>/<dataset>/<method>/s<seed>`` and is skipped when its
@@ -51,6 +52,7 @@ METRICS = [("F1", "node_f1"), ("Precision", "node_precision"), ("Recall", "node_
            ("Bin. AP", "binary_ap"), ("AP", "auprc")]
 
 WEIGHTED = {"code": ["weights=code", "w0=0.25"], "paper": ["weights=paper", "w0=0.25"]}
+FIG2_W0 = ("1.0", "0.75", "0.50", "0.25", "0.0")  # the paper's figure names no values; its text: 0.25, 0.5, 0
 
 
 def _imbalance_methods(conventions=("code", "paper"), hros=True):
@@ -105,6 +107,11 @@ def _experiment(name: str, args) -> dict:
                 for k, v in _focal_methods(e).items():
                     out[d][f"{k} E={e}"] = [x for x in v if not x.startswith("ensemble=")] + [f"ensemble={e}"]
         return out
+    if name == "fig2":
+        # Figure 2: one network per w0 (and unweighted), node-wise precision and recall of the 20 most frequent
+        # nodes, read from each run's test predictions (the checkpoint, no retraining).
+        return {d: {"None": [], **{f"w0={w0}": ["weights=code", f"w0={w0}"] for w0 in FIG2_W0}}
+                for d in ds or ["derisi_FUN"]}
     if name == "fig6":
         out = {}
         for d in ds or ["cellcycle_FUN"]:
@@ -392,7 +399,95 @@ def _fmt_mib(v):
     return f"{v:.0f}" if v else "n/a"
 
 
+def node_scores(run_dir: str, *, top: int = 20, data_dir: str | None = None) -> dict:
+    """Node-wise precision and recall on the test split of a finished run's checkpoint, for the ``top`` evaluated
+    nodes with the most train+valid positives: ``{"nodes": names, "counts", "precision", "recall"}``."""
+    from hmljax.training import load_run
+
+    run = load_run(run_dir, data_dir=data_dir)
+    ds, cfg = run.dataset, run.config
+    X, Y = ds.split("test")
+    pred = run.predict(X)
+    pred = pred >= cfg.threshold if cfg.threshold_inclusive else pred > cfg.threshold
+    Y = np.asarray(Y, bool)
+    ev = np.flatnonzero(ds.hierarchy.evaluated)
+    counts = np.asarray(ds.split("train+valid" if "valid" in ds.X else "train")[1], np.int64).sum(0)
+    nodes = ev[np.argsort(-counts[ev], kind="stable")[:top]]
+    tp = (Y[:, nodes] & pred[:, nodes]).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(pred[:, nodes].sum(0) > 0, tp / pred[:, nodes].sum(0), 0.0)
+        recall = np.where(Y[:, nodes].sum(0) > 0, tp / Y[:, nodes].sum(0), 0.0)
+    return {"nodes": [ds.hierarchy.names[k] for k in nodes], "counts": counts[nodes].tolist(),
+            "precision": precision.tolist(), "recall": recall.tolist()}
+
+
+def write_fig2(args, *, echo: bool = True) -> None:
+    from hmljax.data import atomic_write_text
+
+    out: dict = {}
+    for d, methods in _table_cells("fig2", args).items():
+        for method, overrides in methods.items():
+            per_seed = []
+            for seed in range(args.seeds):
+                rd = run_dir_for("fig2", d, method, seed, _config(d, overrides, seed, args), args)
+                if os.path.exists(os.path.join(rd, "results.json")):
+                    per_seed.append(node_scores(rd, data_dir=args.data_dir))
+            if per_seed:
+                out.setdefault(d, {})[method] = {
+                    "nodes": per_seed[0]["nodes"], "counts": per_seed[0]["counts"], "n": len(per_seed),
+                    **{k: np.mean([s[k] for s in per_seed], axis=0).tolist() for k in ("precision", "recall")}}
+    lines = ["# RARE fig2 (hmljax)", "", *_header("fig2", args),
+             "Node-wise precision and recall (%) on the test split, for the 20 evaluated nodes with the most "
+             "train+valid positives (largest first), mean over seeds; one network per setting, weights=code "
+             "(the paper's figure does not name its w0 values; its text discusses 0.25, 0.5 and 0).", ""]
+    for d, methods in out.items():
+        ms = list(methods)
+        lines += [f"## {d}", "", "| node | train+valid count | " + " | ".join(f"P {m} | R {m}" for m in ms) + " |",
+                  "|---|---|" + "---|---|" * len(ms)]
+        first = methods[ms[0]]
+        for i, node in enumerate(first["nodes"]):
+            lines.append(f"| {node} | {first['counts'][i]} | " + " | ".join(
+                f"{100 * methods[m]['precision'][i]:.1f} | {100 * methods[m]['recall'][i]:.1f}" for m in ms) + " |")
+        lines.append("| **mean of the 20** | | " + " | ".join(
+            f"**{100 * np.mean(methods[m]['precision']):.1f}** | **{100 * np.mean(methods[m]['recall']):.1f}**"
+            for m in ms) + " |")
+        lines.append("")
+    stem = os.path.join(args.results, "rare_fig2")
+    if out:
+        _figure_fig2(out, stem + ".png")
+        lines += ["![Figure 2](rare_fig2.png)", ""]
+    atomic_write_text(stem + ".md", "\n".join(lines) + "\n")
+    atomic_write_text(stem + ".json", json.dumps(out, indent=2))
+    if echo:
+        print("\n".join(lines))
+
+
+def _figure_fig2(out, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(out), 2, figsize=(14, 3.8 * len(out)), squeeze=False)
+    for row, (d, methods) in enumerate(out.items()):
+        for ax, key in zip(axes[row], ("precision", "recall"), strict=True):
+            x = np.arange(len(next(iter(methods.values()))["nodes"]))
+            for m, s in methods.items():
+                ax.plot(x, 100 * np.asarray(s[key]), marker="o", ms=3, label=m)
+            ax.set_xticks(x, next(iter(methods.values()))["nodes"], rotation=60, ha="right", fontsize=7)
+            ax.set_ylabel(f"{key} (%)")
+            ax.set_title(f"{d}: node-wise {key}, 20 most frequent nodes")
+        axes[row][0].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
 def write_outputs(name: str, args, *, echo: bool = True) -> None:
+    if name == "fig2":
+        return write_fig2(args, echo=echo)
     res = collect(name, args)
     os.makedirs(args.results, exist_ok=True)
     from hmljax.data import atomic_write_text
@@ -568,8 +663,8 @@ def _grouped_bars(plt, summary, panels, title):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=["table1", "table2", "table4", "table5", "table7", "table8", "fig3", "fig6",
-                                          "appg"])
+    p.add_argument("experiment", choices=["table1", "table2", "table4", "table5", "table7", "table8", "fig2", "fig3",
+                                          "fig6", "appg"])
     p.add_argument("--data-dir", default=None, help="folder with hmc/ (default: $HMLJAX_DATA)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--datasets", nargs="*", default=None)

@@ -174,3 +174,24 @@ def test_cli_resume_refuses_flags_that_disagree_and_extends_on_request(tmp_path,
     history = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
     assert [m["epoch"] for m in history] == [1, 2, 3, 4]
     assert json.loads(open(f"{run}/config.json").read())["config"]["epochs"] == 4
+
+
+def test_sgd_milestones_warmup_start_and_clipping():
+    """DB's / HMT-Net's recipe: warm-up from lr / 3, decay at given steps, the gradient's norm clipped."""
+    opt = E.make_optimizer("sgd", lr=0.3, weight_decay=0.0, momentum=0.0, warmup_steps=3, warmup_from=1 / 3,
+                           milestones=(5, 8), decay_factor=0.1, clip_norm=2.0)
+    p = jnp.zeros(2)
+    s = opt.init(p)
+    lrs = []
+    for _ in range(10):
+        u, s = opt.update(jnp.array([3.0, 4.0]), s, p)  # norm 5, clipped to 2: the update is lr * 2 / 5 * g
+        lrs.append(-float(u[1]) / (4.0 * 2 / 5))
+    np.testing.assert_allclose(lrs[:4], [0.1, 0.1 + 0.2 / 3, 0.1 + 0.4 / 3, 0.3], rtol=1e-5)
+    np.testing.assert_allclose([lrs[4], lrs[5], lrs[7], lrs[8]], [0.3, 0.03, 0.03, 0.003], rtol=1e-5)
+    cfg = TrainConfig(dataset="synthetic", optimizer="sgd", lr_milestones="55,70", warmup_from=1 / 3,
+                      grad_clip=35.0).resolved()
+    assert cfg.lr_milestones == "55,70"
+    with pytest.raises(ValueError, match="bad value for lr_milestones"):
+        TrainConfig(dataset="synthetic", optimizer="sgd", lr_milestones="70,55").resolved()
+    with pytest.raises(ValueError, match="lr_milestones or lr_decay_every, not both"):
+        TrainConfig(dataset="synthetic", optimizer="sgd", lr_milestones="5", lr_decay_every=3).resolved()

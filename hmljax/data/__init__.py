@@ -7,6 +7,15 @@ Numpy only: nothing here imports jax.
 
 from hmljax.data._arff import ArffData, ArffError, Attribute, read_arff, read_mulan_xml
 from hmljax.data._cache import atomic_write_bytes, atomic_write_text, cache_dir, cached_arrays, hash_files
+from hmljax.data._images import (
+    IMAGE_DATASETS,
+    RESIZE_MODES,
+    ImageSet,
+    augment,
+    cache_features,
+    eval_transform,
+    load_tfds_images,
+)
 from hmljax.data._imbalance import (
     imbalance_summary,
     irlbl,
@@ -40,6 +49,13 @@ from hmljax.data._synthetic import make_synthetic
 from hmljax.data._views import dataset_view
 
 __all__ = [
+    "IMAGE_DATASETS",
+    "RESIZE_MODES",
+    "ImageSet",
+    "augment",
+    "cache_features",
+    "eval_transform",
+    "load_tfds_images",
     "ArffData",
     "ArffError",
     "Attribute",

@@ -44,11 +44,14 @@ __all__ = [
 
 def optimizer_from_config(cfg, *, steps_per_epoch: int):
     """The optimiser a resolved run config names (``optimizer=adam|sgd`` and its keys; epochs -> steps)."""
+    clip = cfg.grad_clip or 0.0
     if cfg.optimizer == "adam":
-        return adam_coupled(lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return make_optimizer("adam", lr=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=clip)
+    milestones = tuple(int(e) * steps_per_epoch for e in (cfg.lr_milestones or "").split(",") if e.strip())
     return make_optimizer(cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                           warmup_steps=cfg.warmup_epochs * steps_per_epoch,
-                          decay_every=cfg.lr_decay_every * steps_per_epoch, decay_factor=cfg.lr_decay_factor)
+                          decay_every=cfg.lr_decay_every * steps_per_epoch, decay_factor=cfg.lr_decay_factor,
+                          warmup_from=cfg.warmup_from, milestones=milestones, clip_norm=clip)
 
 
 def sampler_from_config(cfg, *, num_rows: int, x=None, y=None):

@@ -19,19 +19,26 @@ def adam_coupled(*, lr: float, weight_decay: float) -> optax.GradientTransformat
 
 
 def sgd_warmup_step(*, lr: float, weight_decay: float, momentum: float, warmup_steps: int, decay_every: int,
-                    decay_factor: float, nesterov: bool = False) -> optax.GradientTransformation:
-    """SGD with momentum, coupled weight decay, a linear warm-up from 0 and step decay (HMT-Net's recipe).
+                    decay_factor: float, nesterov: bool = False, warmup_from: float = 0.0,
+                    milestones: tuple[int, ...] = ()) -> optax.GradientTransformation:
+    """SGD with momentum, coupled weight decay, a linear warm-up and step decay (HMT-Net's and DB's recipe).
 
-    The learning rate rises linearly over ``warmup_steps`` optimiser steps, then is multiplied by
-    ``decay_factor`` every ``decay_every`` steps (0: never). Weight decay is added to the gradient
-    before the momentum, as ``torch.optim.SGD(weight_decay=...)`` does.
+    The learning rate rises linearly from ``warmup_from · lr`` over ``warmup_steps`` optimiser steps
+    (DB / mmdet: from lr / 3 over 500 iterations), then is multiplied by ``decay_factor`` every
+    ``decay_every`` steps (0: never), or at each of the ``milestones`` steps (DB: epochs 55 and 70 of 80).
+    Weight decay is added to the gradient before the momentum, as ``torch.optim.SGD(weight_decay=...)``
+    does.
     """
+    if decay_every > 0 and milestones:
+        raise ValueError("sgd_warmup_step: give decay_every or milestones, not both")
     schedule = optax.constant_schedule(lr)
+    if milestones:
+        schedule = optax.piecewise_constant_schedule(lr, {int(m): decay_factor for m in milestones})
     if decay_every > 0:
         # Decay boundaries counted from step 0 (warm-up included), as torch's StepLR counts its epochs.
         schedule = optax.piecewise_constant_schedule(lr, {decay_every * k: decay_factor for k in range(1, 1000)})
     if warmup_steps > 0:
-        after, warm = schedule, optax.linear_schedule(0.0, lr, warmup_steps)
+        after, warm = schedule, optax.linear_schedule(warmup_from * lr, lr, warmup_steps)
         schedule = lambda count: jnp.where(count < warmup_steps, warm(count), after(count))  # noqa: E731
     return optax.chain(optax.add_decayed_weights(weight_decay),
                        optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov))
@@ -39,11 +46,16 @@ def sgd_warmup_step(*, lr: float, weight_decay: float, momentum: float, warmup_s
 
 def make_optimizer(name: str = "adam", *, lr: float, weight_decay: float, momentum: float = 0.9,
                    warmup_steps: int = 0, decay_every: int = 0, decay_factor: float = 0.1,
-                   nesterov: bool = False) -> optax.GradientTransformation:
-    """The optimiser ``name`` (``adam``: :func:`adam_coupled`; ``sgd``: :func:`sgd_warmup_step`)."""
+                   nesterov: bool = False, warmup_from: float = 0.0, milestones: tuple[int, ...] = (),
+                   clip_norm: float = 0.0) -> optax.GradientTransformation:
+    """The optimiser ``name`` (``adam``: :func:`adam_coupled`; ``sgd``: :func:`sgd_warmup_step`), after clipping
+    the gradient's global norm to ``clip_norm`` when it is > 0 (DB's ``grad_clip``: 35)."""
     if name == "adam":
-        return adam_coupled(lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return sgd_warmup_step(lr=lr, weight_decay=weight_decay, momentum=momentum, warmup_steps=warmup_steps,
-                               decay_every=decay_every, decay_factor=decay_factor, nesterov=nesterov)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+        opt = adam_coupled(lr=lr, weight_decay=weight_decay)
+    elif name == "sgd":
+        opt = sgd_warmup_step(lr=lr, weight_decay=weight_decay, momentum=momentum, warmup_steps=warmup_steps,
+                              decay_every=decay_every, decay_factor=decay_factor, nesterov=nesterov,
+                              warmup_from=warmup_from, milestones=milestones)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm > 0 else opt

@@ -9,8 +9,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hmljax.constraints import constraint_graph
+from hmljax.data import class_groups
 from hmljax.engine import Method, Model, ModelOutput, optimizer_from_config, sampler_from_config
 from hmljax.losses import constrained_probs
 from hmljax.methods._longtail import LongTailConfig, longtail_elementwise
@@ -111,5 +113,13 @@ def build_chmcnn(ds, cfg, *, split: str) -> Method:
         predict=predict,
         optimizer=optimizer_from_config(cfg, steps_per_epoch=sampler.steps_per_epoch),
         sampler=sampler,
-        metrics=hierarchical_suite(h, threshold=cfg.threshold, inclusive=cfg.threshold_inclusive),
+        metrics=hierarchical_suite(h, threshold=cfg.threshold, inclusive=cfg.threshold_inclusive,
+                                   groups=_node_groups(ds)),
         train_x=X, train_y=Y, info=info)
+
+
+def _node_groups(ds):
+    """int ``[C]``: head / middle / tail (0 / 1 / 2) by train-split positives (>= 100, 20-99, < 20; DB's and
+    HMT-Net's thresholds), -1 for the unevaluated roots: the node-wise scores per group."""
+    counts = np.asarray(ds.split("train")[1], np.int64).sum(0)
+    return np.where(np.asarray(ds.hierarchy.evaluated, bool), class_groups(counts), -1)

@@ -137,7 +137,7 @@ def build_hmt(ds, cfg, *, split: str) -> Method:
         def predict(out):
             return jax.vmap(lambda z: constrained_probs(z, ancestry))(out.logits).mean(0)
 
-        metrics = hierarchical_suite(h, threshold=cfg.threshold, inclusive=cfg.threshold_inclusive)
+        metrics = hierarchical_suite(h, threshold=cfg.threshold, inclusive=cfg.threshold_inclusive, groups=groups)
     else:
         def predict(out):
             return jax.nn.sigmoid(out.logits).mean(0)

@@ -138,11 +138,14 @@ def evaluate_predictions(
     depth: np.ndarray | None = None,
     threshold: float = 0.5,
     inclusive: bool = False,
+    groups: np.ndarray | None = None,
 ) -> dict:
     """All the papers' metrics from constrained probabilities.
 
     Predictions are ``probs > threshold`` (the released code), or ``>=`` with
-    ``inclusive=True`` (the RARE paper's text).
+    ``inclusive=True`` (the RARE paper's text). ``groups`` (int ``[C]``: 0 head, 1 middle, 2 tail,
+    -1 none) adds ``node_{f1,recall,precision}_{head,middle,tail}``: node-wise scores averaged over the
+    group's nodes having a test positive.
     """
     preds = probs >= threshold if inclusive else probs > threshold
     node = node_prf(labels, preds, evaluated=evaluated)
@@ -163,4 +166,11 @@ def evaluate_predictions(
     }
     if depth is not None:
         out["recall_per_depth"] = recall_per_depth(labels, preds, depth, evaluated=evaluated)
+    if groups is not None:
+        g_C = np.asarray(groups)
+        for g, name in enumerate(("head", "middle", "tail")):
+            member = (g_C == g) & np.asarray(evaluated, bool)
+            if member.any():
+                r = node_prf(labels, preds, evaluated=member, only_with_positives=True)
+                out.update({f"node_{k}_{name}": r[k] for k in ("f1", "recall", "precision")})
     return out

@@ -24,15 +24,17 @@ def check_probabilities(probs: np.ndarray, labels: np.ndarray | None = None) -> 
     return probs
 
 
-def hierarchical_suite(hierarchy, *, threshold: float = 0.5, inclusive: bool = False):
+def hierarchical_suite(hierarchy, *, threshold: float = 0.5, inclusive: bool = False, groups=None):
     """The HMC papers' metrics (:func:`evaluate_predictions`): micro AUPRC (the headline), node-wise
-    P/R/F1, micro P/R/F1, binary AP and recall per depth, over the evaluated nodes."""
+    P/R/F1, micro P/R/F1, binary AP and recall per depth, over the evaluated nodes; with ``groups``
+    ``[C]`` (head 0 / middle 1 / tail 2) also node-wise F1, recall and precision per group."""
     from hmljax.engine import MetricSuite
 
     def evaluate(labels, probs):
         probs = check_probabilities(probs, labels)
         return evaluate_predictions(np.asarray(labels), probs, evaluated=hierarchy.evaluated,
-                                    depth=hierarchy.depth_min, threshold=threshold, inclusive=inclusive)
+                                    depth=hierarchy.depth_min, threshold=threshold, inclusive=inclusive,
+                                    groups=groups)
 
     def table(m):
         rows = [("AUPRC (micro)", m["auprc"])]

@@ -37,6 +37,14 @@ def _is_matmul_precision(name: str) -> bool:
         return False
 
 
+def _milestones_ok(text) -> bool:
+    try:
+        epochs = [int(e) for e in str(text).split(",") if e.strip()]
+    except ValueError:
+        return False
+    return all(e >= 1 for e in epochs) and epochs == sorted(set(epochs))
+
+
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -59,6 +67,9 @@ class RunConfig:
     warmup_epochs: int | None = None  # sgd: 0
     lr_decay_every: int | None = None  # sgd: epochs between decays (0: none)
     lr_decay_factor: float | None = None  # sgd: 0.1
+    lr_milestones: str | None = None  # sgd: decay at these epochs, e.g. "55,70" (DB / HMT-Net); or lr_decay_every
+    warmup_from: float | None = None  # sgd: the warm-up's first lr as a fraction of lr (0; DB: 1/3)
+    grad_clip: float = 0.0  # clip the gradient's global norm (0: off; DB: 35)
     preprocessing: str = "chmcnn"  # 'leakfree', 'minmax' (fit on train) or 'minmax_all' (all rows: the adaptive code's)
     folds: int = 0  # 0: the dataset's own splits; k >= 2: k iteratively stratified folds over all its rows
     fold: int | None = None  # with folds: the held-out fold (0)
@@ -92,6 +103,8 @@ class RunConfig:
             "warmup_epochs": (sgd, "optimizer=sgd", 0),
             "lr_decay_every": (sgd, "optimizer=sgd", 0),
             "lr_decay_factor": (sgd, "optimizer=sgd", 0.1),
+            "lr_milestones": (sgd, "optimizer=sgd", ""),
+            "warmup_from": (sgd, "optimizer=sgd", 0.0),
             "patience": (es, "protocol=early_stopping", 20),
             "fold": (self.folds > 0, "folds=k (k >= 2)", 0),
             "fold_valid": (self.folds > 0, "folds=k (k >= 2)", False),
@@ -130,6 +143,13 @@ class RunConfig:
             ("lr_decay_every", self.lr_decay_every is None or self.lr_decay_every >= 0, "an integer >= 0"),
             ("lr_decay_factor", self.lr_decay_factor is None or (_finite(self.lr_decay_factor)
                                                                 and 0 < self.lr_decay_factor <= 1), "in (0, 1]"),
+            ("lr_milestones", self.lr_milestones is None or _milestones_ok(self.lr_milestones),
+             "comma-separated increasing epochs >= 1, e.g. 55,70"),
+            ("lr_milestones", not (self.lr_milestones and self.lr_decay_every),
+             "give lr_milestones or lr_decay_every, not both"),
+            ("warmup_from", self.warmup_from is None or (_finite(self.warmup_from) and 0 <= self.warmup_from <= 1),
+             "in [0, 1]"),
+            ("grad_clip", _finite(self.grad_clip) and self.grad_clip >= 0, "a number >= 0 (0: off)"),
             ("preprocessing", self.preprocessing in PREPROCESSING_MODES, f"one of {', '.join(PREPROCESSING_MODES)}"),
             ("folds", isinstance(self.folds, int) and (self.folds == 0 or self.folds >= 2), "0 or an integer >= 2"),
             ("fold", self.fold is None or (isinstance(self.fold, int) and 0 <= self.fold < self.folds),
