@@ -70,9 +70,9 @@ def test_group_heads_scatter_into_class_order_and_noise_only_in_training(key):
     assert not np.allclose(zt[:, 2], z[:, 2])
     # The noise on the features is N(0, sigma^2): the logit shift of head g is noise @ W_g.
     diffs = jax.vmap(lambda k: net.apply({"params": params}, x, train=True, rngs={"dropout": k}) - z)(
-        jax.random.split(key, 200))
+        jax.random.split(key, 100))
     w2 = params["head_2"]["kernel"][:, 0]
-    assert float(diffs[..., 2].std()) == pytest.approx(2.0 * float(jnp.linalg.norm(w2)), rel=0.1)
+    assert float(diffs[..., 2].std()) == pytest.approx(2.0 * float(jnp.linalg.norm(w2)), rel=0.15)
 
 
 def test_group_heads_under_jit_vmap_and_grad(key):
@@ -110,7 +110,7 @@ def test_build_hmt_loss_equals_eq_5_to_7_on_yeast():
 
 @needs_data
 def test_hmt_and_longtail_losses_train_on_a_longtail_subset(tmp_path):
-    base = dict(dataset="scene", data_dir=DATA_DIR, epochs=2, lr=1e-3, batch_size=32, longtail_max=400,
+    base = dict(dataset="scene", data_dir=DATA_DIR, epochs=1, lr=1e-3, batch_size=32, longtail_max=400,
                 longtail_min=4)
     res = train_and_evaluate(TrainConfig(method="hmt", **base), str(tmp_path / "h"), progress=False)["results"]
     info = res["train_rows"]
