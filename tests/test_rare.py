@@ -468,3 +468,15 @@ def test_resampling_feeds_training_and_weights(tmp_path):
     cfg_train = TrainConfig(dataset="synthetic", resample="lpros", weights="paper", weight_fit="train").resolved()
     w_train = node_weights_for(cfg_train.method_config, ds, Y)
     assert not np.allclose(w_used, w_train)  # weights follow the resampled data
+
+
+def test_scheduler_target_defaults_to_w0_as_the_released_code():
+    """The released code moves the weights toward its min_weight_const (w0), not a fixed 0.25."""
+    from hmljax.training import TrainConfig
+
+    cfg = TrainConfig(dataset="synthetic", weights="code", w0=0.5, schedule="linear").resolved()
+    assert cfg.method_config.omega == 0.5
+    cfg = TrainConfig(dataset="synthetic", weights="code", schedule="linear").resolved()
+    assert cfg.method_config.omega == 0.25
+    cfg = TrainConfig(dataset="synthetic", weights="code", w0=0.5, schedule="linear", omega=1.0).resolved()
+    assert cfg.method_config.omega == 1.0

@@ -64,7 +64,7 @@ class RareConfig:
     focal_probs: str | None = None  # 'raw' (train-mode sigmoids, as the code) or 'constrained'
     reduction: str = "mean"  # or 'sum' (RARE's focal code path)
     schedule: str = "none"  # 'linear', 'exponential', 'alternating' (App. D, batch-based)
-    omega: float | None = None  # 0.25
+    omega: float | None = None  # the scheduler's target: w0, as the released code's target_omega (0.25 by default)
     schedule_k: float | None = None  # 3.0
     mix_lambda: float | None = None  # 1.0 (the weighted loss only)
 
@@ -85,7 +85,9 @@ class RareConfig:
             "u0": (self.focal != "none", "a focal term (focal=bbma|gmu|kl|js)", 0.25),
             "focal_k": (self.focal != "none", "a focal term (focal=bbma|gmu|kl|js)", 1.0),
             "focal_probs": (self.focal != "none", "a focal term (focal=bbma|gmu|kl|js)", "raw"),
-            "omega": (self.schedule != "none", "a weight scheduler (schedule=linear|exponential|alternating)", 0.25),
+            # The released code's target_omega is its min_weight_const, i.e. w0 (REFERENCE.md §2.5).
+            "omega": (self.schedule != "none", "a weight scheduler (schedule=linear|exponential|alternating)",
+                      self.w0 if self.w0 is not None else 0.25),
             "schedule_k": (self.schedule != "none", "a weight scheduler (schedule=...)", 3.0),
             "mix_lambda": (w, "weights=paper or weights=code (the mixed loss mixes weighted and unweighted)", 1.0),
         }
