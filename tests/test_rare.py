@@ -480,3 +480,18 @@ def test_scheduler_target_defaults_to_w0_as_the_released_code():
     assert cfg.method_config.omega == 0.25
     cfg = TrainConfig(dataset="synthetic", weights="code", w0=0.5, schedule="linear", omega=1.0).resolved()
     assert cfg.method_config.omega == 1.0
+
+
+@needs_data
+def test_resample_rows_train_oversamples_before_valid_is_appended():
+    """The released code oversamples the train split, then appends valid: cellcycle_FUN's HROS-PD adds 560
+    copies (18.4 % of the rows) where resampling train+valid adds 840 (25.3 %)."""
+    from hmljax.training import TrainConfig, build_method
+
+    added = {}
+    for rows in ("all", "train"):
+        cfg = TrainConfig(dataset="cellcycle_FUN", resample="hros_pd", resample_rows=rows).resolved()
+        _, m, split = build_method(cfg)
+        assert split == "train+valid"
+        added[rows] = (m.info["added"], m.train_x.shape[0])
+    assert added == {"all": (840, 3316), "train": (560, 3036)}

@@ -49,6 +49,7 @@ class RareConfig:
     lpros_p: float | None = None  # 0.25
     lpros_rounding: str | None = None  # 'real'; see hmljax.data.lpros
     hros_s: float | None = None  # 0.1
+    resample_rows: str | None = None  # 'all' (every row trained on, train+valid) or 'train' (released code)
     weights: str = "none"  # 'none', 'paper' (eq. 7-9) or 'code' (the released code's conventions)
     w0: float | None = None  # 0.25
     weight_counts: str | None = None  # the preset's ('closed' / 'supercount_inplace')
@@ -76,6 +77,7 @@ class RareConfig:
             "lpros_p": (self.resample == "lpros", "resample=lpros", 0.25),
             "lpros_rounding": (self.resample == "lpros", "resample=lpros", "real"),
             "hros_s": (self.resample == "hros_pd", "resample=hros_pd", 0.1),
+            "resample_rows": (self.resample != "none", "resample=lpros or hros_pd", "all"),
             "w0": (w, "weights=paper or weights=code", 0.25),
             "weight_counts": (w, "weights=paper or weights=code", preset.get("counts")),
             "weight_rescale": (w, "weights=paper or weights=code", preset.get("rescale")),
@@ -110,6 +112,7 @@ class RareConfig:
             ("lpros_p", self.lpros_p is None or (_finite(self.lpros_p) and self.lpros_p >= 0), "a number >= 0"),
             ("lpros_rounding", self.lpros_rounding in (None, *LPROS_ROUNDINGS), f"one of {LPROS_ROUNDINGS}"),
             ("hros_s", self.hros_s is None or (_finite(self.hros_s) and self.hros_s >= 0), "a number >= 0"),
+            ("resample_rows", self.resample_rows in (None, "all", "train"), "all or train"),
             ("weights", self.weights in ("none", *WEIGHT_PRESETS), f"one of none, {', '.join(WEIGHT_PRESETS)}"),
             ("w0", self.w0 is None or (_finite(self.w0) and self.w0 >= 0), "a number >= 0"),
             ("weight_counts", self.weight_counts in (None, "closed", "supercount", "supercount_inplace"),
@@ -147,18 +150,30 @@ class RareConfig:
 
 
 def training_rows(cfg: RareConfig, ds, split: str, *, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The rows actually trained on: the split, resampled as configured. Returns X, Y and a summary."""
+    """The rows actually trained on: the split, resampled as configured. Returns X, Y and a summary.
+
+    ``resample_rows=all`` resamples every row trained on (train+valid under C-HMCNN's protocol);
+    ``train`` resamples the train split alone and appends the other splits unchanged, as the released
+    RARE code does (it oversamples before valid is appended: cellcycle_FUN's LPROS adds fewer copies,
+    and they make a smaller share of the rows).
+    """
     X, Y = ds.split(split)
     X, Y = np.asarray(X, np.float32), np.asarray(Y, np.uint8)
     info = {"rows": int(X.shape[0]), "added": 0}
-    if cfg.resample == "lpros":
-        r = lpros(Y, p=cfg.lpros_p, seed=seed, rounding=cfg.lpros_rounding)
-    elif cfg.resample == "hros_pd":
-        r = hros_pd(Y, ds.hierarchy, s=cfg.hros_s, seed=seed)
-    else:
+    if cfg.resample == "none":
         return X, Y, info
+    parts = split.split("+")
+    n_first = int(np.asarray(ds.split(parts[0])[1]).shape[0])
+    resampled = slice(0, n_first) if (cfg.resample_rows == "train" and len(parts) > 1) else slice(0, X.shape[0])
+    Xr, Yr = X[resampled], Y[resampled]
+    if cfg.resample == "lpros":
+        r = lpros(Yr, p=cfg.lpros_p, seed=seed, rounding=cfg.lpros_rounding)
+    else:
+        r = hros_pd(Yr, ds.hierarchy, s=cfg.hros_s, seed=seed)
     info["added"] = r.num_added
-    return X[r.indices], r.labels, info
+    info["resampled_rows"] = int(Yr.shape[0])
+    rest = slice(resampled.stop, X.shape[0])
+    return np.concatenate([Xr[r.indices], X[rest]]), np.concatenate([r.labels, Y[rest]]), info
 
 
 def node_weights_for(cfg: RareConfig, ds, Y_used: np.ndarray) -> np.ndarray | None:
