@@ -495,3 +495,27 @@ def test_resample_rows_train_oversamples_before_valid_is_appended():
         assert split == "train+valid"
         added[rows] = (m.info["added"], m.train_x.shape[0])
     assert added == {"all": (840, 3316), "train": (560, 3036)}
+
+
+def test_mc_loss_all_takes_the_loss_on_every_pass():
+    """``mc_loss=all``: P dropout passes with gradients are the loss's members (U from the same passes), so with
+    no dropout the objective is P times ``mc_loss=one``'s; ``one`` keeps the passes gradient-free."""
+    from hmljax.engine import Batch
+    from hmljax.training import TrainConfig, build_method
+
+    out = {}
+    for mode in ("one", "all"):
+        cfg = TrainConfig(dataset="synthetic", mc_passes=3, mc_loss=mode, focal="gmu", dropout=0.0,
+                          batch_size=8).resolved()
+        _, m, _ = build_method(cfg)
+        params, state = m.model.init(jax.random.key(0))
+        x, y = jnp.asarray(m.train_x[:8]), jnp.asarray(m.train_y[:8], jnp.float32)
+        batch = Batch(x, y, jnp.ones(8, bool), jnp.arange(8), jnp.int32(0))
+        o = jax.eval_shape(lambda p: m.model.apply(p, state, x, train=True, key=jax.random.key(1)), params)
+        assert o.logits.shape[0] == (1 if mode == "one" else 3) and ("mc_logits" in o.aux) == (mode == "one")
+        objective = jax.jit(lambda p, b, m=m: m.loss(m.model.apply(p, state, b.x, train=True, key=jax.random.key(1)),
+                                                     b)[0])
+        out[mode] = float(objective(params, batch))
+    assert out["all"] == pytest.approx(3 * out["one"], rel=1e-5)
+    with pytest.raises(ValueError, match="mc_loss.*applies only with mc_passes"):
+        TrainConfig(dataset="synthetic", mc_loss="all").resolved()

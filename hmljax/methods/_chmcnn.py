@@ -56,19 +56,32 @@ def hierarchy_constraint(hierarchy, kind: str = "sparse"):
     return constraint_graph(hierarchy) if kind == "sparse" else jnp.asarray(hierarchy.ancestry)
 
 
-def forward_apply(forward, *, mc_passes: int = 0):
+def forward_apply(forward, *, mc_passes: int = 0, mc_loss: str = "one"):
     """A :class:`Model` ``apply`` from a forward ``(params, x, *, train, key) -> logits [E, B, C]``.
 
     The forward may also return ``(logits, aux)``, a dict of further outputs (HLSTM's local
-    logits), passed on as ``ModelOutput.aux``. With ``mc_passes = P > 0`` a training forward also
-    returns ``aux["mc_logits"]`` ``[P, B, C]``: P gradient-free MC-dropout passes of the (single)
-    network's logits, for RARE's focal term only.
+    logits), passed on as ``ModelOutput.aux``. With ``mc_passes = P > 0``:
+
+    - ``mc_loss="one"`` (Table 8's reading): a training forward is one dropout pass, the loss's, and
+      also returns ``aux["mc_logits"]`` ``[P, B, C]``: P further gradient-free passes, for RARE's
+      focal term only;
+    - ``mc_loss="all"`` (the analogue of the ensemble's summed per-member loss): a training forward
+      is P dropout passes with gradients, returned as the logits ``[P, B, C]`` (each pass is a
+      "member" of the loss, so the focal term's U comes from these same passes and the objective sums
+      P losses of one network: P times the gradient scale of ``one``).
     """
+    if mc_loss not in ("one", "all"):
+        raise ValueError(f"mc_loss must be 'one' or 'all', got {mc_loss!r}")
 
     def split(out):
         return out if isinstance(out, tuple) else (out, {})
 
     def apply(params, model_state, x, *, train, key=None):
+        if train and mc_passes and mc_loss == "all":
+            keys = jax.random.split(jax.random.fold_in(key, 1), mc_passes)
+            logits, aux = jax.vmap(lambda k: split(forward(params, x, train=True, key=k)))(keys)
+            squeeze = lambda a: a[:, 0]  # noqa: E731 - [P, 1, ...] (one network per pass) -> [P, ...]
+            return ModelOutput(squeeze(logits), jax.tree_util.tree_map(squeeze, dict(aux)), model_state)
         logits, aux = split(forward(params, x, train=train, key=key))
         aux = dict(aux)
         if train and mc_passes:
@@ -80,9 +93,10 @@ def forward_apply(forward, *, mc_passes: int = 0):
     return apply
 
 
-def chmcnn_model(net, num_features: int, *, members: int = 0, mc_passes: int = 0) -> Model:
+def chmcnn_model(net, num_features: int, *, members: int = 0, mc_passes: int = 0, mc_loss: str = "one") -> Model:
     """A Linen network as a :class:`Model`: one network, a vmapped stack of ``members`` (independently
-    initialised), or one network with ``mc_passes`` MC-dropout passes (see :func:`forward_apply`)."""
+    initialised), or one network with ``mc_passes`` MC-dropout passes (``mc_loss``: see
+    :func:`forward_apply`)."""
     forward = stacked_forward(net, members) if members else single_forward(net)
 
     def init(key):
@@ -91,7 +105,7 @@ def chmcnn_model(net, num_features: int, *, members: int = 0, mc_passes: int = 0
         x = jnp.zeros((1, num_features), jnp.float32)
         return net.init({"params": key}, x, train=False)["params"], {}
 
-    return Model(init, forward_apply(forward, mc_passes=mc_passes))
+    return Model(init, forward_apply(forward, mc_passes=mc_passes, mc_loss=mc_loss))
 
 
 def build_chmcnn(ds, cfg, *, split: str) -> Method:
@@ -107,7 +121,7 @@ def build_chmcnn(ds, cfg, *, split: str) -> Method:
         return jax.vmap(lambda z: constrained_probs(z, ancestry))(out.logits).mean(0)
 
     return Method(
-        model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes),
+        model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes, mc_loss=m.mc_loss or "one"),
         loss=make_rare_loss(lc, ancestry=ancestry, evaluated=h.evaluated,
                             elementwise=None if m.loss == "bce" else longtail_elementwise(m, Y, ancestry=ancestry)),
         predict=predict,

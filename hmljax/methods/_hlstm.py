@@ -166,7 +166,8 @@ def build_hlstm(ds, cfg, *, split: str) -> Method:
             return jax.vmap(lambda z: constrained_probs(z, ancestry))(out.logits).mean(0)
 
     return Method(
-        model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes),
+        model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes,
+                           mc_loss=m.mc_loss or "one"),
         loss=make_rare_loss(lc, ancestry=ancestry, evaluated=h.evaluated, elementwise=elementwise),
         predict=predict,
         optimizer=optimizer_from_config(cfg, steps_per_epoch=sampler.steps_per_epoch),

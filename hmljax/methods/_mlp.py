@@ -76,7 +76,8 @@ def build_mlp(ds, cfg, *, split: str) -> Method:
         return jax.nn.sigmoid(out.logits).mean(0)
 
     return Method(
-        model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes),
+        model=chmcnn_model(net, ds.num_features, members=m.ensemble, mc_passes=m.mc_passes,
+                           mc_loss=m.mc_loss or "one"),
         loss=make_rare_loss(lc, ancestry=identity, evaluated=np.ones(h.num_nodes, bool), elementwise=elementwise),
         predict=predict,
         optimizer=optimizer_from_config(cfg, steps_per_epoch=sampler.steps_per_epoch),

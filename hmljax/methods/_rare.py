@@ -59,6 +59,7 @@ class RareConfig:
     weight_fit: str | None = None  # counts from the labels 'used' (after resampling) or the 'train' split only
     ensemble: int = 0  # 0: one network; E >= 1: a vmapped stack of E networks
     mc_passes: int = 0  # MC dropout: E gradient-free stochastic passes of one network for the focal U
+    mc_loss: str | None = None  # MC dropout: 'one' (the loss from one pass, U from the others) or 'all'
     focal: str = "none"  # 'none', 'bbma', 'gmu', 'kl', 'js'
     u0: float | None = None  # 0.25
     focal_k: float | None = None  # 1.0
@@ -91,6 +92,7 @@ class RareConfig:
             "omega": (self.schedule != "none", "a weight scheduler (schedule=linear|exponential|alternating)",
                       self.w0 if self.w0 is not None else 0.25),
             "schedule_k": (self.schedule != "none", "a weight scheduler (schedule=...)", 3.0),
+            "mc_loss": (self.mc_passes > 0, "mc_passes=P (P >= 1)", "one"),
             "mix_lambda": (w, "weights=paper or weights=code (the mixed loss mixes weighted and unweighted)", 1.0),
         }
 
@@ -123,6 +125,7 @@ class RareConfig:
             ("weight_fit", self.weight_fit in (None, "used", "train"), "used or train"),
             ("ensemble", isinstance(self.ensemble, int) and self.ensemble >= 0, "an integer >= 0"),
             ("mc_passes", isinstance(self.mc_passes, int) and self.mc_passes >= 0, "an integer >= 0"),
+            ("mc_loss", self.mc_loss in (None, "one", "all"), "one or all"),
             ("mc_passes", not (self.mc_passes and self.ensemble),
              "MC dropout replaces the ensemble: set mc_passes or ensemble, not both"),
             ("focal", self.focal in ("none", *UNCERTAINTIES), f"one of none, {', '.join(UNCERTAINTIES)}"),
