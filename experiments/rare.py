@@ -116,12 +116,12 @@ def _experiment(name: str, args) -> dict:
         out = {}
         for d in ds or ["cellcycle_FUN"]:
             m = {}
-            for w0 in (0.0, 0.125, 0.25, 0.5, 0.75, 1.0):
+            for w0 in (0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5):  # the paper's grid reaches 1.5
                 m[f"w0={w0}"] = ["weights=code", f"w0={w0}"]
             gmu = _focal_methods(E)["GMU"]  # the focal sweeps share Table 2's GMU settings
-            for u0 in (0.0, 0.25, 0.5, 1.0):
+            for u0 in (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5):
                 m[f"u0={u0}"] = [*gmu, f"u0={u0}"]
-            for k in (0.5, 1.0, 2.0, 3.0):
+            for k in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5):  # the paper's k runs from 0 to 3.5
                 m[f"k={k}"] = [*gmu, f"focal_k={k}"]
             out[d] = m
         return out
