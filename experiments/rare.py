@@ -1,9 +1,10 @@
-"""RARE's experiments (Tables 1, 2/4, 5, 7, 8, Figures 2, 3 and 6, Appendix G), one command each.
+"""RARE's experiments (Tables 1, 2/4, 5, 7, 8, Figures 2, 3, 5 and 6, Appendix G), one command each.
 
     python experiments/rare.py table1 --data-dir ../shared/data --seeds 3 --workers 2
     python experiments/rare.py table2 --data-dir ../shared/data --seeds 3      # also writes Table 4
     python experiments/rare.py fig3 | fig6 | table5 | table7 | table8 | appg ...
     python experiments/rare.py fig2 --data-dir ../shared/data --seeds 1   # node-wise P/R, top-20 nodes
+    python experiments/rare.py fig5 --data-dir ../shared/data --seeds 1   # schedulers and the mixed loss
 
 Every (experiment, dataset, method, seed) run goes to
 ``<runs>/<experiment>/<dataset>/<method>/s<seed>`` and is skipped when its
@@ -107,6 +108,13 @@ def _experiment(name: str, args) -> dict:
                 for k, v in _focal_methods(e).items():
                     out[d][f"{k} E={e}"] = [x for x in v if not x.startswith("ensemble=")] + [f"ensemble={e}"]
         return out
+    if name == "fig5":
+        # Appendix D / Figure 5: the three batch schedulers and the mixed loss against weighting alone (w0 = 0.25,
+        # code conventions). The paper: none beats weighting alone.
+        sched = {f"{k} scheduler": [*WEIGHTED["code"], f"schedule={k}"] for k in ("linear", "exponential",
+                                                                                  "alternating")}
+        mixed = {f"mixed lambda={lam}": [*WEIGHTED["code"], f"mix_lambda={lam}"] for lam in (0.25, 0.5, 0.75)}
+        return {d: {"w0=0.25 (code)": WEIGHTED["code"], **sched, **mixed} for d in ds or FUN}
     if name == "fig2":
         # Figure 2: one network per w0 (and unweighted), node-wise precision and recall of the 20 most frequent
         # nodes, read from each run's test predictions (the checkpoint, no retraining).
@@ -504,7 +512,7 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                "timed_with_jit_train": all("compiler_options" in r.get("machine", {}) for r in rows) if rows else None}
                    for m, rows in methods.items()} for d, methods in res.items()}
     lines = [f"# RARE {name} (hmljax)", "", *_header(name, args), *_trained_on(res)]
-    if name in ("table1", "table5", "table7", "appg"):
+    if name in ("table1", "table5", "table7", "appg", "fig5"):
         lines += ["| dataset | method | n | " + " | ".join(k for k, _ in METRICS) + " |",
                   "|---|---|---|" + "---|" * len(METRICS)]
         for d, methods in summary.items():
@@ -668,7 +676,7 @@ def _grouped_bars(plt, summary, panels, title):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=["table1", "table2", "table4", "table5", "table7", "table8", "fig2", "fig3",
-                                          "fig6", "appg"])
+                                          "fig5", "fig6", "appg"])
     p.add_argument("--data-dir", default=None, help="folder with hmc/ (default: $HMLJAX_DATA)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--datasets", nargs="*", default=None)
