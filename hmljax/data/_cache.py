@@ -63,6 +63,22 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def publish_cache_folder(tmp: str, final: str, meta: dict) -> None:
+    """Writes ``meta.json`` last into the filled temporary folder ``tmp``, then renames it to ``final`` in one
+    step: a reader sees a whole cache or none. If another process published ``final`` first, ``tmp`` is
+    dropped; a stale ``final`` without its ``meta.json`` is replaced."""
+    with open(os.path.join(tmp, "meta.json"), "w") as fh:
+        json.dump(meta, fh)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if os.path.exists(os.path.join(final, "meta.json")):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+
+
 def cached_arrays(
     name: str,
     source_hash: str,
@@ -104,17 +120,7 @@ def cached_arrays(
                 sums[k] = _file_sha256(os.path.join(tmp, f"{k}.npy"))
             meta = dict(meta, arrays=sorted(arrays), options=options, source_hash=source_hash, sha256=sums,
                         shapes={k: list(np.shape(a)) for k, a in arrays.items()})
-            with open(os.path.join(tmp, "meta.json"), "w") as fh:
-                json.dump(meta, fh)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                # Another process finished the same cache first (or a stale folder is in the way).
-                if os.path.exists(os.path.join(final, "meta.json")):
-                    shutil.rmtree(tmp, ignore_errors=True)
-                else:
-                    shutil.rmtree(final, ignore_errors=True)
-                    os.rename(tmp, final)
+            publish_cache_folder(tmp, final, meta)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             raise DataError(f"cannot write the cache {final!r}: {err.strerror or err}") from None

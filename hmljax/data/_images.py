@@ -33,6 +33,7 @@ from hmljax.data._cache import (
     _remove_stale_temporaries,
     atomic_write_text,
     cache_dir,
+    publish_cache_folder,
 )
 from hmljax.data._errors import DataError
 
@@ -249,17 +250,7 @@ def _build_image_cache(final, root, source, n, num_classes, size, resize, progre
         meta = dict(meta, arrays=["images", "labels"], options=options, source_hash=source_hash, sha256=sums,
                     shapes={"images": [n, size, size, 3], "labels": [n, num_classes]},
                     empty_rows=int(np.sum(labels.sum(axis=1) == 0)))
-        with open(os.path.join(tmp, "meta.json"), "w") as fh:
-            json.dump(meta, fh)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another process finished the same cache first (or a stale folder is in the way).
-            if os.path.exists(os.path.join(final, "meta.json")):
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                shutil.rmtree(final, ignore_errors=True)
-                os.rename(tmp, final)
+        publish_cache_folder(tmp, final, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from hmljax.models._mlp import torch_linear_init
+from hmljax.models._mlp import dense_layer
 
 __all__ = ["GroupHeadsNet"]
 
@@ -39,10 +39,7 @@ class GroupHeadsNet(nn.Module):
     init_scheme: str = "torch"
 
     def _dense(self, width: int, fan_in: int, name: str) -> nn.Dense:
-        if self.init_scheme == "torch":
-            f = torch_linear_init(fan_in)
-            return nn.Dense(width, kernel_init=f, bias_init=f, name=name)
-        return nn.Dense(width, name=name)
+        return dense_layer(width, fan_in, scheme=self.init_scheme, name=name)
 
     @nn.compact
     def __call__(self, x: Float[Array, "B D"], *, train: bool) -> Float[Array, "B C"]:

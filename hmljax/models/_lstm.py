@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from hmljax.models._mlp import torch_linear_init
+from hmljax.models._mlp import dense_layer, torch_linear_init
 
 __all__ = ["LevelLSTM", "LOCAL_INITS", "local_kernel_init"]
 
@@ -72,10 +72,7 @@ class LevelLSTM(nn.Module):
     init_scheme: str = "torch"
 
     def _dense(self, width: int, fan_in: int, name: str) -> nn.Dense:
-        if self.init_scheme == "torch":
-            f = torch_linear_init(fan_in)
-            return nn.Dense(width, kernel_init=f, bias_init=f, name=name)
-        return nn.Dense(width, name=name)
+        return dense_layer(width, fan_in, scheme=self.init_scheme, name=name)
 
     @nn.compact
     def __call__(self, x: Float[Array, "B D"], *, train: bool) -> tuple[Float[Array, "B C"], dict]:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["ChmcnnMLP", "torch_linear_init"]
+__all__ = ["ChmcnnMLP", "torch_linear_init", "dense_layer"]
 
 
 def torch_linear_init(fan_in: int) -> Callable:
@@ -20,6 +20,14 @@ def torch_linear_init(fan_in: int) -> Callable:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+def dense_layer(width: int, fan_in: int, *, scheme: str, name: str) -> nn.Dense:
+    """A Dense layer initialised as ``torch`` (``nn.Linear``'s uniform, weights and biases) or ``flax``."""
+    if scheme == "torch":
+        f = torch_linear_init(fan_in)
+        return nn.Dense(width, kernel_init=f, bias_init=f, name=name)
+    return nn.Dense(width, name=name)
 
 
 class ChmcnnMLP(nn.Module):
