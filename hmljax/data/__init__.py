@@ -7,6 +7,14 @@ Numpy only: nothing here imports jax.
 
 from hmljax.data._arff import ArffData, ArffError, Attribute, read_arff, read_mulan_xml
 from hmljax.data._cache import atomic_write_bytes, atomic_write_text, cache_dir, cached_arrays, hash_files
+from hmljax.data._image_dataset import (
+    IMAGE_SIZE,
+    TFDS_PREFIX,
+    image_spec,
+    is_image_dataset,
+    load_image_dataset,
+    parse_image_dataset,
+)
 from hmljax.data._images import (
     IMAGE_DATASETS,
     RESIZE_MODES,
@@ -100,4 +108,10 @@ __all__ = [
     "read_arff",
     "read_mulan_xml",
     "resolve_data_dir",
+    "IMAGE_SIZE",
+    "TFDS_PREFIX",
+    "image_spec",
+    "is_image_dataset",
+    "load_image_dataset",
+    "parse_image_dataset",
 ]

@@ -227,8 +227,13 @@ def get_spec(name: str, data_dir: str | None = None) -> DatasetSpec:
     Order: a registered name, exactly; then a flat (MULAN/MEKA) dataset under
     ``data_dir`` whose stem is exactly ``name`` (so ``enron`` is MULAN's enron when
     the data directory has it, and the hierarchical ``Enron_corr`` otherwise); then
-    aliases and case-insensitive matches, registered first.
+    aliases and case-insensitive matches, registered first. An image dataset (``tfds:voc/2007`` ...) is
+    :func:`hmljax.data.image_spec`'s.
     """
+    if name.startswith("tfds:"):
+        from hmljax.data._image_dataset import image_spec
+
+        return image_spec(name)
     if name in REGISTRY:
         return REGISTRY[name]
     found = _scan(data_dir) if data_dir else {}

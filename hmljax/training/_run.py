@@ -32,14 +32,27 @@ __all__ = ["train_and_evaluate", "build_method", "load_run_dataset", "source_com
 def load_run_dataset(cfg: TrainConfig):
     """The dataset a resolved config trains on: loaded (cached), then re-split into its fold and filtered as the
     config's ``folds``, ``min_label_count``, ``feature_fraction`` and ``longtail_*`` say
-    (:func:`hmljax.data.dataset_view`)."""
+    (:func:`hmljax.data.dataset_view`).
+
+    An image dataset (``dataset=tfds:voc/2007`` ...) loads through :func:`hmljax.data.load_image_dataset` from the
+    tensorflow-datasets folder ``data_dir`` (else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``), its train
+    split cut by the ``longtail_*`` keys; folds and label or feature filters do not apply to images."""
+    from hmljax.data import is_image_dataset, load_image_dataset
+
+    longtail = None if not cfg.longtail_max else dict(max_count=cfg.longtail_max, min_count=cfg.longtail_min,
+                                                      alpha=cfg.longtail_alpha, seed=cfg.longtail_seed)
+    if is_image_dataset(cfg.dataset):
+        for key, used in (("folds", cfg.folds), ("min_label_count", cfg.min_label_count),
+                          ("feature_fraction", cfg.feature_fraction != 1.0)):
+            if used:
+                raise ValueError(f"config key {key}={getattr(cfg, key)!r} does not apply to the image dataset "
+                                 f"{cfg.dataset!r} (its train and test splits are fixed; longtail_* keys apply)")
+        return load_image_dataset(cfg.dataset, data_dir=cfg.data_dir, longtail=longtail)
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, preprocessing=cfg.preprocessing, drop_ids=cfg.drop_ids)
     return dataset_view(ds, folds=cfg.folds, fold=cfg.fold or 0, fold_valid=bool(cfg.fold_valid),
                         fold_seed=42 if cfg.fold_seed is None else cfg.fold_seed, fold_order=cfg.fold_order or 1,
                         min_label_count=cfg.min_label_count, feature_fraction=cfg.feature_fraction,
-                        longtail=None if not cfg.longtail_max else
-                        dict(max_count=cfg.longtail_max, min_count=cfg.longtail_min, alpha=cfg.longtail_alpha,
-                             seed=cfg.longtail_seed))
+                        longtail=longtail)
 
 
 def build_method(cfg: TrainConfig, ds=None, *, split: str | None = None):
