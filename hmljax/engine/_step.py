@@ -107,17 +107,18 @@ def make_predict_fn(method: Method, *, batch_size: int = 512):
         return method.predict(method.model.apply(params, model_state, x, train=False, key=None))
 
     def predict(params, model_state, X):
-        X = np.asarray(X, np.float32)
+        # Chunk by chunk, so a large split (images kept as uint8 memmaps) is never copied whole into float32.
+        dtype = np.uint8 if np.asarray(X[:0]).dtype == np.uint8 else np.float32
         n = X.shape[0]
         if n == 0:
             raise ValueError("predict got no rows")
         b = min(batch_size, n)
         out = []
         for s in range(0, n, b):
-            part = X[s : s + b]
+            part = np.asarray(X[s : s + b], dtype)
             pad = b - part.shape[0]
             if pad:
-                part = np.concatenate([part, np.zeros((pad, *X.shape[1:]), np.float32)])
+                part = np.concatenate([part, np.zeros((pad, *X.shape[1:]), dtype)])
             out.append(np.asarray(chunk(params, model_state, jax.device_put(part)))[: b - pad])
         return np.concatenate(out)
 
