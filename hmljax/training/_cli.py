@@ -142,6 +142,7 @@ def _train_entry(args) -> int:
         if args.resume:
             raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
         # A fresh folder per run, so the same command can be run again without clobbering anything.
-        args.out = os.path.join("runs", f"{args.dataset or 'synthetic'}-s{args.seed or 0}-"
-                                        f"{time.strftime('%Y%m%d-%H%M%S')}")
+        # One folder name even for image datasets (``tfds:voc/2012`` has a colon and a slash).
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in (args.dataset or "synthetic"))
+        args.out = os.path.join("runs", f"{name}-s{args.seed or 0}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _train(args)
