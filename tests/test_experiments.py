@@ -111,6 +111,7 @@ def test_torch_reference_matches_hmljax():
     assert ours == pytest.approx(theirs, rel=1e-5)
 
 
+@pytest.mark.slow  # the profiler's grouping; CI time goes to behaviour the default run must cover
 def test_step_profile_groups_ops_by_scope():
     """The profile behind the benchmark targets: every op of a real train step lands in a named group."""
     import jax

@@ -117,7 +117,7 @@ def test_hmt_and_longtail_losses_train_on_a_longtail_subset(tmp_path):
     assert info["rows"] < 500 and info["groups"] == {"head": 1, "middle": 2, "tail": 3}
     assert info["sigma"]["tail"] > info["sigma"]["head"] > 0
     assert {"map_head", "map_middle", "map_tail"} <= set(res["test"])
-    for extra in ({"loss": "db_focal"}, {"sampler": "class_aware"}):
+    for extra in ({"loss": "db_focal", "sampler": "class_aware"},):
         r = train_and_evaluate(TrainConfig(method="mlp", **base, **extra), str(tmp_path / str(extra)),
                                progress=False)["results"]
         assert np.isfinite(r["test"]["map"])

@@ -298,9 +298,9 @@ def test_stacked_members_are_independent_networks():
     assert not np.allclose(g["dense_0"]["kernel"][1], g2["dense_0"]["kernel"][1])
 
 
-# The default run: no focal term and GMU; bBMA, KL and JS (the same code path) with -m slow.
-@pytest.mark.parametrize("focal", ["none", "gmu"] + [pytest.param(f, marks=pytest.mark.slow)
-                                                     for f in ("bbma", "kl", "js")])
+# The default run: GMU; no focal term, bBMA, KL and JS (the same code path) with -m slow.
+@pytest.mark.parametrize("focal", ["gmu"] + [pytest.param(f, marks=pytest.mark.slow)
+                                              for f in ("none", "bbma", "kl", "js")])
 def test_ensemble_step_compiles_once_and_focal_term_is_gradient_free(focal):
     ds, h, anc, model, opt, state, X, Y = _synthetic_setup(members=4)
     C = h.num_nodes
@@ -328,7 +328,7 @@ def test_ensemble_step_compiles_once_and_focal_term_is_gradient_free(focal):
             per = per * focal_weight(uncertainty(jax.nn.sigmoid(z), mode=focal))[None]
         return per.sum()
 
-    g = jax.grad(total)(state.params)
+    g = jax.jit(jax.grad(total))(state.params)  # compiled once, not op-by-op dispatch
     z0 = jax.lax.stop_gradient(fwd(state.params, X, train=True, key=key))
     f_const = focal_weight(uncertainty(jax.nn.sigmoid(z0), mode=focal)) if focal != "none" else 1.0
 
@@ -337,7 +337,7 @@ def test_ensemble_step_compiles_once_and_focal_term_is_gradient_free(focal):
         z = fwd(params, X, train=True, key=key)
         return (mc_loss(z[0], Y, anc) * f_const).sum()
 
-    g0 = jax.grad(member0)(jax.tree.map(lambda a: a[0], state.params))
+    g0 = jax.jit(jax.grad(member0))(jax.tree.map(lambda a: a[0], state.params))
     chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], g), g0, rtol=1e-4, atol=1e-6)
 
 
@@ -365,6 +365,7 @@ def test_mc_dropout_step_uses_one_network():
     assert float(loss) != pytest.approx(float(loss_plain), rel=1e-3)
 
 
+@pytest.mark.slow  # the default run trains an E = 10 GMU ensemble end to end in test_regression.py
 def test_ensemble_run_end_to_end_and_evaluate(tmp_path):
     cfg = TrainConfig(dataset="synthetic", epochs=2, hidden=32, batch_size=32, ensemble=3, focal="gmu",
                       weights="code")
@@ -511,10 +512,11 @@ def test_mc_loss_all_takes_the_loss_on_every_pass():
         params, state = m.model.init(jax.random.key(0))
         x, y = jnp.asarray(m.train_x[:8]), jnp.asarray(m.train_y[:8], jnp.float32)
         batch = Batch(x, y, jnp.ones(8, bool), jnp.arange(8), jnp.int32(0))
-        o = jax.eval_shape(lambda p: m.model.apply(p, state, x, train=True, key=jax.random.key(1)), params)
+        o = jax.eval_shape(lambda p, m=m, state=state, x=x: m.model.apply(p, state, x, train=True,
+                                                                          key=jax.random.key(1)), params)
         assert o.logits.shape[0] == (1 if mode == "one" else 3) and ("mc_logits" in o.aux) == (mode == "one")
-        objective = jax.jit(lambda p, b, m=m: m.loss(m.model.apply(p, state, b.x, train=True, key=jax.random.key(1)),
-                                                     b)[0])
+        objective = jax.jit(lambda p, b, m=m, state=state: m.loss(
+            m.model.apply(p, state, b.x, train=True, key=jax.random.key(1)), b)[0])
         out[mode] = float(objective(params, batch))
     assert out["all"] == pytest.approx(3 * out["one"], rel=1e-5)
     with pytest.raises(ValueError, match="mc_loss.*applies only with mc_passes"):

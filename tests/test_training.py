@@ -77,6 +77,7 @@ def test_step_and_epoch_compile_once_and_match():
     chex.assert_trees_all_close(s.params, s2.params, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # jit_train's options are also checked bitwise by benchmarks/bench_compile_options.py
 def test_jit_train_options_change_speed_not_results():
     # On CPU the donated epoch compiles with region-analysis copy insertion, and trains to bitwise the same
     # parameters as a plain jit; elsewhere no options are passed.
@@ -174,6 +175,7 @@ def test_config_errors():
     assert weighted.identity()["w0"] == 0.25 and weighted.identity()["weights"] == "code"
 
 
+@pytest.mark.slow
 def test_runs_trace_under_their_matmul_precision(tmp_path):
     # On GPU and TPU, JAX's default precision would silently make float32 matmuls TF32 or bf16: the
     # steps and the evaluation must be traced under the config's setting (true float32 unless asked).
