@@ -267,3 +267,18 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
               + (f"; with --workers {workers} the wall time is between that / {workers} (small runs) and that "
                  "(memory-bound ones)" if workers > 1 else "") + "."]
     return "\n".join(lines)
+
+
+def save_png(fig, path: str, *, dpi: int = 110) -> None:
+    """Writes a matplotlib figure as a PNG atomically (an interrupted run never leaves half a picture) and
+    closes it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from hmljax.data import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -36,10 +36,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import finished_run, pending, plan, run_tasks  # noqa: E402
+from _runner import finished_run, pending, plan, run_tasks, save_png  # noqa: E402
 from rare import where_trained  # noqa: E402
 
-from hmljax.data import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hmljax.data import atomic_write_text  # noqa: E402
 from hmljax.training import TrainConfig, source_commit  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
@@ -186,7 +186,6 @@ def write_outputs(name: str, args, command: str) -> str:
 
 def _curves_figure(res, path):
     """Fig. 3/4: training loss by epoch and by training seconds, validation macro-AUC by epoch (fold 0)."""
-    import io
 
     import matplotlib
 
@@ -209,10 +208,7 @@ def _curves_figure(res, path):
             axes[i, j].set_title(f"{key[0]} / {MODEL_NAMES.get(key[1], key[1])}", fontsize=9)
         axes[i, 0].legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:

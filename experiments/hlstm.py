@@ -37,10 +37,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import finished_run, pending, plan, run_tasks  # noqa: E402
+from _runner import finished_run, pending, plan, run_tasks, save_png  # noqa: E402
 from rare import where_trained  # noqa: E402
 
-from hmljax.data import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hmljax.data import atomic_write_text  # noqa: E402
 from hmljax.training import TrainConfig, source_commit  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
@@ -206,14 +206,7 @@ def _figures_tables(rows, stats, out):
 
 
 def _save(fig, path):
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=120)
 
 
 def write_curves(name: str, args, command: str) -> str:

@@ -45,10 +45,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import finished_run, pending, plan, run_tasks  # noqa: E402
+from _runner import finished_run, pending, plan, run_tasks, save_png  # noqa: E402
 from rare import where_trained  # noqa: E402
 
-from hmljax.data import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hmljax.data import atomic_write_text  # noqa: E402
 from hmljax.training import TrainConfig, source_commit  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
@@ -241,7 +241,6 @@ def _orderings(rows) -> list[str]:
 
 
 def _figure(name, rows, path, labels):
-    import io
 
     import matplotlib
 
@@ -274,10 +273,7 @@ def _figure(name, rows, path, labels):
         ax.set_ylabel("test mAP (%)")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:
