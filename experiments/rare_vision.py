@@ -94,6 +94,8 @@ from hmljax.data import (
     cache_features,
     eval_transform,
     load_tfds_images,
+    tfds_data_dir,
+    tfds_prepared_folder,
 )
 from hmljax.engine import Method, init_train_state, jit_train, make_epoch, make_optimizer, make_predict_fn
 from hmljax.hierarchy import Hierarchy, HierarchyError
@@ -297,16 +299,6 @@ def subset_rows(labels_NxC: np.ndarray, *, fraction: float, seed: int, evaluated
     return np.sort(perm[np.asarray(taken + rest, np.int64)])
 
 
-def _prepared_folder(data_dir: str, name: str) -> str | None:
-    root = os.path.join(data_dir, *name.split("/"))
-    try:
-        versions = [v for v in os.listdir(root) if re.fullmatch(r"\d+\.\d+\.\d+", v)
-                    and os.path.isfile(os.path.join(root, v, "dataset_info.json"))]
-    except OSError:
-        return None
-    return os.path.join(root, max(versions, key=lambda v: tuple(map(int, v.split("."))))) if versions else None
-
-
 def _center_square(image, size: int) -> np.ndarray:
     """Short side resized to ``size`` (PIL bilinear), then the central ``size x size`` square: uint8 RGB."""
     from PIL import Image
@@ -342,8 +334,7 @@ def load_split(name: str, split: str, *, size: int, data_dir: str | None, label_
     VOC and COCO (with ``label_key`` ``auto`` or ``objects/label``) are read through
     :func:`hmljax.data.load_tfds_images` and cached as memmaps; any other dataset is decoded here into memory.
     """
-    data_dir = os.fspath(data_dir or os.environ.get("TFDS_DATA_DIR")
-                         or os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
+    data_dir = tfds_data_dir(data_dir)
     if name in IMAGE_DATASETS and label_key in ("auto", "objects/label"):
         s = load_tfds_images(name, split, size=size, resize="center_crop", data_dir=data_dir, progress=progress)
         return s.images, s.labels, s.class_names
@@ -352,7 +343,7 @@ def load_split(name: str, split: str, *, size: int, data_dir: str | None, label_
     except ImportError:
         raise DataError(f"{name}: reading tfds datasets needs tensorflow-datasets (pip install 'hmljax[data]'; "
                         "TensorFlow itself is not needed)") from None
-    folder = _prepared_folder(data_dir, name)
+    folder = tfds_prepared_folder(data_dir, name)
     try:
         if folder is not None:
             builder = tfds.builder_from_directory(folder)

@@ -23,6 +23,8 @@ from hmljax.data._images import (
     cache_features,
     eval_transform,
     load_tfds_images,
+    tfds_data_dir,
+    tfds_prepared_folder,
 )
 from hmljax.data._imbalance import (
     imbalance_summary,
@@ -57,6 +59,8 @@ from hmljax.data._synthetic import make_synthetic
 from hmljax.data._views import dataset_view
 
 __all__ = [
+    "tfds_data_dir",
+    "tfds_prepared_folder",
     "IMAGE_DATASETS",
     "RESIZE_MODES",
     "ImageSet",

@@ -38,7 +38,7 @@ from hmljax.data._cache import (
 from hmljax.data._errors import DataError
 
 __all__ = ["IMAGE_DATASETS", "RESIZE_MODES", "ImageSet", "load_tfds_images", "augment", "eval_transform",
-           "cache_features"]
+           "cache_features", "tfds_data_dir", "tfds_prepared_folder"]
 
 IMAGE_DATASETS = {"voc/2007": 20, "voc/2012": 20, "coco/2017": 80}  # tfds name -> number of classes C
 RESIZE_MODES = ("squash", "center_crop")
@@ -66,13 +66,13 @@ class ImageSet(NamedTuple):
     path: str
 
 
-def _tfds_data_dir(data_dir: str | os.PathLike | None) -> str:
+def tfds_data_dir(data_dir: str | os.PathLike | None) -> str:
     """``data_dir``, else ``$TFDS_DATA_DIR``, else tensorflow-datasets' default ``~/tensorflow_datasets``."""
     return os.fspath(data_dir or os.environ.get("TFDS_DATA_DIR")
                      or os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
 
 
-def _prepared_folder(data_dir: str, name: str) -> str | None:
+def tfds_prepared_folder(data_dir: str, name: str) -> str | None:
     """``data_dir/<name>/<version>`` holding ``dataset_info.json`` (the highest version), or None."""
     root = os.path.join(data_dir, *name.split("/"))
     try:
@@ -100,7 +100,7 @@ def _open_split(name: str, split: str, data_dir: str):
     prepare = (f"prepare it once with tensorflow-datasets in the array_record format, e.g. `tfds build {name} "
                f"--data_dir {data_dir} --file_format=array_record` (preparing needs TensorFlow, in any environment; "
                "reading does not); hmljax never downloads")
-    folder = _prepared_folder(data_dir, name)
+    folder = tfds_prepared_folder(data_dir, name)
     if folder is None:
         try:
             source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -191,7 +191,7 @@ def load_tfds_images(name: str, split: str, *, size: int = 256, resize: str = "s
     if int(size) < 1:
         raise ValueError(f"size must be positive, got {size}")
     size, root = int(size), cache_root or cache_dir()
-    source, info, identity = _open_split(name, split, _tfds_data_dir(data_dir))
+    source, info, identity = _open_split(name, split, tfds_data_dir(data_dir))
     n, num_classes = len(source), IMAGE_DATASETS[name]
     class_names = tuple(info.features["objects"]["label"].names)
     if len(class_names) != num_classes:
