@@ -5,6 +5,8 @@
     python experiments/adaptive_batch.py table4   ...   # AdaC against Adaptive
     python experiments/adaptive_batch.py curves   ...   # Fig. 3/4: random, hard, adaptive on scene and bibtex
     python experiments/adaptive_batch.py pressure ...   # Fig. 7: s_e in {2, 8, 16, 64}; batch sizes 256, 512
+    python experiments/adaptive_batch.py hierarchy --data-dir ../shared/data [--seeds 3]
+        # beyond the paper: C-HMCNN on the FUN datasets, uniform batches against adaptive selection
     ... --plan (train nothing: runs left and an estimate)   ... --table-only (rebuild outputs)
 
 Protocol, as the released code runs it (REFERENCE.md §5.4): 5-fold iterative stratification (seed 42),
@@ -18,6 +20,12 @@ decay and shuffling (a confound the paper does not mention); here Random is ``sa
 permutation per epoch, as the paper says. The sampler's defaults are the paper's (probabilities of every
 row refreshed after each batch, selection loss weighted by w); ``--override update_probs=batch
 selection_loss=unweighted`` is the released code's.
+
+``hierarchy`` runs C-HMCNN's own protocol instead (train on train+valid for the dataset's published epoch
+count, test at the last epoch, batch 4, its lr and weight decay; ``--seeds`` seeds, no folds): ``uniform``
+is its shuffled batches (``sampler=epoch``), ``adaptive`` the paper's sampler, whose minority labels are
+the evaluated nodes with IRLbl > MeanIR by train+valid frequency (the always-positive roots left out).
+Node-wise F1 overall and on the tail nodes (fewer than 20 train positives), and AUPRC.
 
 Finished runs are skipped, interrupted ones resume; outputs go to
 ``experiments/results/adaptive_<experiment>.{md,json,png}`` with the command and where the runs trained.
@@ -44,6 +52,10 @@ from hmljax.training import TrainConfig, source_commit  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 DEFAULT = ["yeast", "scene", "emotions", "enron", "medical", "bibtex", "Corel5k"]
+FUN = ["cellcycle_FUN", "derisi_FUN", "eisen_FUN", "gasch2_FUN", "seq_FUN", "spo_FUN"]
+# hierarchy: results.json test keys, in percent
+HIER_METRICS = [("node_f1", "F1"), ("node_precision", "Precision"), ("node_recall", "Recall"),
+                ("node_f1_tail", "F1 tail nodes"), ("node_recall_tail", "Recall tail nodes"), ("auprc", "AUPRC")]
 FEATURE_FRACTION = {"rcv1subset1": 0.02, "rcv1subset2": 0.02, "tmc2007-500": 0.01}  # the released code's
 METRICS = [("macro_f1", "Macro-F", True), ("micro_f1", "Micro-F", True), ("macro_auc", "Macro-AUC", True),
            ("ranking_loss", "Ranking loss", False), ("hamming_loss", "Hamming loss", False),
@@ -55,6 +67,11 @@ MODEL_NAMES = {"mlp": "MLP", "c2ae": "C2AE", "dela": "DELA"}
 def cells(name: str, args) -> list[tuple[str, str, str, str, int]]:
     """``(dataset, model, arm, overrides, fold)`` for every run."""
     out = []
+    if name == "hierarchy":
+        for d in args.datasets or FUN:
+            for arm, keys in {"uniform": "sampler=epoch", "adaptive": "sampler=adaptive"}.items():
+                out += [(d, "chmcnn", arm, f"method=chmcnn {keys}", k) for k in range(args.seeds)]
+        return out
     ds = args.datasets or (DEFAULT if name in ("table2", "table4") else ["scene", "bibtex"])
     models = args.models or (["mlp"] if name != "table2" else ["mlp", "c2ae", "dela"])
     arms = {"table2": {"random": "sampler=random", "adaptive": "sampler=adaptive"},
@@ -73,6 +90,8 @@ def cells(name: str, args) -> list[tuple[str, str, str, str, int]]:
 
 
 def config(d: str, keys: str, fold: int, args) -> TrainConfig:
+    if keys.startswith("method=chmcnn"):  # the hierarchy experiment: C-HMCNN's protocol, `fold` is the seed
+        return TrainConfig(dataset=d, data_dir=args.data_dir, seed=fold).override(keys.split() + list(args.override))
     base = dict(dataset=d, data_dir=args.data_dir, seed=args.seed, epochs=args.epochs, lr=1e-4, weight_decay=1e-4,
                 batch_size=128, folds=args.folds, fold=fold, fold_valid=True, protocol="early_stopping",
                 patience=args.epochs, drop_ids=d == "genbase")
@@ -84,6 +103,8 @@ def config(d: str, keys: str, fold: int, args) -> TrainConfig:
 
 
 def run_dir(d, m, arm, fold, args) -> str:
+    if m == "chmcnn":
+        return os.path.join(args.runs, "hierarchy", d, f"{arm}-s{fold}")
     return os.path.join(args.runs, d, m, f"{arm.replace(' ', '_').replace('=', '')}-fold{fold}-s{args.seed}")
 
 
@@ -101,9 +122,9 @@ def collect(name: str, args) -> dict:
     return out
 
 
-def _ms(v) -> str:
+def _ms(v, digits: int = 4) -> str:
     v = np.asarray(v, float)
-    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if v.size > 1 else f"{v.mean():.4f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if v.size > 1 else f"{v.mean():.{digits}f}"
 
 
 def _stem(name: str, args) -> str:
@@ -115,6 +136,8 @@ def _stem(name: str, args) -> str:
 def write_outputs(name: str, args, command: str) -> str:
     from hmljax.metrics import wilcoxon_signed_rank
 
+    if name == "hierarchy":
+        return write_hierarchy(args, command)
     res = collect(name, args)
     arms = list(dict.fromkeys(a for got in res.values() for a in got))
     where = sorted({where_trained(r["machine"]) for got in res.values() for rs in got.values() for r in rs})
@@ -184,6 +207,67 @@ def write_outputs(name: str, args, command: str) -> str:
     return "\n".join(lines)
 
 
+def write_hierarchy(args, command: str) -> str:
+    """The adaptive sampler on hierarchical data: one row per dataset and arm, in percent, mean ± std over seeds;
+    a paired sign count over datasets (seed means) for each metric."""
+    res = collect("hierarchy", args)
+    where = sorted({where_trained(r["machine"]) for got in res.values() for rs in got.values() for r in rs})
+    lines = ["# Adaptive batch selection on hierarchical data (C-HMCNN, FUN)", "", f"Command: `{command}`  ",
+             f"Commit: `{source_commit()}`; written on {platform.platform()}, {os.cpu_count()} CPUs, "
+             f"{datetime.date.today().isoformat()}; runs trained on: {'; '.join(where) or '—'}", "",
+             "C-HMCNN's protocol (train+valid, the dataset's published epochs, last epoch, batch 4). `uniform`: "
+             "shuffled batches; `adaptive`: `sampler=adaptive` at its defaults (s_e = 2, 3 warm-up epochs, weighted "
+             "selection loss, every row's p refreshed per batch), minority nodes by train+valid frequency. "
+             "Percent, mean ± sample std over the seeds; tail nodes: fewer than 20 train positives.", "",
+             "| dataset | arm | seeds | " + " | ".join(n for _, n in HIER_METRICS) + " | s/epoch |",
+             "|---|---|---|" + "---|" * len(HIER_METRICS) + "---|"]
+    rows = {}
+    for (d, _m), got in res.items():
+        for a, rs in got.items():
+            cells_ = [_ms([100 * r["test"][k] for r in rs], digits=2) for k, _ in HIER_METRICS]
+            sec = float(np.median([r["median_epoch_seconds"] for r in rs]))
+            lines.append(f"| {d} | {a} | {len(rs)} | " + " | ".join(cells_) + f" | {sec:.2f} |")
+            rows.setdefault(d, {})[a] = {k: [r["test"][k] for r in rs] for k, _ in HIER_METRICS} | {
+                "median_epoch_seconds": sec}
+    both = [d for d, arms in rows.items() if {"uniform", "adaptive"} <= set(arms)]
+    if both:
+        lines += ["", f"Adaptive against uniform over the {len(both)} datasets with both arms (seed means):", "",
+                  "| metric | adaptive higher | mean difference (points) |", "|---|---|---|"]
+        for k, n in HIER_METRICS:
+            diff = [100 * (np.mean(rows[d]["adaptive"][k]) - np.mean(rows[d]["uniform"][k])) for d in both]
+            lines.append(f"| {n} | {sum(x > 0 for x in diff)}/{len(diff)} | {np.mean(diff):+.2f} |")
+    base = os.path.join(args.results, "adaptive_hierarchy")
+    if rows:
+        _hierarchy_figure(rows, base + ".png")
+        lines += ["", "![hierarchy](./adaptive_hierarchy.png)"]
+    atomic_write_text(base + ".md", "\n".join(lines) + "\n")
+    atomic_write_text(base + ".json", json.dumps({"command": command, "rows": rows}, indent=2))
+    return "\n".join(lines)
+
+
+def _hierarchy_figure(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("node_f1", "node F1 (%)"), ("node_f1_tail", "tail-node F1 (%)"), ("auprc", "AUPRC (%)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.8))
+    ds = list(rows)
+    for ax, (k, label) in zip(axes, panels, strict=True):
+        for i, arm in enumerate(("uniform", "adaptive")):
+            mu = [100 * np.mean(rows[d][arm][k]) if arm in rows[d] else np.nan for d in ds]
+            sd = [100 * np.std(rows[d][arm][k], ddof=1) if arm in rows[d] and len(rows[d][arm][k]) > 1 else 0
+                  for d in ds]
+            ax.bar(np.arange(len(ds)) + (i - 0.5) * 0.4, mu, 0.4, yerr=sd, label=arm, capsize=2)
+        ax.set_xticks(np.arange(len(ds)), [d.replace("_FUN", "") for d in ds], rotation=30)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("C-HMCNN on FUN: uniform vs adaptive batches")
+    fig.tight_layout()
+    save_png(fig, path)
+
+
 def _curves_figure(res, path):
     """Fig. 3/4: training loss by epoch and by training seconds, validation macro-AUC by epoch (fold 0)."""
 
@@ -213,13 +297,14 @@ def _curves_figure(res, path):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=["table2", "table4", "curves", "pressure"])
+    p.add_argument("experiment", choices=["table2", "table4", "curves", "pressure", "hierarchy"])
     p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--models", nargs="*", default=None, choices=list(MODEL_NAMES))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="hierarchy: seeds per arm (it has no folds)")
     p.add_argument("--clean", action="store_true", help="every label and feature, MinMax fitted per fold")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--runs", default=os.path.join("runs", "adaptive_batch"))
@@ -234,6 +319,7 @@ def main(argv=None) -> int:
                + (f" --folds {args.folds}" if args.folds != 5 else "")
                + (f" --epochs {args.epochs}" if args.epochs != 100 else "")
                + (" --clean" if args.clean else "")
+               + (f" --seeds {args.seeds}" if args.experiment == "hierarchy" and args.seeds != 1 else "")
                + (f" --override {' '.join(args.override)}" if args.override else ""))
     todo, done = tasks(args.experiment, args)
     if args.plan:

@@ -363,3 +363,22 @@ def test_configs_defaults_and_registration():
     assert cfg.selection_pressure == 8.0 and cfg.select_warmup == 2 and cfg.knn_k == 5
     with pytest.raises(ValueError, match="exceeds the 3 rows"):
         bs.hard_sampler(3, 4, drop_remainder=True)
+
+
+def test_hierarchical_methods_hand_the_sampler_the_evaluated_nodes_only(monkeypatch):
+    """On a hierarchy the always-positive roots would set every node's IRLbl; the sampler sees the rest."""
+    from hmljax.data import load_dataset
+    from hmljax.methods import _batch_selection
+    from hmljax.training import build_method
+
+    seen = []
+    real = _batch_selection.imbalance_weights
+    monkeypatch.setattr(_batch_selection, "imbalance_weights",
+                        lambda x, y, **kw: seen.append(np.asarray(y).shape) or real(x, y, **kw))
+    ds = load_dataset("synthetic")
+    evaluated = int(np.asarray(ds.hierarchy.evaluated, bool).sum())
+    assert evaluated < ds.hierarchy.num_nodes
+    for method in ("chmcnn", "hlstm"):
+        cfg = TrainConfig(dataset="synthetic", method=method, sampler="adaptive", hidden=8).resolved()
+        _, m, _ = build_method(cfg, ds, split="train")
+        assert seen[-1] == (m.train_x.shape[0], evaluated)

@@ -225,7 +225,7 @@ def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(t
     assert "table2__reduction=mean" in rare.run_dir_for("table2", "spo_FUN", "Baseline", 0, mean_cfg, args)
 
 
-@pytest.mark.parametrize("name", ["fig3", "fig6", "table8", "appg"])
+@pytest.mark.parametrize("name", ["fig3", "fig6", "table8", "appg", "table6"])
 def test_figure_experiments_render_partial_results(name, tmp_path, monkeypatch):
     """Tables and figures come out of partly run experiments: missing cells read n = 0, never a fake value."""
     import argparse
@@ -256,10 +256,52 @@ def test_figure_experiments_render_partial_results(name, tmp_path, monkeypatch):
         assert f"| {first_d} | {m} | {summary[first_d][m]['n']} |" in md
         if m in done:
             assert summary[first_d][m]["F1"][0] == pytest.approx(i + 1)
+    if name == "table6":  # the paper's GO values sit beside ours, as a row of their own
+        assert f"| {first_d} | GMU (paper, E = 10, 3 seeds) | | 3.79 | 5.04 | 3.69 | 18.89 | 39.56 |" in md
     if name == "table8":
         assert summary[first_d][done[0]]["median_epoch_s"] == pytest.approx(0.5)
         assert "| 0.500 | 100 |" in md
         assert "| 2.500 † | 102 |" in md and "† Trained before commit 70ad98c" in md  # timed with plain jax.jit
+
+
+def test_focal_tables_with_mc_dropout_in_place_of_the_ensemble_are_their_own_experiment():
+    import argparse
+
+    import rare
+
+    args = argparse.Namespace(datasets=["eisen_GO"], methods=None, ensemble=10, override=[], mc_passes=10)
+    rows = rare.experiment("table6", args)["eisen_GO"]
+    assert list(rows) == ["Baseline", "bBMA", "GMU", "Epistemic JS", "Epistemic KL"]
+    assert all("mc_passes=10" in o and not any(x.startswith("ensemble=") for x in o) for o in rows.values())
+    assert rare._tag("table6", args) == "table6__mc_passes=10"
+    assert "HROS-PD" in rare.experiment("table5", args)["eisen_GO"]  # on GO over the DAG's paths
+
+
+def test_adaptive_hierarchy_table_from_partial_runs(tmp_path, monkeypatch):
+    """The adaptive sampler on hierarchies: C-HMCNN's protocol (seeds, no folds), rows per arm, a sign count."""
+    import argparse
+
+    import adaptive_batch as ab
+
+    args = argparse.Namespace(datasets=["cellcycle_FUN", "spo_FUN"], models=None, folds=5, seeds=2, seed=0,
+                              epochs=100, clean=False, runs=str(tmp_path / "runs"), results=str(tmp_path),
+                              override=[], data_dir=None)
+    cells = ab.cells("hierarchy", args)
+    assert len(cells) == 8 and {c[2] for c in cells} == {"uniform", "adaptive"}
+    cfg = ab.config("spo_FUN", cells[-1][3], cells[-1][4], args)
+    assert (cfg.method, cfg.sampler, cfg.seed, cfg.folds) == ("chmcnn", "adaptive", 1, 0)
+    assert ab.run_dir("spo_FUN", "chmcnn", "adaptive", 1, args).endswith("hierarchy/spo_FUN/adaptive-s1")
+
+    def res(v):
+        return {"test": {k: v for k, _ in ab.HIER_METRICS}, "median_epoch_seconds": 1.0, "machine": {}}
+
+    monkeypatch.setattr(ab, "collect", lambda n, a: {
+        ("cellcycle_FUN", "chmcnn"): {"uniform": [res(0.01), res(0.03)], "adaptive": [res(0.05), res(0.05)]},
+        ("spo_FUN", "chmcnn"): {"uniform": [res(0.02)]}})
+    md = ab.write_hierarchy(args, "cmd")
+    assert "| cellcycle_FUN | uniform | 2 | 2.00 ± 1.41 |" in md and "| spo_FUN | uniform | 1 | 2.00 |" in md
+    assert "| F1 | 1/1 | +3.00 |" in md  # only datasets with both arms are compared
+    assert (tmp_path / "adaptive_hierarchy.md").exists()
 
 
 def test_dropout_savings_against_the_ensemble():

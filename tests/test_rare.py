@@ -445,11 +445,26 @@ def test_hros_pd_hand_computed():
     assert more.num_added == 1
 
 
-def test_hros_pd_refuses_dags():
+def test_hros_pd_on_a_dag_runs_over_its_paths():
+    """On a DAG the released code's HROS-PD runs on the tree of root-to-node paths: c, reachable through a
+    and through b, is counted, tested and oversampled once per path."""
+    from hmljax.data import hierarchy_paths
+
     dag = Hierarchy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")], skip=())
-    Y = _closed(dag, [["c"], ["a"]])
-    with pytest.raises(ValueError, match="DAG"):
-        hros_pd(Y, dag, seed=0)
+    node, parent, depth = hierarchy_paths(dag)
+    names = [dag.names[i] for i in node]
+    assert names == ["r", "a", "b", "c", "c"] and parent.tolist() == [-1, 0, 0, 1, 2]
+    assert depth.tolist() == [0, 1, 1, 2, 2]
+    Y = _closed(dag, [["c"]] + [["a"]] * 4 + [["b"]] * 4)
+    # Path counts: r/a/c 1, r/b/c 1, r/a 5, r/b 5, r 10 (c twice). IRLbP = 5/[5, 5, 1, 1], HMeanIR 3:
+    # minority = both c paths. samples = floor(0.5 * 10) = 5, meanSize = ceil(10 / 4) = 3,
+    # maxIncrease = ceil(5 / 2) = 3. r/a/c: min(3, 3 - 1) = 2 copies (r/a -> 7, max 7); r/b/c: 7/1 > 3,
+    # 2 more. Depth 1: 7/7 <= 3, nothing.
+    r = hros_pd(Y, dag, s=0.5, seed=0)
+    assert r.num_added == 4 and r.indices[9:].tolist() == [0] * 4
+    np.testing.assert_array_equal(r.labels[9:], np.repeat(_closed(dag, [["c"]]), 4, axis=0))
+    with pytest.raises(ValueError, match="max_paths=4"):
+        hros_pd(Y, dag, seed=0, max_paths=4)
 
 
 def test_resampling_feeds_training_and_weights(tmp_path):

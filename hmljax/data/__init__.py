@@ -52,7 +52,7 @@ from hmljax.data._registry import (
     load_dataset,
     resolve_data_dir,
 )
-from hmljax.data._resampling import LPROS_ROUNDINGS, Resampled, hros_pd, lpros
+from hmljax.data._resampling import LPROS_ROUNDINGS, Resampled, hierarchy_paths, hros_pd, lpros
 from hmljax.data._samplers import ClassAwareSampler, EpochBatches, EpochSampler, Sampler
 from hmljax.data._stratify import iterative_stratification, kfold_splits
 from hmljax.data._synthetic import make_synthetic
@@ -81,6 +81,7 @@ __all__ = [
     "LPROS_ROUNDINGS",
     "Resampled",
     "hros_pd",
+    "hierarchy_paths",
     "lpros",
     "REGISTRY",
     "Sampler",

@@ -114,7 +114,9 @@ def build_chmcnn(ds, cfg, *, split: str) -> Method:
     ancestry = hierarchy_constraint(h, m.constraint)
     X, Y, info = training_rows(m, ds, split, seed=cfg.seed)
     net = ChmcnnMLP(hidden=m.hidden, num_outputs=h.num_nodes, dropout=m.dropout, init_scheme=m.init)
-    sampler = sampler_from_config(cfg, num_rows=X.shape[0], x=X, y=Y)
+    # A data-driven sampler sees the evaluated nodes only: the roots, positive in every row, would set
+    # every node's imbalance ratio (IRLbl = max count / count) and carry no information.
+    sampler = sampler_from_config(cfg, num_rows=X.shape[0], x=X, y=Y[:, np.asarray(h.evaluated, bool)])
     lc = rare_loss_settings(m, node_weights_for(m, ds, Y), steps_per_epoch=sampler.steps_per_epoch)
 
     def predict(out):  # an ensemble predicts the mean of its members' constrained outputs, as RARE does

@@ -154,7 +154,8 @@ def build_hlstm(ds, cfg, *, split: str) -> Method:
                     dropout=m.dropout, local_heads=m.local_heads, local_init=m.local_init,
                     local_init_value=0.0 if m.local_init_value is None else m.local_init_value,
                     init_scheme=m.init)
-    sampler = sampler_from_config(cfg, num_rows=X.shape[0], x=X, y=Y)
+    # As method=chmcnn: a data-driven sampler sees the evaluated nodes only (not the always-positive roots).
+    sampler = sampler_from_config(cfg, num_rows=X.shape[0], x=X, y=Y[:, np.asarray(h.evaluated, bool)])
     lc = rare_loss_settings(m, node_weights_for(m, ds, Y), steps_per_epoch=sampler.steps_per_epoch)
     elementwise = hybrid_elementwise(ancestry=ancestry, parents=parent_graph(h), b_r=float(m.b_r), head=m.head)
 

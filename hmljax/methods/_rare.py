@@ -45,7 +45,7 @@ class RareConfig:
     """RARE's keys. ``None`` means "not set": it takes its default where it applies, and is an error
     where it does not (``w0`` without ``weights``, ``u0`` without ``focal``, ...)."""
 
-    resample: str = "none"  # 'none', 'lpros' or 'hros_pd' (trees only)
+    resample: str = "none"  # 'none', 'lpros' or 'hros_pd' (on a DAG: over its root-to-node paths)
     lpros_p: float | None = None  # 0.25
     lpros_rounding: str | None = None  # 'real'; see hmljax.data.lpros
     hros_s: float | None = None  # 0.1
