@@ -302,10 +302,16 @@ def _chain_draw(logp_N, key, batch_size: int, *, slot_N, dc_UxN):
     """
     n = logp_N.shape[0]
     m = min(batch_size, n)
+    p_N = jnp.exp(logp_N - jnp.max(logp_N))  # unnormalised p; each draw renormalises over its allowed rows
+    index_N = jnp.arange(n, dtype=jnp.int32)
 
     def draw(allowed_N, k):
-        g_N = logp_N + jax.random.gumbel(jax.random.fold_in(key, k), (n,), jnp.float32)
-        return jnp.argmax(jnp.where(allowed_N, g_N, -jnp.inf)).astype(jnp.int32)
+        # Inverse CDF over the allowed rows: one uniform and a cumulative sum per draw. (A Gumbel per row per
+        # draw is as exact but generates n random numbers for each of the B sequential draws: 30x slower.)
+        c_N = jnp.cumsum(jnp.where(allowed_N, p_N, 0.0))
+        u = jax.random.uniform(jax.random.fold_in(key, k), (), jnp.float32) * c_N[-1]
+        i = jnp.searchsorted(c_N, u, side="right").astype(jnp.int32)  # zero-weight rows are never the answer
+        return jnp.minimum(i, jnp.max(jnp.where(allowed_N, index_N, 0)))  # u rounding up to the total
 
     first = draw(jnp.ones(n, bool), 0)
     index = jnp.zeros(batch_size, jnp.int32).at[0].set(first)
