@@ -15,7 +15,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler", "bench_sharding", "profile_step",
-           "bench_compile_options", "bench_hlstm"]  # bench_engine compares two commits: run it on its own
+           "bench_compile_options", "bench_hlstm",
+           "bench_selection"]  # bench_engine compares two commits: run it on its own
 
 
 def _load(name):
@@ -145,6 +146,58 @@ def _profile_section(d: dict) -> list[str]:
     return lines + [""]
 
 
+def _selection_section(d: dict) -> list[str]:
+    sel = [r for r in d["rows"] if r["part"] == "selection"]
+    train = [r for r in d["rows"] if r["part"] == "training"]
+    lines = ["## 12. Adaptive batch selection: what selecting costs (issue 21)", "", f"Command: `{d['command']}`", "",
+             "Part A, selection alone: one epoch of draws and probability refreshes (B = 128, s_e = 2, after the "
+             "warm-up, per-sample losses from a fixed random array: no model runs), per batch = epoch / steps. "
+             "Levels: the released code's dict loop (Adaptivetrain.py: p normalised once per epoch); the same "
+             "algorithm on float64 numpy arrays (`np.random.choice(replace=False, p)`, the quantised p of the whole "
+             "table recomputed after every step and stored for the batch's rows; `all`: every row, the paper); torch "
+             "float32 eager (`torch.multinomial(p, B, replacement=False)`) and under `torch.compile`; hmljax's "
+             "`sampler=adaptive` (unweighted, the released selection) as one jitted select + update per batch "
+             "(synced: a host loop needs the indices) and as a whole epoch in one `lax.scan`. Before timing: numpy, "
+             "torch and hmljax give the same p for the same float32 loss table, refresh the same rows with the same "
+             "values after one `update_probs=batch` step, and every draw is B distinct rows in range.", ""]
+    lines += _table(sel, ["dataset", "n", "impl", "update_probs", "batch_us", "epoch_ms", "speedup_vs_numpy",
+                          "compile_s"],
+                    ["dataset", "rows", "impl", "update_probs", "us/batch", "ms/epoch", "x numpy (same update)",
+                     "compile s"])
+    lines.append("")
+    for ds in dict.fromkeys(r["dataset"] for r in sel):
+        c = next(r["checks"] for r in sel if r["dataset"] == ds)
+        n = next(r["n"] for r in sel if r["dataset"] == ds)
+        noise = next((r["gumbel_noise_us"] for r in sel if r["dataset"] == ds and "gumbel_noise_us" in r), None)
+        same_rows = "yes" if c["stored_p_rows_agree"] and c["stored_p_rows_agree_lmax_up"] else "no"
+        line = (f"- {ds} checks: p agrees (max |diff| numpy-hmljax {c['p_max_abs_diff_numpy_hmljax']:.2g}; Q differs "
+                f"on {c['q_differ_numpy_hmljax']} of {n} rows); after one batch update the same rows hold the same "
+                f"values: {same_rows}.")
+        # hmljax stores unnormalised log p, as the released code's s_e^(Q/n): the check is a hard one.
+        line += (f" The draw distributions after it agree too (max |difference| "
+                 f"{c['draw_p_max_rel_diff_hmljax']:.2g}; {c['draw_p_max_rel_diff_hmljax_lmax_up']:.2g} for a batch "
+                 "that raises l_max).")
+        if noise:
+            line += f" hmljax's Gumbel noise over the {n} rows alone: {noise:,.0f} us per batch."
+        lines += [line]
+    lines += ["", "Part B, a whole `method=mlp` training epoch through the engine (`jit_train(make_epoch(method))`), "
+              "uniform (`sampler=random`) against adaptive, the adaptive epochs past the warm-up, timed in "
+              "alternating blocks. Target: adaptive at most 1.3x uniform.", ""]
+    lines += _table(train, ["dataset", "n", "impl", "update_probs", "epoch_ms", "step_us", "ratio_vs_uniform",
+                            "selection_us_per_step", "compile_s"],
+                    ["dataset", "rows", "impl", "update_probs", "ms/epoch", "us/step", "x uniform",
+                     "selection us/step", "compile s"])
+    loads = [r["load_avg_1m"] for r in d["rows"] if "load_avg_1m" in r]
+    if loads:
+        line = (f"1-minute load average during the run: {min(loads):.1f}-{max(loads):.1f} on "
+                f"{d['machine'].get('cpus')} CPUs, {d['threads']} threads per side.")
+        if max(loads) > (d["machine"].get("cpus") or 1):
+            line += (" Other work shared the cores, so the times are inflated and noisy; multi-threaded small ops "
+                     "(torch's elementwise kernels above all) wait on descheduled threads.")
+        lines += ["", line]
+    return lines + [""]
+
+
 def report() -> str:
     lines = ["# Benchmarks: hmljax vs PyTorch", "",
              "Written by `python -m benchmarks.run_all` from the JSON rows in `benchmarks/results/`. Every",
@@ -259,6 +312,9 @@ def report() -> str:
                         ["dataset", "B", "levels", "H", "params", "impl", "ms/step", "Adam alone s",
                          "x torch (sparse MCM)", "x torch (dense MCM)", "compile s"])
         lines.append("")
+    d = _load("selection")
+    if d:
+        lines += _selection_section(d)
     lines += _targets()
     text = "\n".join(lines) + "\n"
     tmp = os.path.join(HERE, "README.md.tmp")

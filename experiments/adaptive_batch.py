@@ -61,7 +61,7 @@ METRICS = [("macro_f1", "Macro-F", True), ("micro_f1", "Micro-F", True), ("macro
            ("ranking_loss", "Ranking loss", False), ("hamming_loss", "Hamming loss", False),
            ("one_error", "One-error", False)]
 PAPER = json.load(open(os.path.join(HERE, "adaptive_batch_paper.json")))["table2"]
-MODEL_NAMES = {"mlp": "MLP", "c2ae": "C2AE", "dela": "DELA"}
+MODEL_NAMES = {"mlp": "MLP", "c2ae": "C2AE", "dela": "DELA", "mpvae": "MPVAE"}
 
 
 def cells(name: str, args) -> list[tuple[str, str, str, str, int]]:

@@ -33,6 +33,15 @@ from hmljax.methods._hlstm import (
 from hmljax.methods._hmt import HmtConfig, build_hmt, hmt_class_weights, hmt_groups
 from hmljax.methods._longtail import LONGTAIL_LOSSES, LongTailConfig, class_counts, longtail_elementwise
 from hmljax.methods._mlp import MlpConfig, build_mlp
+from hmljax.methods._mpvae import (
+    MpvaeConfig,
+    build_mpvae,
+    mpvae_loss,
+    mpvae_model,
+    mpvae_probs,
+    probit_bce,
+    probit_ranking_loss,
+)
 from hmljax.methods._rare import (
     RareConfig,
     RareLoss,
@@ -48,7 +57,9 @@ __all__ = ["ChmcnnConfig", "build_chmcnn", "chmcnn_model", "forward_apply", "hie
            "build_dela", "C2aeConfig", "build_c2ae", "level_index", "hybrid_elementwise", "batch_selection",
            "c2ae_latent", "c2ae_loss", "c2ae_model", "embedding_distance", "orthogonality_penalty", "ranking_loss",
            "dela_loss", "dela_model", "with_gate_lr", "HmtConfig", "build_hmt", "hmt_class_weights", "hmt_groups",
-           "LONGTAIL_LOSSES", "LongTailConfig", "class_counts", "longtail_elementwise", "ClassAwareConfig"]
+           "LONGTAIL_LOSSES", "LongTailConfig", "class_counts", "longtail_elementwise", "ClassAwareConfig",
+           "MpvaeConfig", "build_mpvae", "mpvae_loss", "mpvae_model", "mpvae_probs", "probit_bce",
+           "probit_ranking_loss"]
 
 
 @dataclasses.dataclass
@@ -98,6 +109,8 @@ register_method("dela", DelaConfig, build_dela, replace=True,
                 doc="DELA: label-specific features by perturbing a VAE latent with per-label Concrete gates")
 register_method("c2ae", C2aeConfig, build_c2ae, replace=True,
                 doc="C2AE: canonical-correlated autoencoder with a label-ranking loss")
+register_method("mpvae", MpvaeConfig, build_mpvae, replace=True,
+                doc="MPVAE: aligned label/feature VAE embeddings decoded by a multivariate probit model")
 register_method("hmt", HmtConfig, build_hmt, replace=True,
                 doc="HMT-Net: head/middle/tail group heads with group feature noise (flat, or with the max-constraint)")
 register_sampler("class_aware", ClassAwareConfig, _class_aware, replace=True, needs_data=True)

@@ -13,7 +13,11 @@ over all rows in index order while the losses are recorded, then ``ceil(n / B)``
 drawn independently and without replacement within the batch (repeats across batches are allowed).
 After every step the batch's pre-update losses go into the loss table and P is refreshed:
 ``update_probs=all`` recomputes every row's p (the paper), ``update_probs=batch`` only the batch's
-(the released code; the others keep stale p computed with an older ``ℓ_max``).
+(the released code; the others keep stale p computed with an older ``ℓ_max``). p is kept unnormalised
+(``s_e^(Q/n)``, as the released code's table) and normalised at each draw, so a stale row and a fresh
+one weigh what they do in the released code. ``draw_from=current`` draws each batch from p as it is
+(the paper), ``draw_from=epoch_start`` every batch of an epoch from p as it was when the epoch began
+(the released code's loader builds its probability array once per epoch).
 
 The imbalance statistics are computed once, on the host, in float64 numpy (small pure functions below);
 everything per step runs on the device in float32 inside the epoch's ``lax.scan``. The engine hands
@@ -38,11 +42,12 @@ __all__ = [
     "irlbl", "mean_ir", "minority_labels", "nearest_neighbours", "local_imbalance", "normalised_imbalance",
     "instance_weights", "imbalance_weights",
     "label_affinity", "label_cardinality", "chain_labels", "top_labels", "chain_candidates",
-    "rank_log_probs", "quantisation_index", "quantised_log_probs",
+    "rank_logits", "rank_log_probs", "quantisation_index", "quantised_logits", "quantised_log_probs",
     "chain_tables", "hard_sampler", "adaptive_sampler", "adac_sampler", "register_batch_samplers",
 ]
 
 UPDATE_PROBS = ("all", "batch")
+DRAW_FROM = ("current", "epoch_start")
 SELECTION_LOSSES = ("weighted", "unweighted")
 
 
@@ -73,6 +78,7 @@ class HardConfig:
     selection_pressure: float = 2.0  # s_e: the max/min selection-probability ratio (the released script's 2)
     select_warmup: int = 3  # γ: epochs over all rows in index order before selection starts (the paper's 3)
     update_probs: str = "all"  # after each batch: 'all' rows' p (paper) or only the 'batch' rows' p (code)
+    draw_from: str = "current"  # each batch from the 'current' p (paper) or the 'epoch_start' p (code's loader)
 
     def validate(self) -> None:
         _raise_first(self, [
@@ -80,6 +86,7 @@ class HardConfig:
              "a finite number >= 1; 1 is uniform"),
             ("select_warmup", _is_int(self.select_warmup) and self.select_warmup >= 0, "an integer >= 0"),
             ("update_probs", self.update_probs in UPDATE_PROBS, "all (the paper) or batch (the released code)"),
+            ("draw_from", self.draw_from in DRAW_FROM, "current (the paper) or epoch_start (the released code)"),
         ])
 
 
@@ -247,13 +254,18 @@ def chain_candidates(y_NxC, L_CxC) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- device probabilities (float32)
-def rank_log_probs(loss_N, *, pressure: float):
-    """log p (eq. 3) ``[N]``: p_i ∝ exp(log(s_e)/n)^{r_i}, r_i = 1..n the ascending rank of ℓ_i (ties by
-    index), so the largest loss is the likeliest and p_max / p_min = s_e^{(n-1)/n}."""
+def rank_logits(loss_N, *, pressure: float):
+    """Unnormalised log p (eq. 3) ``[N]``: ``r_i log(s_e) / n``, r_i = 1..n the ascending rank of ℓ_i (ties
+    by index), so the largest loss is the likeliest and p_max / p_min = s_e^{(n-1)/n}."""
     n = loss_N.shape[0]
     order = jnp.argsort(loss_N)
     rank_N = jnp.zeros(n, jnp.float32).at[order].set(jnp.arange(1, n + 1, dtype=jnp.float32))
-    logits = rank_N * jnp.float32(math.log(pressure) / n)
+    return rank_N * jnp.float32(math.log(pressure) / n)
+
+
+def rank_log_probs(loss_N, *, pressure: float):
+    """log p (eq. 3) ``[N]``, normalised: :func:`rank_logits` minus their logsumexp."""
+    logits = rank_logits(loss_N, pressure=pressure)
     return logits - jax.nn.logsumexp(logits)
 
 
@@ -270,39 +282,45 @@ def quantisation_index(loss_N):
     return jnp.where(l_max > 0, jnp.clip(jnp.ceil(loss_N / delta), 0, n), 0.0)
 
 
-def quantised_log_probs(loss_N, *, pressure: float):
-    """log p (eq. 7) ``[N]``: p_i = s_e^{Q_i / n} / Σ_j s_e^{Q_j / n}, Q of eq. 6.
+def quantised_logits(loss_N, *, pressure: float):
+    """Unnormalised log p (eq. 7) ``[N]``: ``Q_i log(s_e) / n``, the log of the released code's ``s_e^(Q/n)``.
 
     In log space: the exponent is at most log s_e, so nothing overflows for any n or s_e.
     """
     n = loss_N.shape[0]
-    logits = quantisation_index(loss_N) * jnp.float32(math.log(pressure) / n)
+    return quantisation_index(loss_N) * jnp.float32(math.log(pressure) / n)
+
+
+def quantised_log_probs(loss_N, *, pressure: float):
+    """log p (eq. 7) ``[N]``: p_i = s_e^{Q_i / n} / Σ_j s_e^{Q_j / n}, Q of eq. 6."""
+    logits = quantised_logits(loss_N, pressure=pressure)
     return logits - jax.nn.logsumexp(logits)
 
 
 # ------------------------------------------------------------------------------------ device draws
-def _gumbel_top_k(logp_N, key, batch_size: int):
-    """``batch_size`` rows without replacement, each draw ∝ p among the rows not yet drawn (Gumbel top-k
-    is exactly sequential sampling without replacement). With N < B the last B - N slots are masked."""
-    n = logp_N.shape[0]
+def _gumbel_top_k(logits_N, key, batch_size: int):
+    """``batch_size`` rows without replacement, each draw ∝ p = exp(logits) among the rows not yet drawn
+    (Gumbel top-k is exactly sequential sampling without replacement, and needs no normalised p). With
+    N < B the last B - N slots are masked."""
+    n = logits_N.shape[0]
     m = min(batch_size, n)
-    g_N = logp_N + jax.random.gumbel(key, (n,), jnp.float32)
+    g_N = logits_N + jax.random.gumbel(key, (n,), jnp.float32)
     index = jax.lax.top_k(g_N, m)[1].astype(jnp.int32)
     if m < batch_size:
         index = jnp.concatenate([index, jnp.zeros(batch_size - m, jnp.int32)])
     return index, jnp.arange(batch_size) < m
 
 
-def _chain_draw(logp_N, key, batch_size: int, *, slot_N, dc_UxN):
+def _chain_draw(logits_N, key, batch_size: int, *, slot_N, dc_UxN):
     """The chain batch (§3.5): a seed ∝ P; then repeatedly the next row ∝ P restricted to D_c of the
     current seed's top label (renormalised) and not yet in the batch; it becomes the seed. A seed
     without labels, or a D_c with no row left, falls back to P over the rows not yet drawn.
 
     ``slot_N``: each row's top label as a row of ``dc_UxN`` (the last row, all False, for "no label").
     """
-    n = logp_N.shape[0]
+    n = logits_N.shape[0]
     m = min(batch_size, n)
-    p_N = jnp.exp(logp_N - jnp.max(logp_N))  # unnormalised p; each draw renormalises over its allowed rows
+    p_N = jnp.exp(logits_N - jnp.max(logits_N))  # unnormalised p; each draw renormalises over its allowed rows
     index_N = jnp.arange(n, dtype=jnp.int32)
 
     def draw(allowed_N, k):
@@ -340,21 +358,26 @@ def _steps(num_rows: int, batch_size: int, drop_remainder: bool, name: str) -> i
 
 
 def _loss_driven_sampler(num_rows: int, batch_size: int, *, warmup: int, update_probs: str, drop_remainder: bool,
-                         log_probs: Callable, draw: Callable, name: str) -> DeviceSampler:
-    """The loop of REFERENCE.md §5.3 around ``log_probs(loss_N) -> logp_N`` and
-    ``draw(logp_N, key, B) -> (index [B], where [B])``.
+                         logits: Callable, draw: Callable, name: str, draw_from: str = "current") -> DeviceSampler:
+    """The loop of REFERENCE.md §5.3 around ``logits(loss_N) -> [N]`` (unnormalised log p) and
+    ``draw(logits_N, key, B) -> (index [B], where [B])``.
 
-    State: ``loss`` ``[N]`` (each row's last recorded per-sample loss, 0 before any), ``logp`` ``[N]``
-    (the stored log p, stale in places with ``update_probs=batch``) and ``epoch`` (the epochs done).
+    State: ``loss`` ``[N]`` (each row's last recorded per-sample loss, 0 before any), ``logits`` ``[N]``
+    (the stored unnormalised log p, stale in places with ``update_probs=batch``), ``draw_logits``
+    (what batches are drawn from: ``logits`` itself, or with ``draw_from=epoch_start`` its copy taken
+    when the epoch began) and ``epoch`` (the epochs done).
     """
     if update_probs not in UPDATE_PROBS:
         raise ValueError(f"bad value for update_probs: {update_probs!r} (all or batch)")
+    if draw_from not in DRAW_FROM:
+        raise ValueError(f"bad value for draw_from: {draw_from!r} (current or epoch_start)")
     n, B = num_rows, batch_size
     steps = _steps(n, B, drop_remainder, name)
     wrap = (steps * B) % n  # drop_remainder: where the next warm-up epoch starts, relative to this one
 
     def init(key):
-        return {"loss": jnp.zeros(n, jnp.float32), "logp": jnp.full(n, -math.log(n), jnp.float32),
+        flat = jnp.zeros(n, jnp.float32)
+        return {"loss": jnp.zeros(n, jnp.float32), "logits": flat, "draw_logits": flat,
                 "epoch": jnp.zeros((), jnp.int32)}
 
     def begin_epoch(state, key, epoch):
@@ -362,8 +385,8 @@ def _loss_driven_sampler(num_rows: int, batch_size: int, *, warmup: int, update_
         # The first selecting epoch starts from p of the whole loss table the warm-up recorded (with
         # update_probs=batch the warm-up's per-batch refreshes would otherwise leave the early rows'
         # p computed before the later rows had a loss).
-        logp = jnp.where(epoch == warmup, log_probs(state["loss"]), state["logp"])
-        return {**state, "logp": logp, "epoch": epoch}
+        lg = jnp.where(epoch == warmup, logits(state["loss"]), state["logits"])
+        return {**state, "logits": lg, "draw_logits": lg, "epoch": epoch}
 
     def warm_rows(epoch, t):
         pos_B = t * B + jnp.arange(B, dtype=jnp.int32)
@@ -376,42 +399,43 @@ def _loss_driven_sampler(num_rows: int, batch_size: int, *, warmup: int, update_
         return (offset + pos_B) % n, jnp.ones(B, bool)
 
     def select(state, key, t):
+        source = state["logits"] if draw_from == "current" else state["draw_logits"]
         index, where = jax.lax.cond(state["epoch"] < warmup, lambda: warm_rows(state["epoch"], t),
-                                    lambda: draw(state["logp"], key, B))
+                                    lambda: draw(source, key, B))
         return index, where, state
 
     def update(state, index, where, per_sample):
         # Masked slots go out of range and are dropped: a padded slot's index 0 must not overwrite row 0.
         target_B = jnp.where(where, index, n)
         loss = state["loss"].at[target_B].set(per_sample.astype(jnp.float32), mode="drop")
-        fresh = log_probs(loss)
+        fresh = logits(loss)
         if update_probs == "all":  # the paper: recalculate every sample's p after each batch
-            logp = fresh
-        else:  # the released code: only the batch's rows get a fresh p
-            logp = state["logp"].at[target_B].set(fresh[jnp.minimum(index, n - 1)], mode="drop")
-        return {**state, "loss": loss, "logp": logp}
+            lg = fresh
+        else:  # the released code: only the batch's rows get a fresh (unnormalised) p
+            lg = state["logits"].at[target_B].set(fresh[jnp.minimum(index, n - 1)], mode="drop")
+        return {**state, "loss": loss, "logits": lg}
 
     return DeviceSampler(init, begin_epoch, select, update, steps, B)
 
 
 # --------------------------------------------------------------------------------------------- samplers
 def hard_sampler(num_rows: int, batch_size: int, *, selection_pressure: float = 2.0, warmup: int = 3,
-                 update_probs: str = "all", drop_remainder: bool = False) -> DeviceSampler:
+                 update_probs: str = "all", drop_remainder: bool = False, draw_from: str = "current") -> DeviceSampler:
     """``sampler=hard``: p by the rank of the unweighted loss (eq. 3), the paper's "Hard" ablation (§4.3)."""
     return _loss_driven_sampler(num_rows, batch_size, warmup=warmup, update_probs=update_probs,
-                                drop_remainder=drop_remainder,
-                                log_probs=lambda loss: rank_log_probs(loss, pressure=selection_pressure),
+                                drop_remainder=drop_remainder, draw_from=draw_from,
+                                logits=lambda loss: rank_logits(loss, pressure=selection_pressure),
                                 draw=_gumbel_top_k, name="hard")
 
 
 def adaptive_sampler(weights_N, batch_size: int, *, selection_pressure: float = 2.0, warmup: int = 3,
-                     update_probs: str = "all", drop_remainder: bool = False) -> DeviceSampler:
+                     update_probs: str = "all", drop_remainder: bool = False, draw_from: str = "current") -> DeviceSampler:
     """``sampler=adaptive``: p from the quantised weighted loss w ⊙ ℓ (eqs. 5-7); ``weights_N`` all ones
     is the released code's unweighted selection."""
     w_N = jnp.asarray(np.asarray(weights_N, np.float32))
     return _loss_driven_sampler(len(w_N), batch_size, warmup=warmup, update_probs=update_probs,
-                                drop_remainder=drop_remainder,
-                                log_probs=lambda loss: quantised_log_probs(w_N * loss, pressure=selection_pressure),
+                                drop_remainder=drop_remainder, draw_from=draw_from,
+                                logits=lambda loss: quantised_logits(w_N * loss, pressure=selection_pressure),
                                 draw=_gumbel_top_k, name="adaptive")
 
 
@@ -430,15 +454,15 @@ def chain_tables(y_NxC) -> tuple[np.ndarray, np.ndarray]:
 
 
 def adac_sampler(weights_N, y_NxC, batch_size: int, *, selection_pressure: float = 2.0, warmup: int = 3,
-                 update_probs: str = "all", drop_remainder: bool = False) -> DeviceSampler:
+                 update_probs: str = "all", drop_remainder: bool = False, draw_from: str = "current") -> DeviceSampler:
     """``sampler=adac``: ``adaptive``'s P, batches built as label-correlation chains (§3.5, App. 6)."""
     w_N = jnp.asarray(np.asarray(weights_N, np.float32))
     slot, dc = chain_tables(y_NxC)
     slot_N, dc_UxN = jnp.asarray(slot), jnp.asarray(dc)
     return _loss_driven_sampler(len(w_N), batch_size, warmup=warmup, update_probs=update_probs,
-                                drop_remainder=drop_remainder,
-                                log_probs=lambda loss: quantised_log_probs(w_N * loss, pressure=selection_pressure),
-                                draw=lambda logp, key, b: _chain_draw(logp, key, b, slot_N=slot_N, dc_UxN=dc_UxN),
+                                drop_remainder=drop_remainder, draw_from=draw_from,
+                                logits=lambda loss: quantised_logits(w_N * loss, pressure=selection_pressure),
+                                draw=lambda lg, key, b: _chain_draw(lg, key, b, slot_N=slot_N, dc_UxN=dc_UxN),
                                 name="adac")
 
 
@@ -452,7 +476,8 @@ def _build_hard(config, *, num_rows, batch_size, seed, drop_remainder):
     """Rank-based selection by the loss (Loshchilov & Hutter; the adaptive-batch paper's eq. 3)."""
     config.validate()
     return hard_sampler(num_rows, batch_size, selection_pressure=config.selection_pressure,
-                        warmup=config.select_warmup, update_probs=config.update_probs, drop_remainder=drop_remainder)
+                        warmup=config.select_warmup, update_probs=config.update_probs, drop_remainder=drop_remainder,
+                        draw_from=config.draw_from)
 
 
 def _weights(config, x, y) -> np.ndarray:
@@ -466,14 +491,15 @@ def _build_adaptive(config, *, num_rows, batch_size, seed, drop_remainder, x, y)
     config.validate()
     return adaptive_sampler(_weights(config, x, y), batch_size, selection_pressure=config.selection_pressure,
                             warmup=config.select_warmup, update_probs=config.update_probs,
-                            drop_remainder=drop_remainder)
+                            drop_remainder=drop_remainder, draw_from=config.draw_from)
 
 
 def _build_adac(config, *, num_rows, batch_size, seed, drop_remainder, x, y):
     """The adaptive-batch paper's chain variant AdaC: batches follow label correlations (§3.5)."""
     config.validate()
     return adac_sampler(_weights(config, x, y), y, batch_size, selection_pressure=config.selection_pressure,
-                        warmup=config.select_warmup, update_probs=config.update_probs, drop_remainder=drop_remainder)
+                        warmup=config.select_warmup, update_probs=config.update_probs, drop_remainder=drop_remainder,
+                        draw_from=config.draw_from)
 
 
 def register_batch_samplers() -> None:

@@ -13,6 +13,14 @@ from hmljax.models._ensemble import (
 from hmljax.models._group_heads import GroupHeadsNet
 from hmljax.models._lstm import LOCAL_INITS, LevelLSTM, local_kernel_init
 from hmljax.models._mlp import ChmcnnMLP, torch_linear_init
+from hmljax.models._mpvae import (
+    Mpvae,
+    gaussian_kl,
+    log_probit,
+    probit_log_likelihood,
+    probit_marginal,
+    probit_scores,
+)
 from hmljax.models._resnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -30,4 +38,5 @@ __all__ = ["GroupHeadsNet", "C2ae", "Dela", "dela_kl", "gumbel_sigmoid_hard", "L
            "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward",
            "init_stacked", "single_forward", "stacked_forward", "IMAGENET_MEAN", "IMAGENET_STD", "RESNET_DEPTHS",
            "ResNet", "ResNetEncoder", "load_resnet_npz", "resnet_encoder", "resnet_frozen_mask",
-           "resnet_variables_from_torch", "save_resnet_npz"]
+           "resnet_variables_from_torch", "save_resnet_npz",
+           "Mpvae", "gaussian_kl", "log_probit", "probit_log_likelihood", "probit_marginal", "probit_scores"]
