@@ -429,7 +429,8 @@ def hard_sampler(num_rows: int, batch_size: int, *, selection_pressure: float = 
 
 
 def adaptive_sampler(weights_N, batch_size: int, *, selection_pressure: float = 2.0, warmup: int = 3,
-                     update_probs: str = "all", drop_remainder: bool = False, draw_from: str = "current") -> DeviceSampler:
+                     update_probs: str = "all", drop_remainder: bool = False,
+                     draw_from: str = "current") -> DeviceSampler:
     """``sampler=adaptive``: p from the quantised weighted loss w ⊙ ℓ (eqs. 5-7); ``weights_N`` all ones
     is the released code's unweighted selection."""
     w_N = jnp.asarray(np.asarray(weights_N, np.float32))
