@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -25,6 +24,10 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (the median is reported)")
     p.add_argument("--quick", action="store_true", help="few repeats and small sizes: a smoke run")
     p.add_argument("--out", default=None, help="JSON rows file (default: benchmarks/results/<name>.json)")
+    p.add_argument("--allow-loaded", action="store_true",
+                   help="time on a busy machine anyway (rows are flagged) instead of refusing; see load_check")
+    p.add_argument("--max-load", type=float, default=0.5,
+                   help="busy threshold: 1-minute load, or other processes' CPU use, per core")
     if extra:
         extra(p)
     args = p.parse_args()
@@ -53,13 +56,16 @@ def pin_threads(n: int) -> None:
         pass
 
 
-def timeit(fn, *, repeats: int, warmup: int = 2, sync=lambda r: r, budget_s: float = 30.0) -> dict:
+def timeit(fn, *, repeats: int, warmup: int = 2, sync=lambda r: r, budget_s: float = 30.0,
+           min_repeats: int = 10) -> dict:
     """Median (and spread) wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
 
     ``sync`` blocks on the result (``jax.block_until_ready``); torch CPU ops are
-    synchronous. Cases slower than ``budget_s`` in total stop early, after at
-    least 3 timed runs (the row records how many ran).
+    synchronous. Cases slower than ``budget_s`` in total stop early, but never
+    before ``min(min_repeats, repeats)`` timed runs (at least 3), so a slow
+    row's median still rests on enough samples (the row records how many ran).
     """
+    floor = max(min(min_repeats, repeats), min(3, repeats))
     t_start = time.perf_counter()
     for _ in range(warmup):
         sync(fn())
@@ -71,7 +77,7 @@ def timeit(fn, *, repeats: int, warmup: int = 2, sync=lambda r: r, budget_s: flo
         t0 = time.perf_counter()
         sync(fn())
         ts.append(time.perf_counter() - t0)
-        if len(ts) >= 3 and time.perf_counter() - t_start > budget_s:
+        if len(ts) >= floor and time.perf_counter() - t_start > budget_s:
             break
     repeats = len(ts)
     return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "repeats": repeats}
@@ -157,7 +163,104 @@ def assert_close(name: str, a, b, *, rtol=1e-4, atol=1e-5) -> float:
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
-def machine() -> dict:
+_RATES: dict = {}
+
+
+def machine_rates(repeats: int = 10) -> dict:
+    """This machine's measured float32 matmul FLOP/s (jax, 2048^3) and copy bandwidth (bytes/s, 256 MiB).
+
+    Measured once per process (later calls return the first measurement), so
+    every table can state what the machine it ran on can do.
+    """
+    if _RATES:
+        return dict(_RATES)
+    import jax
+    import jax.numpy as jnp
+
+    n, reps = 2048, max(5, repeats // 3)
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda a: a @ a)
+    t = timeit(lambda: mm(a), repeats=reps, sync=jax_sync, min_repeats=reps)["median_s"]
+    big = jnp.ones((64 * 2**20,), jnp.float32)
+    cp = jax.jit(lambda x: x * 1.0001)
+    tb = timeit(lambda: cp(big), repeats=reps, sync=jax_sync, min_repeats=reps)["median_s"]
+    # A copy reads and writes every byte once: 2 x nbytes per call.
+    _RATES.update(matmul_flops_per_s=2 * n**3 / t, copy_bytes_per_s=2 * big.nbytes / tb)
+    return dict(_RATES)
+
+
+def _proc_cpu_ticks() -> dict[int, tuple[str, int]]:
+    """pid -> (command name, user + system clock ticks so far) for every readable process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # the process ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(entry)] = (name, int(fields[11]) + int(fields[12]))  # utime, stime
+    return out
+
+
+def load_check(max_load: float = 0.5, interval_s: float = 1.0) -> dict:
+    """Is the machine busy? The 1-minute load average and the other processes' CPU use, per core.
+
+    Other processes' use is sampled from ``/proc/<pid>/stat`` over
+    ``interval_s``; this process is left out. ``loaded`` is True when either
+    figure exceeds ``max_load`` per core (0.5: half of every core busy on
+    average). Returns ``{"loaded": None, ...}`` where ``/proc`` is unavailable.
+    """
+    cpus = os.cpu_count() or 1
+    info = {"cpus": cpus, "max_load_per_cpu": max_load}
+    try:
+        with open("/proc/loadavg") as fh:
+            load1, load5, load15 = (float(v) for v in fh.read().split()[:3])
+        before = _proc_cpu_ticks()
+        time.sleep(interval_s)
+        after = _proc_cpu_ticks()
+    except OSError:
+        return info | {"loaded": None}
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (name, ticks) in after.items():
+        if pid == os.getpid() or pid not in before:
+            continue
+        cores = (ticks - before[pid][1]) / hz / interval_s
+        if cores >= 0.05:
+            busy.append({"pid": pid, "name": name, "cpu_cores": round(cores, 2)})
+    busy.sort(key=lambda b: -b["cpu_cores"])
+    other = sum(b["cpu_cores"] for b in busy)
+    loaded = load1 / cpus > max_load or other / cpus > max_load
+    return info | {"loaded": loaded, "load_1m": load1, "load_5m": load5, "load_15m": load15,
+                   "load_1m_per_cpu": load1 / cpus, "other_cpu_cores": round(other, 2),
+                   "busy_processes": len(busy), "busiest": busy[:5]}
+
+
+def guard_load(args) -> dict:
+    """Checks the machine before timing: refuses to run when it is busy, unless ``--allow-loaded`` or ``--quick``.
+
+    The result is kept on ``args.load``; :func:`write_rows` stores it in the
+    JSON and marks every row ``"loaded_machine": true`` when the check found a
+    busy machine, so loaded numbers can never pass for quiet ones.
+    """
+    load = load_check(getattr(args, "max_load", 0.5))
+    args.load = load
+    if load.get("loaded"):
+        what = (f"1-minute load {load['load_1m']:.2f} on {load['cpus']} cores, other processes using "
+                f"{load['other_cpu_cores']:.2f} cores ({', '.join(b['name'] for b in load['busiest'][:3])})")
+        if not (getattr(args, "allow_loaded", False) or getattr(args, "quick", False)):
+            raise SystemExit(f"the machine is busy: {what}; timings would not be comparable. Wait for a quiet "
+                             "machine, or pass --allow-loaded to time anyway with every row flagged.")
+        print(f"warning: the machine is busy ({what}); every row is flagged loaded_machine", flush=True)
+    return load
+
+
+def machine(measure_rates: bool = True) -> dict:
+    """The machine a table ran on: CPU model, cores, library versions, and its measured matmul and copy rates."""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version()}
     try:
@@ -182,15 +285,27 @@ def machine() -> dict:
                     break
     except OSError:
         pass
+    if measure_rates:
+        try:
+            rates = machine_rates()
+            info["matmul_gflops_f32"] = rates["matmul_flops_per_s"] / 1e9
+            info["copy_gb_per_s"] = rates["copy_bytes_per_s"] / 1e9
+        except ImportError:
+            pass
     return info
 
 
 def write_rows(name: str, rows: list[dict], args, out=None) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = out or getattr(args, "out", None) or os.path.join(RESULTS, f"{name}.json")
+    load = getattr(args, "load", None)  # set by guard_load
+    if load and load.get("loaded"):
+        rows = [r | {"loaded_machine": True} for r in rows]
     payload = {"benchmark": name, "machine": machine(), "threads": args.threads, "repeats": args.repeats,
                "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "rows": rows,
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if load is not None:
+        payload["load"] = load
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(payload, fh, indent=2)

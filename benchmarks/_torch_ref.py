@@ -19,8 +19,12 @@ def mlp(num_features: int, hidden: int, num_outputs: int, dropout: float) -> nn.
 
 
 def load_flax_params(module: nn.Module, params) -> None:
-    """Copies a ChmcnnMLP's parameters (kernel [in, out]) into the torch Sequential (weight [out, in])."""
-    linears = [m for m in module if isinstance(m, nn.Linear)]
+    """Copies a ChmcnnMLP's parameters (kernel [in, out]) into the module's Linear layers (weight [out, in]).
+
+    ``module`` is :func:`mlp`'s Sequential or any module whose Linear layers,
+    in registration order, are ``dense_0``, ``dense_1``, ...
+    """
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for k, lin in enumerate(linears):
             lin.weight.copy_(torch.from_numpy(np.asarray(params[f"dense_{k}"]["kernel"]).T.copy()))

@@ -1,0 +1,394 @@
+"""C-HMCNN's train step in PyTorch at three levels, and the check that each one computes what hmljax computes.
+
+Issue 19: a benchmark against PyTorch is only fair if the PyTorch side is what a
+PyTorch expert would write. Every level trains the same network (in -> H -> H ->
+out, ReLU and dropout after the first two layers) with the same MCLoss and Adam
+with coupled weight decay (``torch.optim.Adam(weight_decay=wd)``; hmljax's
+``adam_coupled`` adds ``wd * theta`` to the gradient the same way):
+
+- ``as published``: the released C-HMCNN loop (main.py) as written. Data kept
+  as float64 tensors and cast with ``x.float()`` per step, the network ends in a
+  sigmoid, the dense ``[B, N, N]`` max-constraint ``get_constr_out`` runs in
+  float64 twice per step (negatives and positives), ``nn.BCELoss`` on the
+  columns of the ``to_eval`` mask, the default ``torch.optim.Adam`` (single-tensor on
+  CPU). The loop's per-step accuracy bookkeeping is left out (it would only
+  slow this level down).
+- ``same algorithm``: hmljax's algorithm in PyTorch. The sparse constraint in
+  logit space (``MCM(sigmoid(z)) = sigmoid(MCM(z))``): the max over descendants
+  propagated child -> parent along the hierarchy's edges with
+  ``scatter_reduce(..., reduce="amax")``, one level of heights at a time, the
+  negatives' and positives' passes batched into one; BCE from logits; index
+  tensors built once; ``Adam(fused=True)`` (``foreach`` where fused is missing).
+- ``best effort``: the same-algorithm step, forward, loss, backward *and*
+  optimiser, as one ``torch.compile(fullgraph=True)`` function: the gradient from
+  ``torch.func.grad_and_value`` and the update from ``torch.optim.adam.adam``
+  (``foreach``, ``capturable``; the function ``Adam.step`` calls; ``Adam.step`` itself graph-breaks on
+  purpose around its ``no_grad`` switch, see torch/optim/optimizer.py), so
+  dynamo captures one graph and inductor compiles it whole. ``fullgraph=True``
+  makes any graph break an error; the compile time is reported on its own.
+
+:func:`check_level` runs K steps of a level and of hmljax from the same
+parameters on the same batches with dropout off and compares the loss at every
+step and every parameter at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.optim.adam import adam as adam_functional
+
+from benchmarks import _common as C
+from benchmarks._torch_ref import load_flax_params, mlp
+
+LEVELS = ("as published", "same algorithm", "best effort")
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch's and optax's Adam defaults (hmljax's adam_coupled uses optax's)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One dataset's train-step setting, shared by the three levels and by hmljax."""
+
+    hierarchy: object  # hmljax.hierarchy.Hierarchy
+    num_features: int
+    hidden: int
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+
+    @property
+    def num_nodes(self) -> int:
+        return self.hierarchy.num_nodes
+
+    @property
+    def ancestry_CxC(self) -> np.ndarray:
+        """bool; ``[i, j]`` iff j is i or a descendant of i (C-HMCNN's R)."""
+        return np.asarray(self.hierarchy.ancestry, bool)
+
+    @property
+    def evaluated_C(self) -> np.ndarray:
+        """bool; False at the roots, which the loss skips."""
+        return np.asarray(self.hierarchy.evaluated, bool)
+
+
+@dataclasses.dataclass
+class TorchStep:
+    """One level's train step: ``step(*prepare(x, y))`` does one optimiser step in place and returns the loss.
+
+    ``prepare`` turns a numpy batch into the level's input tensors, outside any
+    timed region. ``compile_s``, ``graph_breaks``, ``graphs`` and ``error`` are
+    set by the compiled level; ``error`` means the level is unavailable.
+    """
+
+    level: str
+    model: nn.Module
+    prepare: Callable
+    step: Callable
+    optimizer_impl: str
+    compile_s: float | None = None
+    graph_breaks: int | None = None
+    graphs: int | None = None
+    error: str | None = None
+    first_loss: torch.Tensor | None = None  # the compiled level's: compiling it took one step
+
+    def params_flax_layout(self) -> dict[str, np.ndarray]:
+        """The parameters as hmljax names and lays them out: ``dense_k/kernel`` is ``[in, out]``."""
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        out = {}
+        for k, lin in enumerate(linears):
+            out[f"dense_{k}/kernel"] = lin.weight.detach().numpy().T
+            out[f"dense_{k}/bias"] = lin.bias.detach().numpy()
+        return out
+
+
+# ---------------------------------------------------------------- as published
+
+
+class ConstrainedFFNN(nn.Module):
+    """The released ``ConstrainedFFNNModel`` in train mode: Linear-ReLU-Dropout twice, Linear, sigmoid."""
+
+    def __init__(self, num_features: int, hidden: int, num_outputs: int, dropout: float):
+        super().__init__()
+        self.fc = nn.ModuleList([nn.Linear(num_features, hidden), nn.Linear(hidden, hidden),
+                                 nn.Linear(hidden, num_outputs)])
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for lin in self.fc[:-1]:
+            x = self.drop(torch.relu(lin(x)))
+        return torch.sigmoid(self.fc[-1](x))
+
+
+def get_constr_out(h_BxN: torch.Tensor, R_1xNxN: torch.Tensor) -> torch.Tensor:
+    """The released MCM: ``max_j R[i, j] h[b, j]`` over a float64 ``[B, N, N]`` product."""
+    c_out = h_BxN.double().unsqueeze(1).expand(len(h_BxN), R_1xNxN.shape[1], R_1xNxN.shape[1])
+    R_batch = R_1xNxN.expand(len(h_BxN), R_1xNxN.shape[1], R_1xNxN.shape[1])
+    return torch.max(R_batch * c_out.double(), dim=2).values
+
+
+def as_published(problem: Problem, params, *, dropout: float) -> TorchStep:
+    """The released training step, from hmljax's ``params`` (a ChmcnnMLP's)."""
+    model = ConstrainedFFNN(problem.num_features, problem.hidden, problem.num_nodes, dropout)
+    load_flax_params(model, params)
+    model.train()
+    R_1xNxN = torch.tensor(problem.ancestry_CxC.astype(np.float64)).unsqueeze(0)
+    # The released code's uint8 mask was torch's boolean mask before 1.2; torch now warns on uint8 and
+    # converts it, so the mask is written as the bool it means (same selection, no warning per step).
+    to_eval = torch.tensor(problem.evaluated_C, dtype=torch.bool)
+    optimizer = torch.optim.Adam(model.parameters(), lr=problem.lr, weight_decay=problem.weight_decay)
+    criterion = nn.BCELoss()
+
+    def prepare(x, y):
+        # The released loader yields the float64 tensors the whole dataset is kept in.
+        return torch.tensor(np.asarray(x, np.float64)), torch.tensor(np.asarray(y, np.float64))
+
+    def step(x, labels):
+        optimizer.zero_grad()
+        output = model(x.float())
+        constr_output = get_constr_out(output, R_1xNxN)
+        train_output = get_constr_out(labels * output.double(), R_1xNxN)
+        train_output = (1 - labels) * constr_output.double() + labels * train_output
+        loss = criterion(train_output[:, to_eval], labels[:, to_eval])
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return TorchStep("as published", model, prepare, step, "torch.optim.Adam (default: single-tensor on CPU)")
+
+
+# ---------------------------------------------------------------- same algorithm
+
+
+def edge_index(problem: Problem) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per height level, ``(child_E, parent_E)`` int64: the edges into the parents of that height."""
+    return [(torch.from_numpy(child.astype(np.int64)), torch.from_numpy(parent[segment].astype(np.int64)))
+            for child, segment, parent in problem.hierarchy.propagation_levels]
+
+
+def mcm_sparse(z_BxC: torch.Tensor, edges: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Max over each node and its descendants, level by level: every parent takes its children's max.
+
+    Parents of height k only have children of height < k, so each level reads
+    finished values. ``include_self=True`` keeps the parent's own score in its
+    max; at ties torch splits the gradient evenly, as hmljax's segment max does.
+    """
+    B = z_BxC.shape[0]
+    for child_E, parent_E in edges:
+        z_BxC = z_BxC.scatter_reduce(1, parent_E.expand(B, -1), z_BxC.index_select(1, child_E), reduce="amax",
+                                     include_self=True)
+    return z_BxC
+
+
+def mc_loss_sparse(z_BxC: torch.Tensor, y_BxC: torch.Tensor, edges, eval_idx: torch.Tensor) -> torch.Tensor:
+    """hmljax's MCLoss in PyTorch: mean BCE-from-logits of ``where(y, MCM(z | y), MCM(z))`` over ``eval_idx``.
+
+    Negatives take the max over all descendants, positives over their positive
+    descendants only (the others set to float32's lowest value, as hmljax does).
+    """
+    B = z_BxC.shape[0]
+    pos = y_BxC > 0
+    both_2BxC = mcm_sparse(torch.cat([z_BxC, torch.where(pos, z_BxC, torch.finfo(z_BxC.dtype).min)]), edges)
+    out_BxC = torch.where(pos, both_2BxC[B:], both_2BxC[:B])
+    return F.binary_cross_entropy_with_logits(out_BxC.index_select(1, eval_idx), y_BxC.index_select(1, eval_idx))
+
+
+def _fast_adam(params, problem: Problem) -> tuple[torch.optim.Adam, str]:
+    try:
+        return torch.optim.Adam(params, lr=problem.lr, weight_decay=problem.weight_decay, fused=True), "fused"
+    except (RuntimeError, ValueError):  # builds without a fused CPU kernel
+        return torch.optim.Adam(params, lr=problem.lr, weight_decay=problem.weight_decay, foreach=True), "foreach"
+
+
+def _float32_batch(x, y):
+    # Copies: batches may be read-only views of a memmap.
+    return torch.tensor(np.asarray(x, np.float32)), torch.tensor(np.asarray(y, np.float32))
+
+
+def same_algorithm(problem: Problem, params, *, dropout: float) -> TorchStep:
+    """hmljax's sparse constraint and a fused Adam, eager."""
+    model = mlp(problem.num_features, problem.hidden, problem.num_nodes, dropout)
+    load_flax_params(model, params)
+    model.train()
+    edges = edge_index(problem)
+    eval_idx = torch.from_numpy(np.flatnonzero(problem.evaluated_C))
+    optimizer, impl = _fast_adam(model.parameters(), problem)
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = mc_loss_sparse(model(x), y, edges, eval_idx)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return TorchStep("same algorithm", model, _float32_batch, step, f"torch.optim.Adam({impl}=True)")
+
+
+# ---------------------------------------------------------------- best effort
+
+
+def _whole_step(model: nn.Module, problem: Problem):
+    """The same-algorithm step as one traceable function: grad from torch.func, update from torch's Adam."""
+    names = [n for n, _ in model.named_parameters()]
+    params = [p for _, p in model.named_parameters()]
+    exp_avgs = [torch.zeros_like(p) for p in params]
+    exp_avg_sqs = [torch.zeros_like(p) for p in params]
+    steps = [torch.zeros((), dtype=torch.float32) for _ in params]
+    edges = edge_index(problem)
+    eval_idx = torch.from_numpy(np.flatnonzero(problem.evaluated_C))
+
+    def loss_of(ps, x, y):
+        named = {names[i]: ps[i] for i in range(len(names))}  # no zip(strict=...) in the traced code
+        return mc_loss_sparse(torch.func.functional_call(model, named, (x,)), y, edges, eval_idx)
+
+    grad_and_loss = torch.func.grad_and_value(loss_of)
+
+    def step(x, y):
+        grads, loss = grad_and_loss(tuple(p.detach() for p in params), x, y)
+        with torch.no_grad():
+            # foreach + capturable (step count and bias corrections as tensors in the graph): on CPU with
+            # torch 2.13, foreach without capturable fails to trace, and the single-tensor update (either
+            # capturable setting) compiles under inductor to weights 2 lr per step off eager Adam's (the
+            # equality check caught it; aot_eager was right).
+            adam_functional(params, list(grads), exp_avgs, exp_avg_sqs, [], steps, foreach=True, capturable=True,
+                            amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=problem.lr,
+                            weight_decay=problem.weight_decay, eps=EPS, maximize=False)
+        return loss
+
+    return step
+
+
+def _compile_whole(step, x, y) -> tuple[Callable | None, dict]:
+    """``torch.compile(step, fullgraph=True)``, compiled by a first call on ``(x, y)`` (which takes one step).
+
+    Returns the compiled function (None if compiling failed) and what to record:
+    compile seconds, dynamo's graph and graph-break counts, the first loss, or the error.
+    Resets dynamo first: every build is a new closure of the same code, and old
+    entries would count against dynamo's recompile limit; steps compiled
+    earlier recompile if called again.
+    """
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    fn = torch.compile(step, fullgraph=True)
+    t0 = time.perf_counter()
+    try:
+        loss = fn(x, y)
+    except Exception as e:  # noqa: BLE001 - no C++ compiler, an unsupported op, a graph break: the level is unavailable
+        return None, {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:400]}"}
+    return fn, {"compile_s": time.perf_counter() - t0, "graph_breaks": sum(counters["graph_break"].values()),
+                "graphs": counters["stats"]["unique_graphs"], "first_loss": loss}
+
+
+def best_effort(problem: Problem, params, *, dropout: float, x_np, y_np) -> TorchStep:
+    """The whole same-algorithm step under ``torch.compile``; compiled here on the batch ``(x_np, y_np)``.
+
+    Compiling runs one step, so the returned step has already taken it (its
+    loss is ``first_loss``); :func:`check_level` counts it as step 1.
+    """
+    model = mlp(problem.num_features, problem.hidden, problem.num_nodes, dropout)
+    load_flax_params(model, params)
+    model.train()
+    fn, info = _compile_whole(_whole_step(model, problem), *_float32_batch(x_np, y_np))
+    impl = "torch.optim.adam.adam(foreach, capturable) in the graph"
+    return TorchStep("best effort", model, _float32_batch, fn, impl, compile_s=info.get("compile_s"),
+                     graph_breaks=info.get("graph_breaks"), graphs=info.get("graphs"), error=info.get("error"),
+                     first_loss=info.get("first_loss"))
+
+
+def build(level: str, problem: Problem, params, *, dropout: float, x_np, y_np) -> TorchStep:
+    """The level's step from hmljax's ``params``; ``(x_np, y_np)`` is the batch the compiled level compiles on."""
+    if level == "as published":
+        return as_published(problem, params, dropout=dropout)
+    if level == "same algorithm":
+        return same_algorithm(problem, params, dropout=dropout)
+    if level == "best effort":
+        return best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np)
+    raise ValueError(f"unknown level {level!r}; choose one of {LEVELS}")
+
+
+# ---------------------------------------------------------------- equality with hmljax
+
+
+def hmljax_trajectory(problem: Problem, batches) -> tuple[dict, list[float], dict[str, np.ndarray]]:
+    """hmljax's C-HMCNN step, dropout off, over ``batches`` [(x, y)]: (initial params, losses, final params)."""
+    import jax
+    import jax.numpy as jnp
+
+    from hmljax.constraints import constraint_graph
+    from hmljax.models import ChmcnnMLP
+    from hmljax.training import init_state, jit_train, make_optimizer, make_train_step
+
+    model = ChmcnnMLP(hidden=problem.hidden, num_outputs=problem.num_nodes, dropout=0.0)
+    opt = make_optimizer(lr=problem.lr, weight_decay=problem.weight_decay)
+    state = init_state(model, opt, problem.num_features, key=jax.random.key(0))
+    params0 = jax.tree.map(np.asarray, state.params)
+    graph = constraint_graph(problem.hierarchy)
+    step = jit_train(make_train_step(model, opt, ancestry=graph, evaluated=problem.evaluated_C))
+    losses = []
+    for x, y in batches:
+        state, loss = step(state, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32),
+                           jnp.ones(len(x), bool), jax.random.key(1))
+        losses.append(float(loss))
+    final = {f"{layer}/{name}": np.asarray(v) for layer, d in state.params.items() for name, v in d.items()}
+    return params0, losses, final
+
+
+def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarray]], batches, *,
+                loss_rtol: float = 1e-4, param_rtol: float = 1e-4, param_atol: float = 1e-6) -> dict:
+    """Runs ``ts`` (built with dropout 0 from the reference's initial params) over ``batches``; compares with hmljax.
+
+    ``reference`` is ``(losses, final params)`` from :func:`hmljax_trajectory` on
+    the same batches. The loss must agree at every step and every parameter at
+    the end (``_common.assert_close``: raises on a mismatch). The update
+    ``final - initial`` is ~lr per step, far below a parameter's size, so the
+    check also reports the largest error relative to the update itself.
+    Returns the figures recorded in the benchmark's JSON row.
+    """
+    ref_losses, ref_final = reference
+    initial = ts.params_flax_layout()
+    initial = {k: v.copy() for k, v in initial.items()}
+    losses = []
+    for k, (x, y) in enumerate(batches):
+        if k == 0 and ts.first_loss is not None:  # the compiled level took step 1 compiling
+            losses.append(float(ts.first_loss.detach()))
+            continue
+        losses.append(float(ts.step(*ts.prepare(x, y)).detach()))
+    loss_diff = max(C.assert_close(f"{ts.level}: loss at step {k + 1}", a, b, rtol=loss_rtol)
+                    for k, (a, b) in enumerate(zip(losses, ref_losses, strict=True)))
+    final = ts.params_flax_layout()
+    by_name, update_rel = {}, 0.0
+    for name, ref in ref_final.items():
+        by_name[name] = C.assert_close(f"{ts.level}: {name} after {len(batches)} steps", final[name], ref,
+                                       rtol=param_rtol, atol=param_atol)
+        update = np.abs(ref.astype(np.float64) - initial[name]).max()
+        update_rel = max(update_rel, by_name[name] / max(float(update), 1e-30))
+    return {"passed": True, "steps": len(batches), "batch": len(batches[0][0]), "dropout": 0.0,
+            "loss_max_abs_diff": loss_diff, "param_max_abs_diff": max(by_name.values()),
+            "param_max_abs_diff_by_name": by_name, "param_diff_over_update": update_rel,
+            "loss_rtol": loss_rtol, "param_rtol": param_rtol, "param_atol": param_atol,
+            "losses_torch": losses, "losses_hmljax": list(ref_losses)}
+
+
+def check_all(problem: Problem, batches, levels=LEVELS) -> tuple[dict, dict]:
+    """Equality checks of ``levels`` against one hmljax trajectory: ({level: figures or error}, initial params)."""
+    params0, ref_losses, ref_final = hmljax_trajectory(problem, batches)
+    out = {}
+    for level in levels:
+        ts = build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1])
+        if ts.error:
+            out[level] = {"passed": False, "error": ts.error}
+            continue
+        try:
+            out[level] = check_level(ts, (ref_losses, ref_final), batches)
+        except AssertionError as e:
+            out[level] = {"passed": False, "error": str(e)}
+        if ts.compile_s is not None:
+            out[level] |= {"compile_s": ts.compile_s, "graph_breaks": ts.graph_breaks, "graphs": ts.graphs}
+    return out, params0

@@ -1,0 +1,166 @@
+"""The benchmarks' PyTorch levels (issue 19) compute what hmljax computes, and the timing plumbing behind them.
+
+The torch tests skip where torch is absent (it is a benchmark-only dependency);
+the plumbing tests (repeats floor, load check) need only the standard library.
+"""
+
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import _common as C  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch", reason="torch is a benchmark-only dependency: pip install -e '.[bench]'")
+
+
+@pytest.fixture(scope="module")
+def data():
+    """The synthetic hierarchy and rows: (hierarchy, X [n, D] float32, Y [n, C] float32 closed under ancestors)."""
+    from hmljax.data import load_dataset
+
+    ds = load_dataset("synthetic")
+    X, Y = ds.split("train")
+    return ds.hierarchy, np.asarray(X, np.float32), np.asarray(Y, np.float32)
+
+
+@pytest.fixture(scope="module")
+def problem(torch, data):
+    from benchmarks import _torch_levels as L
+
+    h, X, _ = data
+    return L.Problem(h, X.shape[1], hidden=16, lr=1e-3, weight_decay=1e-4)
+
+
+@pytest.fixture(scope="module")
+def batches(data):
+    """Four batches of 8 rows: every level must match hmljax over four steps on them."""
+    _, X, Y = data
+    return [(X[k * 8:(k + 1) * 8], Y[k * 8:(k + 1) * 8]) for k in range(4)]
+
+
+@pytest.fixture(scope="module")
+def reference(problem, batches):
+    """hmljax's run on ``batches``, computed once: (initial params, losses, final params)."""
+    from benchmarks import _torch_levels as L
+
+    return L.hmljax_trajectory(problem, batches)
+
+
+def test_sparse_torch_mc_loss_equals_dense_and_hmljax_with_gradients(torch, data, problem):
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import _torch_levels as L
+    from benchmarks import _torch_ref as T
+    from hmljax.constraints import constraint_graph
+    from hmljax.losses import mc_loss
+
+    h, _, Y = data
+    B = 6
+    y_np = Y[:B]
+    z_np = (np.random.default_rng(0).standard_normal((B, h.num_nodes)) * 2).astype(np.float32)
+    mask = np.array(h.evaluated)  # a writable copy: torch.from_numpy warns on read-only arrays
+
+    def torch_loss_and_grad(fn):
+        z = torch.tensor(z_np, requires_grad=True)
+        loss = fn(z, torch.from_numpy(y_np))
+        loss.backward()
+        return float(loss.detach()), z.grad.numpy()
+
+    R = torch.from_numpy(np.asarray(h.ancestry, np.float32))
+    dense = torch_loss_and_grad(lambda z, y: T.mc_loss(z, y, R, torch.from_numpy(mask)))
+    edges, eval_idx = L.edge_index(problem), torch.from_numpy(np.flatnonzero(mask))
+    sparse = torch_loss_and_grad(lambda z, y: L.mc_loss_sparse(z, y, edges, eval_idx))
+
+    @jax.jit
+    def ours(z):
+        return mc_loss(z, jnp.asarray(y_np), constraint_graph(h), where=mask).sum() / (B * mask.sum())
+
+    loss_j, grad_j = jax.value_and_grad(ours)(jnp.asarray(z_np))
+    assert sparse[0] == pytest.approx(dense[0], rel=1e-5)
+    assert sparse[0] == pytest.approx(float(loss_j), rel=1e-5)
+    np.testing.assert_allclose(sparse[1], dense[1], rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(sparse[1], np.asarray(grad_j), rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("level", ["as published", "same algorithm"])
+def test_eager_levels_match_hmljax_over_several_steps(torch, problem, batches, reference, level):
+    from benchmarks import _torch_levels as L
+
+    params0, losses, final = reference
+    ts = L.build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1])
+    c = L.check_level(ts, (losses, final), batches)
+    assert c["passed"], c
+    assert c["steps"] == 4 and len(c["losses_torch"]) == 4
+    assert set(c["param_max_abs_diff_by_name"]) == {f"dense_{k}/{p}" for k in range(3) for p in ("kernel", "bias")}
+    assert c["loss_max_abs_diff"] < 1e-5 and c["param_max_abs_diff"] < 1e-5
+    # The parameters moved (lr 1e-3 over 4 steps), so agreeing on them is not trivial.
+    assert c["param_diff_over_update"] < 1e-2
+
+
+def test_the_check_catches_a_level_that_trains_differently(torch, problem, batches, reference):
+    import dataclasses
+
+    from benchmarks import _torch_levels as L
+
+    params0, losses, final = reference
+    wrong = L.same_algorithm(dataclasses.replace(problem, lr=2 * problem.lr), params0, dropout=0.0)
+    with pytest.raises(AssertionError, match="same algorithm: (loss at step|dense_)"):
+        L.check_level(wrong, (losses, final), batches)
+
+
+@pytest.mark.slow  # torch.compile of the whole step takes 20 s to minutes on a 2-core CPU
+def test_best_effort_compiles_the_whole_step_in_one_graph_and_matches_hmljax(torch, problem, batches, reference):
+    from benchmarks import _torch_levels as L
+
+    params0, losses, final = reference
+    ts = L.build("best effort", problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1])
+    assert ts.error is None, ts.error
+    c = L.check_level(ts, (losses, final), batches) | {"graph_breaks": ts.graph_breaks, "graphs": ts.graphs,
+                                                       "compile_s": ts.compile_s}
+    assert c["graph_breaks"] == 0 and c["graphs"] == 1
+    assert c["compile_s"] > 0
+
+
+# ---------------------------------------------------------------- plumbing (no torch needed)
+
+
+def test_timeit_never_stops_below_the_minimum_repeats():
+    calls = []
+    t = C.timeit(lambda: calls.append(1), repeats=50, warmup=0, budget_s=0.0, min_repeats=10)
+    assert t["repeats"] == 10 and len(calls) == 10
+    assert C.timeit(lambda: None, repeats=4, warmup=0, budget_s=0.0)["repeats"] == 4  # never more than asked
+
+
+def test_load_check_reports_load_and_busy_processes():
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc")
+    info = C.load_check(max_load=0.5, interval_s=0.1)
+    assert info["cpus"] == os.cpu_count() and isinstance(info["loaded"], bool)
+    assert info["load_1m"] >= 0 and len(info["busiest"]) == min(info["busy_processes"], 5)
+    assert C.load_check(max_load=1e9, interval_s=0.1)["loaded"] is False
+
+
+def test_a_busy_machine_refuses_or_flags_every_row(monkeypatch, tmp_path):
+    busy = {"cpus": 2, "loaded": True, "load_1m": 6.0, "other_cpu_cores": 1.9, "busiest": [{"name": "python"}]}
+    monkeypatch.setattr(C, "load_check", lambda max_load=0.5: dict(busy))
+    args = types.SimpleNamespace(max_load=0.5, allow_loaded=False, quick=False, threads=2, repeats=3, out=None)
+    with pytest.raises(SystemExit, match="busy.*--allow-loaded"):
+        C.guard_load(args)
+    args.allow_loaded = True
+    assert C.guard_load(args)["loaded"]
+    monkeypatch.setattr(C, "machine", lambda: {"cpus": 2})
+    path = C.write_rows("t", [{"a": 1}], args, out=str(tmp_path / "t.json"))
+    with open(path) as fh:
+        payload = json.load(fh)
+    assert payload["rows"] == [{"a": 1, "loaded_machine": True}] and payload["load"]["loaded"]
