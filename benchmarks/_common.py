@@ -34,6 +34,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     pin_threads(args.threads)
     if args.quick:
         args.repeats = min(args.repeats, 3)
+    guard_load(args)  # every benchmark: refuse (or flag, with --allow-loaded / --quick) a busy machine
     return args
 
 

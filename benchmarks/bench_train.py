@@ -362,7 +362,7 @@ def _indexed_epoch(ts, X, Y, B: int):
 
 def main():
     args = C.parse_args(__doc__, _extra)
-    load = C.guard_load(args)
+    load = args.load  # parse_args ran guard_load
     rates = C.machine_rates(args.repeats)
     print(f"machine: matmul {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
           f"copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s; load {load.get('load_1m')} on {load['cpus']} cores"
