@@ -39,3 +39,26 @@ def load(name):
     from hmljax.data import load_dataset
 
     return load_dataset(name, data_dir=DATA_DIR)
+
+
+def write_mulan(folder, stem, *, n_train=96, n_test=48, num_features=6, num_labels=4, seed=0):
+    """A MULAN dataset (ARFF + XML) with labels that depend on the features."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    X = rng.normal(size=(n, num_features))
+    Y = (X @ rng.normal(size=(num_features, num_labels)) + 0.5 * rng.normal(size=(n, num_labels)) > 0.3).astype(int)
+    assert Y[:n_train].any(0).all() and Y[n_train:].any(0).all() and not Y[n_train:].all(0).any()
+    labels = [f"L{j}" for j in range(num_labels)]
+    head = (f"@relation {stem}\n" + "".join(f"@attribute f{j} numeric\n" for j in range(num_features))
+            + "".join(f"@attribute {name} {{0,1}}\n" for name in labels) + "@data\n")
+    os.makedirs(folder, exist_ok=True)
+    for split, rows in (("train", slice(0, n_train)), ("test", slice(n_train, n))):
+        body = "".join(",".join([*(f"{v:.5f}" for v in x), *(str(v) for v in y)]) + "\n"
+                       for x, y in zip(X[rows], Y[rows], strict=True))
+        with open(os.path.join(folder, f"{stem}-{split}.arff"), "w") as fh:
+            fh.write(head + body)
+    xml = "".join(f'<label name="{name}"></label>\n' for name in labels)
+    with open(os.path.join(folder, f"{stem}.xml"), "w") as fh:
+        fh.write(f'<?xml version="1.0" encoding="utf-8"?>\n<labels xmlns="http://mulan.sourceforge.net/labels">\n'
+                 f"{xml}</labels>\n")
+    return folder

@@ -32,7 +32,7 @@ def _inputs(h, seed, batch=3):
     return jax.random.normal(jax.random.key(seed), (batch, h.num_nodes)) * 3
 
 
-@settings(max_examples=12, deadline=None)  # each example is a new shape, so a new compile: kept few for CI time
+@settings(max_examples=8, deadline=None)  # each example is a new shape, so a new compile: kept few for CI time
 @given(hierarchies(), st.integers(0, 10_000))
 def test_dense_equals_sparse_equals_numpy(h, seed):
     x = _inputs(h, seed)
@@ -54,7 +54,7 @@ def test_no_child_exceeds_parent_and_idempotent(h, seed):
         np.testing.assert_array_equal(max_constraint_sparse(out, g), out)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(hierarchies(), st.integers(0, 10_000))
 def test_gradient_is_zero_outside_descendants(h, seed):
     x = _inputs(h, seed, batch=1)[0]

@@ -2,13 +2,13 @@
 gradients, randomness, DELA's gate learning rate, and both methods end to end on a tiny MULAN dataset."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import write_mulan
 from jax.test_util import check_grads
 
 from hmljax.engine import Batch, ModelOutput, adam_coupled, register_method
@@ -328,35 +328,13 @@ def test_configs_refuse_bad_values(cls, bad):
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def _write_mulan(folder, stem, *, n_train=96, n_test=48, num_features=6, num_labels=4, seed=0):
-    """A MULAN dataset (ARFF + XML) with labels that depend on the features."""
-    rng = np.random.default_rng(seed)
-    n = n_train + n_test
-    X = rng.normal(size=(n, num_features))
-    Y = (X @ rng.normal(size=(num_features, num_labels)) + 0.5 * rng.normal(size=(n, num_labels)) > 0.3).astype(int)
-    assert Y[:n_train].any(0).all() and Y[n_train:].any(0).all() and not Y[n_train:].all(0).any()
-    labels = [f"L{j}" for j in range(num_labels)]
-    head = (f"@relation {stem}\n" + "".join(f"@attribute f{j} numeric\n" for j in range(num_features))
-            + "".join(f"@attribute {name} {{0,1}}\n" for name in labels) + "@data\n")
-    os.makedirs(folder, exist_ok=True)
-    for split, rows in (("train", slice(0, n_train)), ("test", slice(n_train, n))):
-        body = "".join(",".join([*(f"{v:.5f}" for v in x), *(str(v) for v in y)]) + "\n"
-                       for x, y in zip(X[rows], Y[rows], strict=True))
-        with open(os.path.join(folder, f"{stem}-{split}.arff"), "w") as fh:
-            fh.write(head + body)
-    xml = "".join(f'<label name="{name}"></label>\n' for name in labels)
-    with open(os.path.join(folder, f"{stem}.xml"), "w") as fh:
-        fh.write(f'<?xml version="1.0" encoding="utf-8"?>\n<labels xmlns="http://mulan.sourceforge.net/labels">\n'
-                 f"{xml}</labels>\n")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def flat_data(tmp_path_factory):
-    return _write_mulan(str(tmp_path_factory.mktemp("flat") / "flattoy"), "flattoy")
+    return write_mulan(str(tmp_path_factory.mktemp("flat") / "flattoy"), "flattoy")
 
 
-@pytest.mark.parametrize("method, keys", [("dela", {}), ("c2ae", {"hidden": 256})])
+# DELA's end-to-end run is under -m slow (its loss, KL, gates and padding are unit-tested above); C2AE's stays.
+@pytest.mark.parametrize("method, keys", [pytest.param("dela", {}, marks=pytest.mark.slow), ("c2ae", {"hidden": 256})])
 def test_method_trains_end_to_end(method, keys, flat_data, tmp_path):
     cfg = TrainConfig(dataset="flattoy", data_dir=flat_data, method=method, epochs=2, lr=1e-3, batch_size=32,
                       weight_decay=1e-4, **keys)

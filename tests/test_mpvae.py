@@ -3,12 +3,12 @@ hand, padding, gradients, vmap, randomness, and the method end to end (uniform a
 MULAN dataset."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import write_mulan
 from jax.test_util import check_grads
 from scipy import special, stats
 
@@ -300,31 +300,10 @@ def test_config_refuses_bad_values(bad):
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def _write_mulan(folder, stem, *, n_train=96, n_test=48, num_features=NUM_FEATURES, num_labels=NUM_LABELS, seed=0):
-    """A MULAN dataset (ARFF + XML) whose labels depend on the features."""
-    rng = np.random.default_rng(seed)
-    n = n_train + n_test
-    X = rng.normal(size=(n, num_features))
-    Y = (X @ rng.normal(size=(num_features, num_labels)) + 0.5 * rng.normal(size=(n, num_labels)) > 0.3).astype(int)
-    labels = [f"L{j}" for j in range(num_labels)]
-    head = (f"@relation {stem}\n" + "".join(f"@attribute f{j} numeric\n" for j in range(num_features))
-            + "".join(f"@attribute {name} {{0,1}}\n" for name in labels) + "@data\n")
-    os.makedirs(folder, exist_ok=True)
-    for split, rows in (("train", slice(0, n_train)), ("test", slice(n_train, n))):
-        body = "".join(",".join([*(f"{v:.5f}" for v in x), *(str(v) for v in y)]) + "\n"
-                       for x, y in zip(X[rows], Y[rows], strict=True))
-        with open(os.path.join(folder, f"{stem}-{split}.arff"), "w") as fh:
-            fh.write(head + body)
-    xml = "".join(f'<label name="{name}"></label>\n' for name in labels)
-    with open(os.path.join(folder, f"{stem}.xml"), "w") as fh:
-        fh.write(f'<?xml version="1.0" encoding="utf-8"?>\n<labels xmlns="http://mulan.sourceforge.net/labels">\n'
-                 f"{xml}</labels>\n")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def flat_data(tmp_path_factory):
-    return _write_mulan(str(tmp_path_factory.mktemp("mpvae") / "mpvaetoy"), "mpvaetoy")
+    return write_mulan(str(tmp_path_factory.mktemp("mpvae") / "mpvaetoy"), "mpvaetoy", num_features=NUM_FEATURES,
+                       num_labels=NUM_LABELS)
 
 
 @pytest.mark.slow
