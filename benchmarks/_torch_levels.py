@@ -27,6 +27,14 @@ with coupled weight decay (``torch.optim.Adam(weight_decay=wd)``; hmljax's
   dynamo captures one graph and inductor compiles it whole. ``fullgraph=True``
   makes any graph break an error; the compile time is reported on its own.
 
+Ensembles (``members=E``, RARE's setting: E independent full networks trained by
+one optimiser on the same batches, the members' losses summed): as published is
+the released ``MultiHeadedModel``, a Python loop over E as-published networks
+and one default Adam; same algorithm keeps the E networks as stacked
+``[E, in, out]`` weights (one ``baddbmm`` per layer, one dropout mask per
+member) with the members' rows flattened into one sparse-constraint pass and
+a fused Adam over the stacked tensors; best effort compiles that step whole.
+
 :func:`check_level` runs K steps of a level and of hmljax from the same
 parameters on the same batches with dropout off and compares the loss at every
 step and every parameter at the end.
@@ -97,7 +105,9 @@ class TorchStep:
     first_loss: torch.Tensor | None = None  # the compiled level's: compiling it took one step
 
     def params_flax_layout(self) -> dict[str, np.ndarray]:
-        """The parameters as hmljax names and lays them out: ``dense_k/kernel`` is ``[in, out]``."""
+        """The parameters as hmljax names and lays them out: ``dense_k/kernel`` is ``[in, out]`` (``[E, in, out]``)."""
+        if hasattr(self.model, "flax_layout"):
+            return self.model.flax_layout()
         linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         out = {}
         for k, lin in enumerate(linears):
@@ -131,10 +141,18 @@ def get_constr_out(h_BxN: torch.Tensor, R_1xNxN: torch.Tensor) -> torch.Tensor:
     return torch.max(R_batch * c_out.double(), dim=2).values
 
 
-def as_published(problem: Problem, params, *, dropout: float) -> TorchStep:
-    """The released training step, from hmljax's ``params`` (a ChmcnnMLP's)."""
-    model = ConstrainedFFNN(problem.num_features, problem.hidden, problem.num_nodes, dropout)
-    load_flax_params(model, params)
+def member_params(params, e: int) -> dict:
+    """Member ``e`` of a stacked (``[E, ...]`` leaves) parameter tree."""
+    return {layer: {k: np.asarray(v)[e] for k, v in d.items()} for layer, d in params.items()}
+
+
+def as_published(problem: Problem, params, *, dropout: float, members: int = 0) -> TorchStep:
+    """The released training step from hmljax's ``params`` (a ChmcnnMLP's; ``[E, ...]`` leaves when ``members=E``)."""
+    nets = [ConstrainedFFNN(problem.num_features, problem.hidden, problem.num_nodes, dropout)
+            for _ in range(max(members, 1))]
+    for e, net in enumerate(nets):
+        load_flax_params(net, member_params(params, e) if members else params)
+    model = Members(nets) if members else nets[0]
     model.train()
     R_1xNxN = torch.tensor(problem.ancestry_CxC.astype(np.float64)).unsqueeze(0)
     # The released code's uint8 mask was torch's boolean mask before 1.2; torch now warns on uint8 and
@@ -149,16 +167,29 @@ def as_published(problem: Problem, params, *, dropout: float) -> TorchStep:
 
     def step(x, labels):
         optimizer.zero_grad()
-        output = model(x.float())
-        constr_output = get_constr_out(output, R_1xNxN)
-        train_output = get_constr_out(labels * output.double(), R_1xNxN)
-        train_output = (1 - labels) * constr_output.double() + labels * train_output
-        loss = criterion(train_output[:, to_eval], labels[:, to_eval])
+        # RARE's MultiHeadedModel: every member's released MCLoss on the same batch, summed.
+        loss = sum(released_loss(member(x.float()), labels, R_1xNxN, to_eval, criterion) for member in nets)
         loss.backward()
         optimizer.step()
         return loss
 
     return TorchStep("as published", model, prepare, step, "torch.optim.Adam (default: single-tensor on CPU)")
+
+
+def released_loss(output, labels, R_1xNxN, to_eval, criterion) -> torch.Tensor:
+    """The released training loss on sigmoid ``output`` [B, N]: BCE of the float64 constrained outputs."""
+    constr_output = get_constr_out(output, R_1xNxN)
+    train_output = get_constr_out(labels * output.double(), R_1xNxN)
+    train_output = (1 - labels) * constr_output.double() + labels * train_output
+    return criterion(train_output[:, to_eval], labels[:, to_eval])
+
+
+class Members(nn.ModuleList):
+    """E networks in a list (RARE's ``MultiHeadedModel``): hmljax's stacked layout is theirs, stacked."""
+
+    def flax_layout(self) -> dict[str, np.ndarray]:
+        per = [TorchStep("", m, None, None, "").params_flax_layout() for m in self]
+        return {k: np.stack([p[k] for p in per]) for k in per[0]}
 
 
 # ---------------------------------------------------------------- same algorithm
@@ -209,18 +240,82 @@ def _float32_batch(x, y):
     return torch.tensor(np.asarray(x, np.float32)), torch.tensor(np.asarray(y, np.float32))
 
 
-def same_algorithm(problem: Problem, params, *, dropout: float) -> TorchStep:
-    """hmljax's sparse constraint and a fused Adam, eager."""
-    model = mlp(problem.num_features, problem.hidden, problem.num_nodes, dropout)
-    load_flax_params(model, params)
-    model.train()
+class StackedMLP(nn.Module):
+    """E MLPs as stacked ``[E, in, out]`` weights: logits ``[E, B, C]``, one ``baddbmm`` per layer.
+
+    Dropout on the ``[E, B, H]`` activations draws a separate mask per member,
+    as E separate networks would.
+    """
+
+    def __init__(self, members: int, num_features: int, hidden: int, num_outputs: int, dropout: float):
+        super().__init__()
+        sizes = [(num_features, hidden), (hidden, hidden), (hidden, num_outputs)]
+        self.kernels = nn.ParameterList([nn.Parameter(torch.zeros(members, i, o)) for i, o in sizes])
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(members, 1, o)) for _, o in sizes])
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x_BxD: torch.Tensor) -> torch.Tensor:
+        h = x_BxD.expand(len(self.kernels[0]), *x_BxD.shape)
+        for k, (w, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)
+            if k < len(self.kernels) - 1:
+                h = self.drop(torch.relu(h))
+        return h
+
+    def load(self, params) -> None:
+        """From hmljax's stacked parameters (``dense_k/kernel`` ``[E, in, out]``)."""
+        with torch.no_grad():
+            for k, (w, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
+                w.copy_(torch.from_numpy(np.array(params[f"dense_{k}"]["kernel"])))
+                b.copy_(torch.from_numpy(np.array(params[f"dense_{k}"]["bias"]))[:, None, :])
+
+    def flax_layout(self) -> dict[str, np.ndarray]:
+        out = {}
+        for k, (w, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            out[f"dense_{k}/kernel"] = w.detach().numpy()
+            out[f"dense_{k}/bias"] = b.detach().numpy()[:, 0, :]
+        return out
+
+
+def _network(problem: Problem, params, *, dropout: float, members: int) -> nn.Module:
+    """The same-algorithm network in train mode from hmljax's parameters: one MLP, or E stacked."""
+    if members:
+        model = StackedMLP(members, problem.num_features, problem.hidden, problem.num_nodes, dropout)
+        model.load(params)
+    else:
+        model = mlp(problem.num_features, problem.hidden, problem.num_nodes, dropout)
+        load_flax_params(model, params)
+    return model.train()
+
+
+def _loss_fn(problem: Problem, members: int) -> Callable:
+    """``loss(logits, y)``: the sparse MCLoss, summed over members for ``[E, B, C]`` logits.
+
+    The members' rows go through the constraint as one ``[E * B, C]`` batch: every
+    member has the same B rows and evaluated nodes, so E times the mean over all of
+    them is the sum of the members' means.
+    """
     edges = edge_index(problem)
     eval_idx = torch.from_numpy(np.flatnonzero(problem.evaluated_C))
+    if not members:
+        return lambda z, y: mc_loss_sparse(z, y, edges, eval_idx)
+
+    def loss(z_ExBxC, y_BxC):
+        E, B, C = z_ExBxC.shape
+        return E * mc_loss_sparse(z_ExBxC.reshape(E * B, C), y_BxC.repeat(E, 1), edges, eval_idx)
+
+    return loss
+
+
+def same_algorithm(problem: Problem, params, *, dropout: float, members: int = 0) -> TorchStep:
+    """hmljax's sparse constraint and a fused Adam, eager (E stacked networks when ``members=E``)."""
+    model = _network(problem, params, dropout=dropout, members=members)
+    loss_fn = _loss_fn(problem, members)
     optimizer, impl = _fast_adam(model.parameters(), problem)
 
     def step(x, y):
         optimizer.zero_grad(set_to_none=True)
-        loss = mc_loss_sparse(model(x), y, edges, eval_idx)
+        loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
         return loss
@@ -231,19 +326,17 @@ def same_algorithm(problem: Problem, params, *, dropout: float) -> TorchStep:
 # ---------------------------------------------------------------- best effort
 
 
-def _whole_step(model: nn.Module, problem: Problem):
+def _whole_step(model: nn.Module, problem: Problem, loss_fn: Callable):
     """The same-algorithm step as one traceable function: grad from torch.func, update from torch's Adam."""
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
     exp_avgs = [torch.zeros_like(p) for p in params]
     exp_avg_sqs = [torch.zeros_like(p) for p in params]
     steps = [torch.zeros((), dtype=torch.float32) for _ in params]
-    edges = edge_index(problem)
-    eval_idx = torch.from_numpy(np.flatnonzero(problem.evaluated_C))
 
     def loss_of(ps, x, y):
         named = {names[i]: ps[i] for i in range(len(names))}  # no zip(strict=...) in the traced code
-        return mc_loss_sparse(torch.func.functional_call(model, named, (x,)), y, edges, eval_idx)
+        return loss_fn(torch.func.functional_call(model, named, (x,)), y)
 
     grad_and_loss = torch.func.grad_and_value(loss_of)
 
@@ -286,56 +379,62 @@ def _compile_whole(step, x, y) -> tuple[Callable | None, dict]:
                 "graphs": counters["stats"]["unique_graphs"], "first_loss": loss}
 
 
-def best_effort(problem: Problem, params, *, dropout: float, x_np, y_np) -> TorchStep:
+def best_effort(problem: Problem, params, *, dropout: float, x_np, y_np, members: int = 0) -> TorchStep:
     """The whole same-algorithm step under ``torch.compile``; compiled here on the batch ``(x_np, y_np)``.
 
     Compiling runs one step, so the returned step has already taken it (its
     loss is ``first_loss``); :func:`check_level` counts it as step 1.
     """
-    model = mlp(problem.num_features, problem.hidden, problem.num_nodes, dropout)
-    load_flax_params(model, params)
-    model.train()
-    fn, info = _compile_whole(_whole_step(model, problem), *_float32_batch(x_np, y_np))
+    model = _network(problem, params, dropout=dropout, members=members)
+    fn, info = _compile_whole(_whole_step(model, problem, _loss_fn(problem, members)), *_float32_batch(x_np, y_np))
     impl = "torch.optim.adam.adam(foreach, capturable) in the graph"
     return TorchStep("best effort", model, _float32_batch, fn, impl, compile_s=info.get("compile_s"),
                      graph_breaks=info.get("graph_breaks"), graphs=info.get("graphs"), error=info.get("error"),
                      first_loss=info.get("first_loss"))
 
 
-def build(level: str, problem: Problem, params, *, dropout: float, x_np, y_np) -> TorchStep:
-    """The level's step from hmljax's ``params``; ``(x_np, y_np)`` is the batch the compiled level compiles on."""
+def build(level: str, problem: Problem, params, *, dropout: float, x_np, y_np, members: int = 0) -> TorchStep:
+    """The level's step from hmljax's ``params``; ``(x_np, y_np)`` is the batch the compiled level compiles on.
+
+    ``members=E`` builds E networks trained together from stacked (``[E, ...]``) params.
+    """
     if level == "as published":
-        return as_published(problem, params, dropout=dropout)
+        return as_published(problem, params, dropout=dropout, members=members)
     if level == "same algorithm":
-        return same_algorithm(problem, params, dropout=dropout)
+        return same_algorithm(problem, params, dropout=dropout, members=members)
     if level == "best effort":
-        return best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np)
+        return best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np, members=members)
     raise ValueError(f"unknown level {level!r}; choose one of {LEVELS}")
 
 
 # ---------------------------------------------------------------- equality with hmljax
 
 
-def hmljax_trajectory(problem: Problem, batches) -> tuple[dict, list[float], dict[str, np.ndarray]]:
-    """hmljax's C-HMCNN step, dropout off, over ``batches`` [(x, y)]: (initial params, losses, final params)."""
+def hmljax_trajectory(problem: Problem, batches, members: int = 0) -> tuple[dict, list[float], dict[str, np.ndarray]]:
+    """hmljax's C-HMCNN step, dropout off, over ``batches`` [(x, y)]: (initial params, losses, final params).
+
+    ``members=E``: E stacked networks (hmljax's vmapped ensemble); the losses are
+    the members' sum, as the torch levels report them (hmljax reports their mean).
+    """
     import jax
     import jax.numpy as jnp
 
     from hmljax.constraints import constraint_graph
-    from hmljax.models import ChmcnnMLP
+    from hmljax.models import ChmcnnMLP, stacked_forward
     from hmljax.training import init_state, jit_train, make_optimizer, make_train_step
 
     model = ChmcnnMLP(hidden=problem.hidden, num_outputs=problem.num_nodes, dropout=0.0)
     opt = make_optimizer(lr=problem.lr, weight_decay=problem.weight_decay)
-    state = init_state(model, opt, problem.num_features, key=jax.random.key(0))
+    state = init_state(model, opt, problem.num_features, key=jax.random.key(0), members=members)
     params0 = jax.tree.map(np.asarray, state.params)
     graph = constraint_graph(problem.hierarchy)
-    step = jit_train(make_train_step(model, opt, ancestry=graph, evaluated=problem.evaluated_C))
+    forward = stacked_forward(model, members) if members else None
+    step = jit_train(make_train_step(model, opt, ancestry=graph, evaluated=problem.evaluated_C, forward=forward))
     losses = []
     for x, y in batches:
         state, loss = step(state, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32),
                            jnp.ones(len(x), bool), jax.random.key(1))
-        losses.append(float(loss))
+        losses.append(float(loss) * max(members, 1))
     final = {f"{layer}/{name}": np.asarray(v) for layer, d in state.params.items() for name, v in d.items()}
     return params0, losses, final
 
@@ -376,12 +475,12 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
             "losses_torch": losses, "losses_hmljax": list(ref_losses)}
 
 
-def check_all(problem: Problem, batches, levels=LEVELS) -> tuple[dict, dict]:
+def check_all(problem: Problem, batches, levels=LEVELS, members: int = 0) -> tuple[dict, dict]:
     """Equality checks of ``levels`` against one hmljax trajectory: ({level: figures or error}, initial params)."""
-    params0, ref_losses, ref_final = hmljax_trajectory(problem, batches)
+    params0, ref_losses, ref_final = hmljax_trajectory(problem, batches, members)
     out = {}
     for level in levels:
-        ts = build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1])
+        ts = build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1], members=members)
         if ts.error:
             out[level] = {"passed": False, "error": ts.error}
             continue

@@ -90,35 +90,39 @@ def _mem_available_bytes() -> int | None:
     return None
 
 
-def dense_float64_skip(B: int, N: int) -> str | None:
+def dense_float64_skip(B: int, N: int, members: int = 0) -> str | None:
     """Why the as-published level cannot run here, or None.
 
     Its float64 ``[B, N, N]`` product, the max's gradient and the product's
-    gradient are alive together in the backward: about three of them.
+    gradient are alive together in the backward: about three of them (per member).
     """
-    need, have = 3 * B * N * N * 8, _mem_available_bytes()
+    need, have = 3 * B * N * N * 8 * max(members, 1), _mem_available_bytes()
     if have is not None and need > 0.8 * have:
         return (f"skipped: the float64 [B, N, N] constraint needs ~{need / 2**30:.0f} GiB, "
                 f"{have / 2**30:.0f} GiB available")
     return None
 
 
-def hmljax_timings(problem, X, Y, B: int, args) -> dict:
-    """hmljax's jit step (one batch, donated state) and scan-fused epoch, dropout 0.7: seconds per step."""
+def hmljax_timings(problem, X, Y, B: int, args, members: int = 0) -> dict:
+    """hmljax's jit step (one batch, donated state) and scan-fused epoch, dropout 0.7: seconds per step.
+
+    ``members=E``: E networks as one vmapped parameter stack.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from hmljax.constraints import constraint_graph
     from hmljax.data import EpochSampler
-    from hmljax.models import ChmcnnMLP
+    from hmljax.models import ChmcnnMLP, stacked_forward
     from hmljax.training import init_state, jit_train, make_optimizer, make_train_epoch, make_train_step
 
     h, D = problem.hierarchy, X.shape[1]
     model = ChmcnnMLP(hidden=problem.hidden, num_outputs=h.num_nodes, dropout=DROPOUT)
     opt = make_optimizer(lr=LR, weight_decay=WD)
-    step = make_train_step(model, opt, ancestry=constraint_graph(h), evaluated=h.evaluated)
-    state = init_state(model, opt, D, key=jax.random.key(0))
+    step = make_train_step(model, opt, ancestry=constraint_graph(h), evaluated=h.evaluated,
+                           forward=stacked_forward(model, members) if members else None)
+    state = init_state(model, opt, D, key=jax.random.key(0), members=members)
     xj, yj, wj, key = jnp.asarray(X[:B]), jnp.asarray(Y[:B]), jnp.ones(B, bool), jax.random.key(2)
     c_s, compiled = C.compile_seconds(jit_train(step), state, xj, yj, wj, key)
     jstep = jit_train(step, donate_argnums=(0,))
@@ -135,30 +139,30 @@ def hmljax_timings(problem, X, Y, B: int, args) -> dict:
     idx, wh = jax.device_put(eb.indices), jax.device_put(eb.where)
     ec_s, _ = C.compile_seconds(jit_train(make_train_epoch(step)), holder[0], Xd, Yd, idx, wh, key)
     epoch = jit_train(make_train_epoch(step), donate_argnums=(0,))
-    ep_holder = [init_state(model, opt, D, key=jax.random.key(0))]
+    ep_holder = [init_state(model, opt, D, key=jax.random.key(0), members=members)]
 
     def run_epoch():
         ep_holder[0], losses = epoch(ep_holder[0], Xd, Yd, idx, wh, key)
         return losses
 
-    reps = max(3, args.repeats // (10 if problem.hidden >= 1000 else 3))
+    reps = max(3, args.repeats // (10 if problem.hidden >= 1000 or members >= 5 else 3))
     t_ep = C.timeit(run_epoch, repeats=reps, warmup=1, sync=C.jax_sync)
     return {"jit": (t_jit, c_s), "scan": ({**t_ep, "median_s": t_ep["median_s"] / sampler.steps_per_epoch}, ec_s),
             "flops_xla": C.xla_flops(compiled), "model": model, "opt": opt}
 
 
-def torch_timings(problem, params0, x_np, y_np, checks: dict, args) -> tuple[dict, dict]:
+def torch_timings(problem, params0, x_np, y_np, checks: dict, args, members: int = 0) -> tuple[dict, dict]:
     """Each level whose equality check passed, dropout 0.7, timed on one batch: ({level: figures}, {level: step})."""
     from benchmarks import _torch_levels as L
 
     out, steps = {}, {}
-    reps = args.repeats * (10 if problem.hidden < 1000 else 1)
+    reps = args.repeats * (10 if problem.hidden < 1000 and members < 5 else 1)
     for level in L.LEVELS:
         check = checks[level]
         if not check.get("passed"):
             out[level] = {"error": check.get("error", "equality check failed")}
             continue
-        ts = L.build(level, problem, params0, dropout=DROPOUT, x_np=x_np, y_np=y_np)
+        ts = L.build(level, problem, params0, dropout=DROPOUT, x_np=x_np, y_np=y_np, members=members)
         if ts.error:
             out[level] = {"error": ts.error}
             continue
@@ -171,17 +175,17 @@ def torch_timings(problem, params0, x_np, y_np, checks: dict, args) -> tuple[dic
     return out, steps
 
 
-def run_checks(problem, X, Y, B: int, args) -> tuple[dict, dict]:
+def run_checks(problem, X, Y, B: int, args, members: int = 0) -> tuple[dict, dict]:
     """The equality checks of the three levels on the first ``--check-steps`` batches: (checks, hmljax params)."""
     from benchmarks import _torch_levels as L
 
     batches = [(X[k * B:(k + 1) * B], Y[k * B:(k + 1) * B]) for k in range(args.check_steps)]
     skip = {}
-    if reason := dense_float64_skip(B, problem.num_nodes):
+    if reason := dense_float64_skip(B, problem.num_nodes, members):
         skip["as published"] = reason
     if args.no_compile:
         skip["best effort"] = "skipped: --no-compile"
-    checks, params0 = L.check_all(problem, batches, [lv for lv in L.LEVELS if lv not in skip])
+    checks, params0 = L.check_all(problem, batches, [lv for lv in L.LEVELS if lv not in skip], members)
     checks |= {lv: {"passed": False, "error": why} for lv, why in skip.items()}
     for lv in L.LEVELS:
         c = checks[lv]

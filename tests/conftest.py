@@ -16,6 +16,15 @@ FUN = ["cellcycle_FUN", "derisi_FUN", "eisen_FUN", "gasch2_FUN", "seq_FUN", "spo
 GO = ["cellcycle_GO", "derisi_GO", "eisen_GO", "gasch2_GO", "seq_GO", "spo_GO"]
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most four.
+
+    Each worker holds its own JAX runtime and compile caches (up to ~2 GB):
+    more than four buys little on the suite's small programs.
+    """
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache_dir(tmp_path_factory):
     # Tests share one throwaway cache: never touch the user's ~/.cache/hmljax.

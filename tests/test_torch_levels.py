@@ -119,6 +119,35 @@ def test_the_check_catches_a_level_that_trains_differently(torch, problem, batch
         L.check_level(wrong, (losses, final), batches)
 
 
+@pytest.mark.parametrize("level", ["as published", "same algorithm"])
+def test_ensemble_levels_match_hmljax_stacked_members_over_several_steps(torch, problem, batches, level):
+    """E = 3 members: the released loop over networks and the stacked baddbmm twin both train as hmljax's vmap."""
+    from benchmarks import _torch_levels as L
+
+    params0, losses, final = L.hmljax_trajectory(problem, batches, members=3)
+    assert params0["dense_0"]["kernel"].shape == (3, problem.num_features, problem.hidden)
+    ts = L.build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1], members=3)
+    c = L.check_level(ts, (losses, final), batches)
+    assert c["passed"] and c["param_max_abs_diff"] < 1e-5 and c["param_diff_over_update"] < 1e-2
+    # The members differ (their own initialisations), so the sum is not E times one member's loss.
+    single = L.hmljax_trajectory(problem, batches)[1]
+    assert losses[0] != pytest.approx(3 * single[0], rel=1e-3)
+
+
+def test_stacked_members_draw_their_own_dropout_masks(torch, problem, batches):
+    from benchmarks import _torch_levels as L
+
+    params0 = L.hmljax_trajectory(problem, batches[:1], members=2)[0]
+    one = {layer: {k: np.stack([v[0], v[0]]) for k, v in d.items()} for layer, d in params0.items()}
+    net = L._network(problem, one, dropout=0.5, members=2)
+    torch.manual_seed(0)
+    z = net(torch.tensor(batches[0][0])).detach().numpy()
+    assert z.shape == (2, 8, problem.num_nodes) and not np.allclose(z[0], z[1])
+    net.eval()
+    z = net(torch.tensor(batches[0][0])).detach().numpy()
+    np.testing.assert_array_equal(z[0], z[1])  # same weights, no dropout: the same member twice
+
+
 @pytest.mark.slow  # torch.compile of the whole step takes 20 s to minutes on a 2-core CPU
 def test_best_effort_compiles_the_whole_step_in_one_graph_and_matches_hmljax(torch, problem, batches, reference):
     from benchmarks import _torch_levels as L
@@ -130,6 +159,10 @@ def test_best_effort_compiles_the_whole_step_in_one_graph_and_matches_hmljax(tor
                                                        "compile_s": ts.compile_s}
     assert c["graph_breaks"] == 0 and c["graphs"] == 1
     assert c["compile_s"] > 0
+    p_e, l_e, f_e = L.hmljax_trajectory(problem, batches, members=3)
+    ts = L.build("best effort", problem, p_e, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1], members=3)
+    assert ts.error is None and ts.graph_breaks == 0, ts.error
+    assert L.check_level(ts, (l_e, f_e), batches)["passed"]
 
 
 # ---------------------------------------------------------------- plumbing (no torch needed)
