@@ -60,11 +60,8 @@ def main():
         n_params = E * (D * H + H + H * H + H + H * Cn + Cn)
         flops = 3 * 2 * B * E * (D * H + H * H + H * Cn)  # fwd + 2x for bwd
         adam_s = T.optimizer_update_seconds(hj["model"], hj["opt"], D, args.repeats, members=E)
-        matmul_s = (hj["flops_xla"] or flops) / rates["matmul_flops_per_s"]
-        base = {"dataset": "cellcycle_FUN", "E": E, "H": H, "B": B, "params": n_params,
-                "flops_per_step_xla": hj["flops_xla"], "flops_per_step_matmul": flops,
-                "adam_bytes_per_step": n_params * 4 * 7, "matmul_floor_s": matmul_s, "adam_update_s": adam_s,
-                "adam_update_ms": adam_s * 1e3, "floor_step_s": max(matmul_s, adam_s)}
+        base = {"dataset": "cellcycle_FUN", "E": E, "H": H, "B": B} | T.floor_figures(n_params, hj["flops_xla"],
+                                                                                      flops, adam_s, rates)
         rows += T.case_rows(base, hj, torch_t, checks)
     path = C.write_rows("ensemble", rows + [{"machine_rates": rates}], args)
     C.print_table(rows, ["E", "impl", "step_ms", "speedup_vs_as_published", "speedup_vs_same_algorithm",
