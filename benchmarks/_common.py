@@ -191,17 +191,19 @@ def machine_rates(repeats: int = 10) -> dict:
     return dict(_RATES)
 
 
-def _stream_bandwidth(reps: int) -> float:
-    """Bytes/s of an in-place triad ``a = a + s * b`` over two 128 MiB arrays (4x the L3 of today's machines).
+def _stream_bandwidth(reps: int, n: int = 32 * 2**20) -> float:
+    """Bytes/s of an in-place triad ``a = a + s * b`` over two float32 arrays of ``n`` elements.
 
     The copy above writes a fresh 256 MiB output per call, so it also pays for
     new pages; a train step updates buffers it already owns. Here ``a`` is donated
-    and updated 8 times in one call: each pass reads a and b and writes a.
+    and updated in a loop in one call: each pass reads a and b and writes a. The
+    default, two 128 MiB arrays, is 4x the L3 of today's machines (DRAM); smaller
+    ``n`` measure the cache a smaller working set lives in.
     """
     import jax
     import jax.numpy as jnp
 
-    n, passes = 32 * 2**20, 8
+    passes = max(8, min(2000, (256 * 2**20) // max(n, 1)))  # ~3 GB of traffic per call
     b = jnp.full((n,), 1e-3, jnp.float32)
     triad = jax.jit(lambda a, b: jax.lax.fori_loop(0, passes, lambda _, a: a + 0.5 * b, a), donate_argnums=(0,))
     holder = [jnp.zeros((n,), jnp.float32)]
@@ -212,6 +214,20 @@ def _stream_bandwidth(reps: int) -> float:
 
     t = timeit(run, repeats=reps, sync=jax_sync, min_repeats=reps)["median_s"]
     return passes * 3 * 4 * n / t
+
+
+_STREAM: dict = {}
+
+
+def stream_bandwidth_for(n_params: int, reps: int = 5) -> float:
+    """In-place stream bandwidth for a working set like an optimiser step's on ``n_params`` parameters.
+
+    Two arrays of ``2 * n_params`` floats: the same bytes as p, g, m and v
+    together, so a state that fits in cache is measured in cache. Cached per size.
+    """
+    if n_params not in _STREAM:
+        _STREAM[n_params] = _stream_bandwidth(reps, 2 * n_params)
+    return _STREAM[n_params]
 
 
 def _proc_cpu_ticks() -> dict[int, tuple[str, int]]:
@@ -323,6 +339,16 @@ def machine(measure_rates: bool = True) -> dict:
     return info
 
 
+def _command() -> str:
+    """How this benchmark was started, as a user would type it from the repository root."""
+    argv = list(sys.argv)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if argv and argv[0].endswith(".py") and os.path.abspath(argv[0]).startswith(root + os.sep):
+        mod = os.path.relpath(os.path.abspath(argv[0]), root)[:-3].replace(os.sep, ".")
+        argv = ["-m", mod, *argv[1:]]
+    return " ".join(["python", *argv])
+
+
 def write_rows(name: str, rows: list[dict], args, out=None) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = out or getattr(args, "out", None) or os.path.join(RESULTS, f"{name}.json")
@@ -330,7 +356,7 @@ def write_rows(name: str, rows: list[dict], args, out=None) -> str:
     if load and load.get("loaded"):
         rows = [r | {"loaded_machine": True} for r in rows]
     payload = {"benchmark": name, "machine": machine(), "threads": args.threads, "repeats": args.repeats,
-               "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "rows": rows,
+               "command": _command(), "rows": rows,
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if load is not None:
         payload["load"] = load

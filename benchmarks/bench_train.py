@@ -21,7 +21,8 @@ epoch loop (as published: the released DataLoader over float64 rows).
 Compute floor: FLOPs per step (XLA's count and the analytic matmul count) at the
 machine's measured matmul rate, and the optimiser state every step must read and
 write once (p, m, v: 24 bytes per parameter) at its measured in-place stream
-bandwidth; the larger is the floor, and each step time is stated as floor / time.
+bandwidth on a working set of p, g, m and v's size (in cache where it fits);
+the larger is the floor, and each step time is stated as floor / time.
 hmljax's Adam update alone (in a loop on donated state) is given beside it.
 
 The machine (CPU model, measured rates) and its load are in the JSON; on a
@@ -87,15 +88,18 @@ def optimizer_update_seconds(model, opt, num_features: int, repeats: int, member
 
 def floor_figures(n_params: int, flops_xla, flops_analytic: int, adam_s: float, rates: dict) -> dict:
     """The step's floor on this machine: the larger of its matmuls at the measured matmul rate and the
-    optimiser state it must read and write once (p, m, v: 24 bytes per parameter) at the measured
-    in-place stream bandwidth. Both are lower bounds any implementation pays (torch's fused Adam too)."""
+    optimiser state it must read and write once (p, m, v: 24 bytes per parameter) at the in-place stream
+    bandwidth measured on a working set of p, g, m and v's size (in cache where they fit). Both are lower
+    bounds any implementation pays (torch's fused Adam too)."""
     matmul_s = (flops_xla or flops_analytic) / rates["matmul_flops_per_s"]
     state_bytes = n_params * 4 * 6
-    memory_s = state_bytes / rates["stream_bytes_per_s"]
+    bandwidth = C.stream_bandwidth_for(n_params)
+    memory_s = state_bytes / bandwidth
     return {"params": n_params, "flops_per_step_xla": flops_xla, "flops_per_step_matmul": flops_analytic,
             "adam_bytes_per_step": n_params * 4 * 7,  # read p, g, m, v; write p, m, v
-            "optimizer_state_bytes": state_bytes, "matmul_floor_s": matmul_s, "memory_floor_s": memory_s,
-            "adam_update_s": adam_s, "floor_step_s": max(matmul_s, memory_s)}
+            "optimizer_state_bytes": state_bytes, "stream_bytes_per_s_at_state_size": bandwidth,
+            "matmul_floor_s": matmul_s, "memory_floor_s": memory_s, "adam_update_s": adam_s,
+            "floor_step_s": max(matmul_s, memory_s)}
 
 
 def _mem_available_bytes() -> int | None:

@@ -68,14 +68,16 @@ def _levels_table(rows: list[dict], keys: list[str]) -> list[str]:
 
 def _floor_table(rows: list[dict], keys: list[str]) -> list[str]:
     """Per case: the matmul floor, the optimiser-state floor (the larger is the floor) and hmljax's Adam alone."""
-    out = ["| " + " | ".join(keys) + " | params | XLA FLOPs/step | matmul floor ms | state floor ms (24 B/param) | "
-           "floor ms | hmljax Adam alone ms |", "|" + "---|" * (len(keys) + 6)]
+    out = ["| " + " | ".join(keys) + " | params | XLA FLOPs/step | matmul floor ms | stream GB/s at the state's size | "
+           "state floor ms (24 B/param) | floor ms | hmljax Adam alone ms |", "|" + "---|" * (len(keys) + 7)]
     seen = {}
     for r in rows:
         seen.setdefault(tuple(r.get(k) for k in keys), r)
     for key, r in seen.items():
         out.append("| " + " | ".join(_fmt(v) for v in key) + f" | {r['params']:,} | {_fmt(r['flops_per_step_xla'])} | "
-                   f"{r['matmul_floor_s'] * 1e3:.3f} | {_fmt((r.get('memory_floor_s') or 0) * 1e3)} | "
+                   f"{r['matmul_floor_s'] * 1e3:.3f} | "
+                   f"{_fmt((r.get('stream_bytes_per_s_at_state_size') or 0) / 1e9)} | "
+                   f"{_fmt((r.get('memory_floor_s') or 0) * 1e3)} | "
                    f"{r['floor_step_s'] * 1e3:.3f} | {r['adam_update_s'] * 1e3:.3f} |")
     return out
 
