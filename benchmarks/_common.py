@@ -158,7 +158,9 @@ def assert_close(name: str, a, b, *, rtol=1e-4, atol=1e-5) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         raise AssertionError(f"{name}: shapes differ {a.shape} vs {b.shape}")
-    err = float(np.max(np.abs(a - b) / (atol + rtol * np.abs(b)))) if a.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):  # rtol = atol = 0 asks for exact equality
+        scaled = np.where(a == b, 0.0, np.abs(a - b) / (atol + rtol * np.abs(b)))
+    err = float(np.max(scaled)) if a.size else 0.0
     if not np.allclose(a, b, rtol=rtol, atol=atol):
         raise AssertionError(f"{name}: the two sides disagree (max scaled error {err:.3g})")
     return float(np.max(np.abs(a - b))) if a.size else 0.0
