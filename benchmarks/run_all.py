@@ -227,13 +227,32 @@ def report() -> str:
              "Written by `python -m benchmarks.run_all` from the JSON rows in `benchmarks/results/`. Every",
              "benchmark checks that both sides compute the same values before timing; jax is timed after",
              "compilation (compile time reported on its own); float32 on both sides; the same thread count",
-             "for XLA and torch; the median of many repeats. Ratios are from one run on one machine.", ""]
+             "for XLA and torch; the median of many repeats. Ratios are from one run on one machine.", "",
+             "PyTorch is measured at three levels (`benchmarks/_torch_levels.py`), each checked equal to hmljax "
+             "before it is timed (the loss at every step and every parameter after 5 steps; the constraint's "
+             "values exactly and its gradients to 1e-6):", "",
+             "- **as published**: the papers' released code paths: C-HMCNN's float64 dense `[B, N, N]` constraint "
+             "and plain `torch.optim.Adam`, RARE's Python loop over E such networks. What a user gains by "
+             "switching.",
+             "- **same algorithm**: hmljax's algorithm written in PyTorch: the sparse level-wise constraint with "
+             "`scatter_reduce(amax)` along the hierarchy's edges, BCE from logits, `Adam(fused=True)`, E networks "
+             "as stacked `baddbmm` weights, tensors indexed directly.",
+             "- **best effort**: the same-algorithm step, forward, loss, backward and optimiser, as one "
+             "`torch.compile(fullgraph=True)` graph (0 graph breaks, recorded), its compile time apart.", "",
+             "Every benchmark refuses to time while other processes use more than half of the cores (or flags "
+             "every row `loaded_machine` with `--allow-loaded`), runs each timed case at least 10 times, and "
+             "records the machine: CPU model, float32 matmul GFLOP/s and in-place stream bandwidth, measured in "
+             "the same process. Absolute times hold only for that machine.", ""]
     first = next((d for d in (_load(b.replace("bench_", "")) for b in BENCHES) if d), None)
     if first:
         m = first["machine"]
         lines += [f"Machine: {m.get('cpu_model', m.get('processor'))}, {m.get('cpus')} CPUs; {m.get('platform')}; "
                   f"python {m.get('python')}, jax {m.get('jax')}, torch {m.get('torch')}; threads {first['threads']}; "
-                  f"date {first['date']}.", ""]
+                  f"date {first['date']}"
+                  + (f"; measured float32 matmul {m['matmul_gflops_f32']:.0f} GFLOP/s" if m.get("matmul_gflops_f32")
+                     else "")
+                  + (f", in-place stream {m['stream_gb_per_s']:.1f} GB/s" if m.get("stream_gb_per_s") else "")
+                  + ".", ""]
     d = _load("constraint")
     if d:
         rows = [r for r in d["rows"] if "impl" in r]
