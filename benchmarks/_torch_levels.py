@@ -108,12 +108,16 @@ class TorchStep:
         """The parameters as hmljax names and lays them out: ``dense_k/kernel`` is ``[in, out]`` (``[E, in, out]``)."""
         if hasattr(self.model, "flax_layout"):
             return self.model.flax_layout()
-        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
-        out = {}
-        for k, lin in enumerate(linears):
-            out[f"dense_{k}/kernel"] = lin.weight.detach().numpy().T
-            out[f"dense_{k}/bias"] = lin.bias.detach().numpy()
-        return out
+        return linear_layout(self.model)
+
+
+def linear_layout(module: nn.Module) -> dict[str, np.ndarray]:
+    """A module's Linear layers, in registration order, as ``dense_k/kernel`` ``[in, out]`` and ``dense_k/bias``."""
+    out = {}
+    for k, lin in enumerate(m for m in module.modules() if isinstance(m, nn.Linear)):
+        out[f"dense_{k}/kernel"] = lin.weight.detach().numpy().T
+        out[f"dense_{k}/bias"] = lin.bias.detach().numpy()
+    return out
 
 
 # ---------------------------------------------------------------- as published
@@ -188,7 +192,7 @@ class Members(nn.ModuleList):
     """E networks in a list (RARE's ``MultiHeadedModel``): hmljax's stacked layout is theirs, stacked."""
 
     def flax_layout(self) -> dict[str, np.ndarray]:
-        per = [TorchStep("", m, None, None, "").params_flax_layout() for m in self]
+        per = [linear_layout(m) for m in self]
         return {k: np.stack([p[k] for p in per]) for k in per[0]}
 
 
