@@ -51,11 +51,6 @@ def _extra(p):
     p.add_argument("--check-steps", type=int, default=5, help="steps each level must match hmljax on")
 
 
-def machine_rates(repeats: int) -> dict:
-    """Kept for callers of this module: the shared :func:`_common.machine_rates`."""
-    return C.machine_rates(repeats)
-
-
 def optimizer_update_seconds(model, opt, num_features: int, repeats: int, members: int = 0, passes: int = 20) -> float:
     """Median time of one optimiser update alone (torch-style wd + Adam) on this model's (stacked) parameters.
 
@@ -222,8 +217,6 @@ def _ratios(sec: float, torch_t: dict) -> dict:
     out = {}
     for level, t in torch_t.items():
         out[f"speedup_vs_{level.replace(' ', '_')}"] = t["step_s"] / sec if "step_s" in t else None
-    # The name run_all and older tables read: the eager reference is now the as-published level.
-    out["speedup_vs_torch_eager"] = out.get("speedup_vs_as_published")
     return out
 
 
@@ -345,10 +338,6 @@ def end_to_end(args, checks: dict, steps: dict) -> dict:
         e2e["ratio_by_level"][level] = t["median_s"] / t_j["median_s"]
         print(f"end to end cellcycle_FUN epoch: hmljax {n / t_j['median_s']:.0f} samples/s, torch {level} "
               f"{n / t['median_s']:.0f} samples/s: x{t['median_s'] / t_j['median_s']:.1f}", flush=True)
-    # The names run_all and older tables read: the reference loop is now the as-published level.
-    ref = e2e["torch_epoch_s_by_level"].get("as published")
-    if ref:
-        e2e |= {"torch_epoch_s": ref, "torch_samples_per_s": n / ref, "ratio": ref / t_j["median_s"]}
     return e2e
 
 
