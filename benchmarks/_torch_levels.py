@@ -499,19 +499,29 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
             "losses_torch": losses, "losses_hmljax": list(ref_losses)}
 
 
-def check_all(problem: Problem, batches, levels=LEVELS, members: int = 0) -> tuple[dict, dict]:
-    """Equality checks of ``levels`` against one hmljax trajectory: ({level: figures or error}, initial params)."""
-    params0, ref_losses, ref_final = hmljax_trajectory(problem, batches, members)
+def check_levels(build_fn: Callable, problem, params0, reference, batches, levels=LEVELS, members: int = 0) -> dict:
+    """Each of ``levels``, built by ``build_fn`` from ``params0`` with dropout off, against hmljax's ``reference``.
+
+    ``reference`` is ``(losses, final params)`` of hmljax's trajectory on ``batches``
+    from ``params0``; returns {level: the check's figures, or ``passed: False`` and the error}.
+    Any method's levels use it: ``build_fn(level, problem, params, *, dropout, x_np, y_np, members)``.
+    """
     out = {}
     for level in levels:
-        ts = build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1], members=members)
+        ts = build_fn(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1], members=members)
         if ts.error:
             out[level] = {"passed": False, "error": ts.error}
             continue
         try:
-            out[level] = check_level(ts, (ref_losses, ref_final), batches, lr=problem.lr)
+            out[level] = check_level(ts, reference, batches, lr=problem.lr)
         except AssertionError as e:
             out[level] = {"passed": False, "error": str(e)}
         if ts.compile_s is not None:
             out[level] |= {"compile_s": ts.compile_s, "graph_breaks": ts.graph_breaks, "graphs": ts.graphs}
-    return out, params0
+    return out
+
+
+def check_all(problem: Problem, batches, levels=LEVELS, members: int = 0) -> tuple[dict, dict]:
+    """Equality checks of ``levels`` against one hmljax trajectory: ({level: figures or error}, initial params)."""
+    params0, ref_losses, ref_final = hmljax_trajectory(problem, batches, members)
+    return check_levels(build, problem, params0, (ref_losses, ref_final), batches, levels, members), params0

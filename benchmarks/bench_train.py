@@ -52,7 +52,17 @@ def _extra(p):
 
 
 def optimizer_update_seconds(model, opt, num_features: int, repeats: int, members: int = 0, passes: int = 20) -> float:
-    """Median time of one optimiser update alone (torch-style wd + Adam) on this model's (stacked) parameters.
+    """Median time of one optimiser update alone (torch-style wd + Adam) on this model's (stacked) parameters."""
+    import jax
+
+    from hmljax.training import init_state
+
+    st = init_state(model, opt, num_features, key=jax.random.key(0), members=members)
+    return update_seconds(st.params, opt, repeats, passes=passes)
+
+
+def update_seconds(params, opt, repeats: int, passes: int = 20) -> float:
+    """Median time of one ``opt`` update of ``params`` alone.
 
     ``passes`` updates run in one jitted ``fori_loop`` on donated state, as they
     run inside the train step: no dispatch and no fresh buffers per update.
@@ -60,10 +70,7 @@ def optimizer_update_seconds(model, opt, num_features: int, repeats: int, member
     import jax
     import optax
 
-    from hmljax.training import init_state
-
-    st = init_state(model, opt, num_features, key=jax.random.key(0), members=members)
-    grads = jax.tree.map(lambda p: p * 1e-3, st.params)
+    grads = jax.tree.map(lambda p: p * 1e-3, params)
 
     def one(_, carry):
         params, opt_state = carry
@@ -72,7 +79,7 @@ def optimizer_update_seconds(model, opt, num_features: int, repeats: int, member
 
     upd = jax.jit(lambda params, opt_state: jax.lax.fori_loop(0, passes, one, (params, opt_state)),
                   donate_argnums=(0, 1))
-    holder = [(st.params, st.opt_state)]
+    holder = [(jax.tree.map(jax.numpy.array, params), opt.init(params))]
 
     def run():
         holder[0] = upd(*holder[0])
@@ -169,18 +176,24 @@ def hmljax_timings(problem, X, Y, B: int, args, members: int = 0) -> dict:
             "flops_xla": C.xla_flops(compiled), "model": model, "opt": opt}
 
 
-def torch_timings(problem, params0, x_np, y_np, checks: dict, args, members: int = 0) -> tuple[dict, dict]:
-    """Each level whose equality check passed, dropout 0.7, timed on one batch: ({level: figures}, {level: step})."""
+def torch_timings(problem, params0, x_np, y_np, checks: dict, args, members: int = 0, *, build=None,
+                  dropout: float = DROPOUT, reps: int | None = None) -> tuple[dict, dict]:
+    """Each level whose equality check passed, timed on one batch: ({level: figures}, {level: step}).
+
+    ``build`` makes a level's step (default: C-HMCNN's, ``_torch_levels.build``;
+    another method passes its own), with the timing's ``dropout``.
+    """
     from benchmarks import _torch_levels as L
 
+    build = build or L.build
     out, steps = {}, {}
-    reps = args.repeats * (10 if problem.hidden < 1000 and members < 5 else 1)
+    reps = reps or args.repeats * (10 if problem.hidden < 1000 and members < 5 else 1)
     for level in L.LEVELS:
         check = checks[level]
         if not check.get("passed"):
             out[level] = {"error": check.get("error", "equality check failed")}
             continue
-        ts = L.build(level, problem, params0, dropout=DROPOUT, x_np=x_np, y_np=y_np, members=members)
+        ts = build(level, problem, params0, dropout=dropout, x_np=x_np, y_np=y_np, members=members)
         if ts.error:
             out[level] = {"error": ts.error}
             continue

@@ -1,0 +1,315 @@
+"""HLSTM's train step in PyTorch at three levels, checked equal to hmljax's ``method=hlstm`` step.
+
+HLSTM has no released code, so the three levels of issue 19 read:
+
+- ``as published``: the paper written in stock PyTorch with C-HMCNN's released
+  MCLoss, which the paper builds on: ``nn.LSTM`` over ``x`` repeated L times
+  (eq. 6-11; its second bias held at zero, since the paper's LSTM has one), a
+  Linear-ReLU transition and a Linear local head per level, a Linear global
+  head; sigmoid outputs; LHLoss as ``nn.BCELoss`` of the min of each node's and
+  its parents' probabilities (eq. 1-3, a padded parent table and ``torch.min``);
+  MCLoss as C-HMCNN's ``get_constr_out`` (the dense float64 ``[B, C, C]`` max) and
+  ``nn.BCELoss``; the hybrid ``(1 - b_r) LHLoss + b_r MCLoss`` of per-element
+  means; the default ``torch.optim.Adam``.
+- ``same algorithm``: hmljax's algorithm in PyTorch. The input's gate projection
+  computed once (``x`` is the same at every level; ``nn.LSTM`` would project it
+  L times) and the cell written out per level; both constraints in logit space
+  (``min``/``max`` commute with the sigmoid): MCLoss with the sparse
+  ``scatter_reduce(amax)`` pass of ``_torch_levels`` and LHLoss with one gather
+  of the parent table and ``amin``; BCE from logits; ``Adam(fused=True)``.
+- ``best effort``: that step, optimiser included, as one
+  ``torch.compile(fullgraph=True)`` graph (``_torch_levels._whole_step``).
+
+Dropout acts where hmljax's ``LevelLSTM`` puts it: on what each head reads
+(``A^h`` and the transition's output), never on the recurrence.
+:func:`check_all` runs K steps of each level and of hmljax from the same
+parameters on the same batches with dropout off, and compares the loss at every
+step and every parameter at the end (``_torch_levels.check_level``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks import _torch_levels as L
+
+LEVELS = L.LEVELS
+
+
+@dataclasses.dataclass(frozen=True)
+class HlstmProblem(L.Problem):
+    """One dataset's HLSTM setting: C-HMCNN's :class:`Problem` plus the LSTM's shape and the loss mix."""
+
+    transition: int = 0
+    level_index: tuple = ()  # per level, the node indices its local head predicts
+    b_r: float = 0.5
+
+    @property
+    def parent_table_CxP(self) -> np.ndarray:
+        """int64 ``[C, P]``: each node and its evaluated parents (one hop), padded with the node itself."""
+        ev = self.evaluated_C
+        rows = [[j] + [int(p) for p in self.hierarchy.parents[j] if ev[p]] for j in range(self.num_nodes)]
+        width = max(map(len, rows))
+        return np.asarray([r + [r[0]] * (width - len(r)) for r in rows], np.int64)
+
+    @property
+    def local_index(self) -> np.ndarray:
+        """int64: the nodes the local heads fill, level after level (their outputs concatenated)."""
+        return np.asarray([j for nodes in self.level_index for j in nodes], np.int64)
+
+
+def _linear_from(lin: nn.Linear, kernel, bias=None) -> None:
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(np.array(kernel, np.float32).T))
+        if bias is not None:
+            lin.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
+
+
+class _Heads(nn.Module):
+    """The per-level transition + local head and the global head, shared by both networks."""
+
+    def __init__(self, problem: HlstmProblem, dropout: float):
+        super().__init__()
+        H, T = problem.hidden, problem.transition
+        self.transition = nn.ModuleList(nn.Linear(H, T) for _ in problem.level_index)
+        self.local = nn.ModuleList(nn.Linear(T, len(n)) for n in problem.level_index)
+        self.glob = nn.Linear(H, problem.num_nodes)
+        self.drop = nn.Dropout(dropout)
+        self.num_nodes = problem.num_nodes
+        self.register_buffer("index", torch.from_numpy(problem.local_index))
+
+    def local_part(self, h: int, a_BxH: torch.Tensor) -> torch.Tensor:
+        return self.local[h](self.drop(torch.relu(self.transition[h](self.drop(a_BxH)))))
+
+    def assemble(self, a_BxH: torch.Tensor, parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global logits, local logits ``[B, C]`` with the roots' at 0), as hmljax returns them."""
+        local = a_BxH.new_zeros(a_BxH.shape[0], self.num_nodes).index_copy(1, self.index, torch.cat(parts, 1))
+        return self.glob(self.drop(a_BxH)), local
+
+    def load(self, params) -> None:
+        for h in range(len(self.transition)):
+            _linear_from(self.transition[h], params[f"transition_{h}"]["kernel"], params[f"transition_{h}"]["bias"])
+            _linear_from(self.local[h], params[f"local_{h}"]["kernel"], params[f"local_{h}"]["bias"])
+        _linear_from(self.glob, params["global"]["kernel"], params["global"]["bias"])
+
+    def layout(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, lin in [*((f"transition_{h}", m) for h, m in enumerate(self.transition)),
+                          *((f"local_{h}", m) for h, m in enumerate(self.local)), ("global", self.glob)]:
+            out[f"{name}/kernel"] = lin.weight.detach().numpy().T
+            out[f"{name}/bias"] = lin.bias.detach().numpy()
+        return out
+
+
+# ---------------------------------------------------------------- as published
+
+# hmljax's gates are (f, i, ĉ, o) along the 4H axis; nn.LSTM's are (i, f, g, o). Swapping the first two
+# blocks maps either order to the other.
+def _swap_fi(w: np.ndarray, axis: int) -> np.ndarray:
+    f, i, c, o = np.split(w, 4, axis=axis)
+    return np.concatenate([i, f, c, o], axis=axis)
+
+
+class PaperLSTM(nn.Module):
+    """Eq. 6-13 in stock modules: ``nn.LSTM`` over ``x`` repeated L times, then the heads."""
+
+    def __init__(self, problem: HlstmProblem, dropout: float):
+        super().__init__()
+        self.levels = len(problem.level_index)
+        self.lstm = nn.LSTM(problem.num_features, problem.hidden)
+        self.heads = _Heads(problem, dropout)
+
+    def forward(self, x_BxD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a_LxBxH, _ = self.lstm(x_BxD.unsqueeze(0).expand(self.levels, -1, -1))
+        parts = [self.heads.local_part(h, a_LxBxH[h]) for h in range(self.levels)]
+        return self.heads.assemble(a_LxBxH[-1], parts)
+
+    def load(self, params) -> None:
+        with torch.no_grad():
+            self.lstm.weight_ih_l0.copy_(torch.from_numpy(_swap_fi(np.array(params["gates_x"]["kernel"]), 1).T))
+            self.lstm.weight_hh_l0.copy_(torch.from_numpy(_swap_fi(np.array(params["gates_a"]["kernel"]), 1).T))
+            self.lstm.bias_ih_l0.copy_(torch.from_numpy(_swap_fi(np.array(params["gates_x"]["bias"]), 0)))
+            self.lstm.bias_hh_l0.zero_()
+        # The paper's gates have one bias (eq. 6-9); nn.LSTM's second is frozen at zero, not trained.
+        self.lstm.bias_hh_l0.requires_grad_(False)
+        self.heads.load(params)
+
+    def flax_layout(self) -> dict[str, np.ndarray]:
+        lstm = self.lstm
+        return {"gates_x/kernel": _swap_fi(lstm.weight_ih_l0.detach().numpy().T, 1),
+                "gates_x/bias": _swap_fi(lstm.bias_ih_l0.detach().numpy(), 0),
+                "gates_a/kernel": _swap_fi(lstm.weight_hh_l0.detach().numpy().T, 1)} | self.heads.layout()
+
+
+def paper_loss(problem: HlstmProblem) -> callable:
+    """``loss((global, local) logits, y)``: the hybrid of eq. 5 on probabilities, MCLoss as C-HMCNN releases it."""
+    R_1xCxC = torch.tensor(problem.ancestry_CxC.astype(np.float64)).unsqueeze(0)
+    to_eval = torch.tensor(problem.evaluated_C)
+    table = torch.from_numpy(problem.parent_table_CxP)
+    bce = nn.BCELoss()
+
+    def loss(out, y):
+        glob, local = out
+        mc = L.released_loss(torch.sigmoid(glob), y.double(), R_1xCxC, to_eval, bce)
+        p = torch.sigmoid(local)
+        # Eq. 2-3: a negative node takes the min of its own and its parents' outputs, a positive the min of
+        # y_z l(z) over the same set (its parents are positive too: labels are closed under ancestors).
+        lmc = torch.where(y > 0, (y * p)[:, table].min(-1).values, p[:, table].min(-1).values)
+        lh = bce(lmc[:, to_eval], y[:, to_eval])
+        return (1 - problem.b_r) * lh + problem.b_r * mc
+
+    return loss
+
+
+def as_published(problem: HlstmProblem, params, *, dropout: float) -> L.TorchStep:
+    model = PaperLSTM(problem, dropout)
+    model.load(params)
+    model.train()
+    loss_fn = paper_loss(problem)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=problem.lr,
+                                 weight_decay=problem.weight_decay)
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return L.TorchStep("as published", model, L._float32_batch, step,
+                       "torch.optim.Adam (default: single-tensor on CPU)")
+
+
+# ---------------------------------------------------------------- same algorithm
+
+
+class LevelLSTM(nn.Module):
+    """hmljax's ``LevelLSTM`` in torch: ``W_x x + b`` once, ``W_a A^{h-1}`` per level, the cell written out."""
+
+    def __init__(self, problem: HlstmProblem, dropout: float):
+        super().__init__()
+        H = problem.hidden
+        self.gates_x = nn.Linear(problem.num_features, 4 * H)
+        self.gates_a = nn.Linear(H, 4 * H, bias=False)
+        self.heads = _Heads(problem, dropout)
+        self.levels = len(problem.level_index)
+
+    def forward(self, x_BxD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_proj = self.gates_x(x_BxD)
+        a = c = None
+        parts = []
+        for h in range(self.levels):
+            z = x_proj if h == 0 else x_proj + self.gates_a(a)
+            f, i, g, o = z.chunk(4, dim=-1)
+            c = torch.sigmoid(i) * torch.tanh(g) if h == 0 else torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            a = torch.sigmoid(o) * torch.tanh(c)
+            parts.append(self.heads.local_part(h, a))
+        return self.heads.assemble(a, parts)
+
+    def load(self, params) -> None:
+        _linear_from(self.gates_x, params["gates_x"]["kernel"], params["gates_x"]["bias"])
+        _linear_from(self.gates_a, params["gates_a"]["kernel"])
+        self.heads.load(params)
+
+    def flax_layout(self) -> dict[str, np.ndarray]:
+        return {"gates_x/kernel": self.gates_x.weight.detach().numpy().T,
+                "gates_x/bias": self.gates_x.bias.detach().numpy(),
+                "gates_a/kernel": self.gates_a.weight.detach().numpy().T} | self.heads.layout()
+
+
+def logit_loss(problem: HlstmProblem) -> callable:
+    """``loss((global, local) logits, y)``: hmljax's hybrid loss, both constraints in logit space."""
+    edges = L.edge_index(problem)
+    eval_idx = torch.from_numpy(np.flatnonzero(problem.evaluated_C))
+    table = torch.from_numpy(problem.parent_table_CxP)
+
+    def loss(out, y):
+        glob, local = out
+        mc = L.mc_loss_sparse(glob, y, edges, eval_idx)
+        pos = y > 0
+        # A positive's min skips negative parents (hmljax fills them with the largest float).
+        neg_m = local[:, table].amin(-1)
+        pos_m = torch.where(pos, local, torch.finfo(local.dtype).max)[:, table].amin(-1)
+        m = torch.where(pos, pos_m, neg_m)
+        lh = F.binary_cross_entropy_with_logits(m.index_select(1, eval_idx), y.index_select(1, eval_idx))
+        return (1 - problem.b_r) * lh + problem.b_r * mc
+
+    return loss
+
+
+def _network(problem: HlstmProblem, params, dropout: float) -> LevelLSTM:
+    model = LevelLSTM(problem, dropout)
+    model.load(params)
+    return model.train()
+
+
+def same_algorithm(problem: HlstmProblem, params, *, dropout: float) -> L.TorchStep:
+    model = _network(problem, params, dropout)
+    loss_fn = logit_loss(problem)
+    optimizer, impl = L._fast_adam(model.parameters(), problem)
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return L.TorchStep("same algorithm", model, L._float32_batch, step, f"torch.optim.Adam({impl}=True)")
+
+
+def best_effort(problem: HlstmProblem, params, *, dropout: float, x_np, y_np) -> L.TorchStep:
+    model = _network(problem, params, dropout)
+    fn, info = L._compile_whole(L._whole_step(model, problem, logit_loss(problem)), *L._float32_batch(x_np, y_np))
+    return L.TorchStep("best effort", model, L._float32_batch, fn,
+                       "torch.optim.adam.adam(foreach, capturable) in the graph", compile_s=info.get("compile_s"),
+                       graph_breaks=info.get("graph_breaks"), graphs=info.get("graphs"), error=info.get("error"),
+                       first_loss=info.get("first_loss"))
+
+
+def build(level: str, problem: HlstmProblem, params, *, dropout: float, x_np, y_np, members: int = 0) -> L.TorchStep:
+    """The level's step from hmljax's HLSTM ``params``; ``(x_np, y_np)`` is the batch the compiled level compiles on."""
+    if members:
+        raise ValueError("HLSTM's benchmark trains one network (members=0)")
+    if level == "as published":
+        return as_published(problem, params, dropout=dropout)
+    if level == "same algorithm":
+        return same_algorithm(problem, params, dropout=dropout)
+    if level == "best effort":
+        return best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np)
+    raise ValueError(f"unknown level {level!r}; choose one of {LEVELS}")
+
+
+# ---------------------------------------------------------------- equality with hmljax
+
+
+def hmljax_trajectory(method, batches) -> tuple[dict, list[float], dict[str, np.ndarray]]:
+    """hmljax's step of ``method`` (built with dropout 0) over ``batches``: (initial params, losses, final params)."""
+    import jax
+    import jax.numpy as jnp
+
+    from hmljax.engine import Batch, init_train_state, make_step
+
+    state = init_train_state(method, jax.random.key(0))
+    params0 = jax.tree.map(np.asarray, state.params)
+    step = jax.jit(make_step(method))
+    losses = []
+    for k, (x, y) in enumerate(batches):
+        B = len(x)
+        batch = Batch(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), jnp.ones(B, bool),
+                      jnp.arange(k * B, (k + 1) * B, dtype=jnp.int32), jnp.asarray(k, jnp.int32))
+        state, out = step(state, batch, jax.random.key(1))
+        losses.append(float(out.report))
+    final = {f"{layer}/{name}": np.asarray(v) for layer, d in state.params.items() for name, v in d.items()}
+    return params0, losses, final
+
+
+def check_all(problem: HlstmProblem, method, batches, levels=LEVELS) -> tuple[dict, dict]:
+    """Equality checks of ``levels`` against hmljax's trajectory: ({level: figures or error}, initial params)."""
+    params0, losses, final = hmljax_trajectory(method, batches)
+    return L.check_levels(build, problem, params0, (losses, final), batches, levels), params0
