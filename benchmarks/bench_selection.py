@@ -9,10 +9,14 @@ A. Selection alone: drawing one batch and refreshing the probabilities from its 
    (a fixed random ``[steps, B]`` float32 array: no model runs), per batch and per epoch, after the
    warm-up (the loss table is full and batches are drawn, not taken in index order):
 
+   Issue 19's three PyTorch levels are rows 1 (as published: the released code), 3 (same algorithm: its
+   algorithm on torch tensors) and 4 (best effort: compiled); every row has its ratio to each (with the
+   same ``update_probs``; the released code has no every-row update, so ``all`` has no as-published level).
+
    1. ``released code (dicts)``: Adaptivetrain.py as released (CquptZA/MLAdaBatch): Python dicts for the
       loss table and p, ``calculate_probabilities`` over the whole dict after every step, p renormalised
       once per epoch (its ``CustomDataLoader``), ``np.random.choice(..., replace=False, p=p)`` per batch.
-   2. ``numpy (as published)``: the same algorithm on float64 numpy arrays (REFERENCE.md §5.3): the draw
+   2. ``numpy (released update)``: the same algorithm on float64 numpy arrays (REFERENCE.md §5.3): the draw
       from p renormalised before every batch, the quantised p of the whole table recomputed after every
       step and stored for the batch's rows only (``update_probs=batch``; ``all``: every row, the paper).
    3. ``torch eager``: torch float32 tensors, ``torch.multinomial(p, B, replacement=False)``, the same
@@ -74,7 +78,7 @@ def numpy_probs(loss_N):
     return np.exp(np.log(PRESSURE) / n) ** q_N
 
 
-class NumpyAsPublished:
+class NumpyReleasedUpdate:
     """Level 2: the released algorithm on numpy arrays; p is stored unnormalised, as the released code stores it."""
 
     def __init__(self, table_N, *, update_probs: str, seed: int = 0):
@@ -384,7 +388,7 @@ def check_batch_update(table_N, losses_B, rng) -> dict:
     idx = rng.permutation(n)[:BATCH].astype(np.int32)
     out = {}
     for case, losses in (("batch", losses_B), ("batch raising l_max", _raise_max(losses_B, table_N))):
-        ref = NumpyAsPublished(table_N, update_probs="batch")
+        ref = NumpyReleasedUpdate(table_N, update_probs="batch")
         z_old = ref.p.sum()
         ref.update(idx, losses.astype(np.float64))
         z_new = numpy_probs(ref.loss).sum()
@@ -461,9 +465,9 @@ def _host_levels(table_N, losses_SxB, repeats: int):
     yield ("released code (dicts)", "batch", time_epochs(sel, losses_SxB, max(3, repeats // 3)),
            {"note": "p normalised once per epoch, as released"})
     for up in ("batch", "all"):
-        sel = NumpyAsPublished(table_N, update_probs=up)
+        sel = NumpyReleasedUpdate(table_N, update_probs=up)
         check_draws("numpy", sel, losses_SxB, n)
-        impl = "numpy (as published)" if up == "batch" else "numpy (paper's update)"
+        impl = "numpy (released update)" if up == "batch" else "numpy (paper's update)"
         yield impl, up, time_epochs(sel, losses_SxB, repeats), {}
 
 
@@ -524,10 +528,37 @@ def selection_rows(name: str, n: int, args, rng) -> list[dict]:
             else:
                 print(f"{name} {impl} {up}: {extra.get('note')}", flush=True)
             rows.append(row)
-    ref = {r["update_probs"]: r["epoch_ms"] for r in rows if r["impl"].startswith("numpy")}
+    return level_ratios(rows)
+
+
+def level_of(impl: str) -> str | None:
+    """Issue 19's PyTorch level a row stands for (None: numpy, a host reference, or hmljax itself)."""
+    if impl == "released code (dicts)":
+        return "as published"
+    if impl == "torch eager":
+        return "same algorithm"
+    if impl.startswith("torch.compile"):
+        return "best effort"
+    return None
+
+
+def level_ratios(rows: list[dict]) -> list[dict]:
+    """Each row's ``level`` and its ratio to numpy and to every level on its dataset with its ``update_probs``.
+
+    The released code refreshes only the batch's rows, so the paper's every-row
+    update (``all``) has no as-published level: that ratio is None.
+    """
     for r in rows:
-        if "epoch_ms" in r:
-            r["speedup_vs_numpy"] = ref[r["update_probs"]] / r["epoch_ms"]
+        r["level"] = level_of(r["impl"])
+    for ds, up in {(r["dataset"], r["update_probs"]) for r in rows}:
+        group = [r for r in rows if (r["dataset"], r["update_probs"]) == (ds, up) and "epoch_ms" in r]
+        numpy_ms = next((r["epoch_ms"] for r in group if r["impl"].startswith("numpy")), None)
+        by_level = {r["level"]: r["epoch_ms"] for r in group if r["level"]}
+        for r in group:
+            r["speedup_vs_numpy"] = numpy_ms / r["epoch_ms"] if numpy_ms else None
+            for lv in ("as published", "same algorithm", "best effort"):
+                ms = by_level.get(lv)
+                r[f"speedup_vs_{lv.replace(' ', '_')}"] = ms / r["epoch_ms"] if ms else None
     return rows
 
 
@@ -652,7 +683,8 @@ def main():
         rows += training_rows(name, args)
     path = C.write_rows("selection", rows, args)
     C.print_table([r for r in rows if r["part"] == "selection"],
-                  ["dataset", "n", "impl", "update_probs", "batch_us", "epoch_ms", "speedup_vs_numpy", "compile_s"])
+                  ["dataset", "n", "impl", "update_probs", "batch_us", "epoch_ms", "speedup_vs_as_published",
+                   "speedup_vs_same_algorithm", "speedup_vs_best_effort", "speedup_vs_numpy", "compile_s"])
     C.print_table([r for r in rows if r["part"] == "training"],
                   ["dataset", "n", "impl", "update_probs", "epoch_ms", "step_us", "ratio_vs_uniform",
                    "selection_us_per_step", "compile_s"])

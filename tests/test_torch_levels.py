@@ -311,3 +311,27 @@ def test_run_all_report_shows_every_level_its_equality_and_the_goals(monkeypatch
            "10x: met), 4.00x same algorithm, 3.00x best effort" in text
     assert "in-place stream 12.0 GB/s" in text
     assert (tmp_path / "README.md").read_text() == text
+
+
+def test_selection_rows_get_their_level_and_ratios_per_dataset_and_update():
+    """The released dict loop is 'as published', torch eager 'same algorithm', torch.compile 'best effort';
+    ratios never mix datasets or update rules, and the every-row update has no as-published level."""
+    from benchmarks.bench_selection import level_ratios
+
+    rows = []
+    for ds, scale in (("bibtex", 1.0), ("Corel5k", 3.0)):
+        for impl, up, ms in (("released code (dicts)", "batch", 100.0), ("numpy (released update)", "batch", 10.0),
+                             ("torch eager", "batch", 8.0), ("torch.compile, draw + update, fullgraph", "batch", 5.0),
+                             ("hmljax scan epoch", "batch", 4.0), ("torch eager", "all", 9.0),
+                             ("hmljax scan epoch", "all", 3.0)):
+            rows.append({"dataset": ds, "impl": impl, "update_probs": up, "epoch_ms": ms * scale})
+    rows.append({"dataset": "bibtex", "impl": "torch.compile", "update_probs": "all", "note": "failed"})
+    out = {(r["dataset"], r["impl"], r["update_probs"]): r for r in level_ratios(rows)}
+    hj = out[("Corel5k", "hmljax scan epoch", "batch")]
+    assert (hj["level"], hj["speedup_vs_as_published"], hj["speedup_vs_same_algorithm"],
+            hj["speedup_vs_best_effort"], hj["speedup_vs_numpy"]) == (None, 25.0, 2.0, 1.25, 2.5)
+    assert out[("bibtex", "torch.compile, draw + update, fullgraph", "batch")]["level"] == "best effort"
+    every = out[("bibtex", "hmljax scan epoch", "all")]
+    assert every["speedup_vs_as_published"] is None and every["speedup_vs_same_algorithm"] == 3.0
+    assert every["speedup_vs_best_effort"] is None  # its compile failed: no time to compare with
+    assert "speedup_vs_numpy" not in out[("bibtex", "torch.compile", "all")]
