@@ -288,28 +288,9 @@ def build(level: str, problem: HlstmProblem, params, *, dropout: float, x_np, y_
 # ---------------------------------------------------------------- equality with hmljax
 
 
-def hmljax_trajectory(method, batches) -> tuple[dict, list[float], dict[str, np.ndarray]]:
-    """hmljax's step of ``method`` (built with dropout 0) over ``batches``: (initial params, losses, final params)."""
-    import jax
-    import jax.numpy as jnp
-
-    from hmljax.engine import Batch, init_train_state, make_step
-
-    state = init_train_state(method, jax.random.key(0))
-    params0 = jax.tree.map(np.asarray, state.params)
-    step = jax.jit(make_step(method))
-    losses = []
-    for k, (x, y) in enumerate(batches):
-        B = len(x)
-        batch = Batch(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), jnp.ones(B, bool),
-                      jnp.arange(k * B, (k + 1) * B, dtype=jnp.int32), jnp.asarray(k, jnp.int32))
-        state, out = step(state, batch, jax.random.key(1))
-        losses.append(float(out.report))
-    final = {f"{layer}/{name}": np.asarray(v) for layer, d in state.params.items() for name, v in d.items()}
-    return params0, losses, final
-
-
 def check_all(problem: HlstmProblem, method, batches, levels=LEVELS) -> tuple[dict, dict]:
-    """Equality checks of ``levels`` against hmljax's trajectory: ({level: figures or error}, initial params)."""
-    params0, losses, final = hmljax_trajectory(method, batches)
+    """Checks of ``levels`` against hmljax's ``method`` (dropout 0) on ``batches``: (checks, initial params)."""
+    from benchmarks._engine_levels import method_trajectory
+
+    params0, losses, final = method_trajectory(method, batches)
     return L.check_levels(build, problem, params0, (losses, final), batches, levels), params0

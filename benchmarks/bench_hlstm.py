@@ -65,63 +65,6 @@ def setup(name: str, B: int, data_dir, *, dropout=None):
     return problem, method, X, Y, m.dropout
 
 
-def run_checks(problem, method0, X, Y, B: int, args) -> tuple[dict, dict]:
-    """The three levels' equality checks on the first ``--check-steps`` batches: (checks, hmljax's initial params)."""
-    from benchmarks import _torch_hlstm as HL
-    from benchmarks.bench_train import dense_float64_skip
-
-    batches = [(X[k * B:(k + 1) * B], Y[k * B:(k + 1) * B]) for k in range(args.check_steps)]
-    skip = {}
-    if reason := dense_float64_skip(B, problem.num_nodes):
-        skip["as published"] = reason
-    if args.no_compile:
-        skip["best effort"] = "skipped: --no-compile"
-    checks, params0 = HL.check_all(problem, method0, batches, [lv for lv in HL.LEVELS if lv not in skip])
-    checks |= {lv: {"passed": False, "error": why} for lv, why in skip.items()}
-    for lv in HL.LEVELS:
-        c = checks[lv]
-        print(f"  equality {lv:15s}: " + (f"loss {c['loss_max_abs_diff']:.2e}, params {c['param_max_abs_diff']:.2e}"
-                                          f" over {c['steps']} steps" if c.get("passed") else c["error"]), flush=True)
-    return checks, params0
-
-
-def hmljax_timings(method, X, Y, B: int, scan_steps: int, args) -> dict:
-    """hmljax's jit step (donated state) and scan-fused epoch over ``scan_steps`` batches: seconds per step."""
-    import jax
-    import jax.numpy as jnp
-
-    from hmljax.data import EpochSampler
-    from hmljax.engine import Batch, init_train_state, jit_train, make_epoch, make_step
-
-    batch = Batch(jnp.asarray(X[:B]), jnp.asarray(Y[:B]), jnp.ones(B, bool), jnp.arange(B, dtype=jnp.int32),
-                  jnp.asarray(0, jnp.int32))
-    state = init_train_state(method, jax.random.key(0))
-    c_s, compiled = C.compile_seconds(jit_train(make_step(method)), state, batch, jax.random.key(2))
-    step = jit_train(make_step(method), donate_argnums=(0,))
-    holder = [state]
-
-    def run_step():
-        holder[0], out = step(holder[0], batch, jax.random.key(2))
-        return out.report
-
-    t_step = C.timeit(run_step, repeats=args.repeats * 3, sync=C.jax_sync)
-    eb = EpochSampler(X.shape[0], B, seed=0).epoch(0)
-    S = min(scan_steps, len(eb.indices))
-    idx, wh = jax.device_put(eb.indices[:S]), jax.device_put(eb.where[:S])
-    Xd, Yd = jax.device_put(X), jax.device_put(method.train_y)
-    ep = [init_train_state(method, jax.random.key(0))]
-    ec_s, _ = C.compile_seconds(jit_train(make_epoch(method)), ep[0], Xd, Yd, idx, wh, jax.random.key(3))
-    epoch = jit_train(make_epoch(method), donate_argnums=(0,))
-
-    def run_epoch():
-        ep[0], losses = epoch(ep[0], Xd, Yd, idx, wh, jax.random.key(3))
-        return losses
-
-    t_ep = C.timeit(run_epoch, repeats=max(3, args.repeats // 3), warmup=1, sync=C.jax_sync)
-    return {"jit": (t_step, c_s), "scan": ({**t_ep, "median_s": t_ep["median_s"] / S, "steps_per_call": S}, ec_s),
-            "flops_xla": C.xla_flops(compiled), "params": ep[0].params}
-
-
 def matmul_flops(problem, B: int) -> int:
     """Forward + backward (3x) matmul FLOPs of one step: x's gates once, L - 1 recurrent products, the heads."""
     D, H, T, Cn, Lv = (problem.num_features, problem.hidden, problem.transition, problem.num_nodes,
@@ -132,25 +75,18 @@ def matmul_flops(problem, B: int) -> int:
 
 def case(name: str, B: int, args, rates: dict) -> list[dict]:
     """The rows of one (dataset, B): hmljax's two, the three levels', each with the floor and every ratio."""
-    import jax
-    import numpy as np
-
+    from benchmarks import _engine_levels as EL
     from benchmarks import _torch_hlstm as HL
-    from benchmarks.bench_train import case_rows, floor_figures, torch_timings, update_seconds
+    from benchmarks.bench_train import dense_float64_skip
 
     print(f"{name} B={B}", flush=True)
     problem, method0, X, Y, _ = setup(name, B, args.data_dir, dropout=0.0)
-    checks, params0 = run_checks(problem, method0, X, Y, B, args)
     _, method, _, _, dropout = setup(name, B, args.data_dir)
-    hj = hmljax_timings(method, X, Y, B, SCAN_STEPS[(name, B)], args)
-    reps = args.repeats * (3 if name.endswith("FUN") else 1)
-    torch_t, _ = torch_timings(problem, params0, X[:B], Y[:B], checks, args, build=HL.build, dropout=dropout,
-                               reps=reps)
-    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(hj["params"]))
-    adam_s = update_seconds(hj["params"], method.optimizer, args.repeats)
-    base = {"dataset": name, "B": B, "levels": len(problem.level_index), "H": problem.hidden,
-            "dropout": dropout} | floor_figures(n_params, hj["flops_xla"], matmul_flops(problem, B), adam_s, rates)
-    return case_rows(base, hj, torch_t, checks)
+    skip = {"as published": why} if (why := dense_float64_skip(B, problem.num_nodes)) else {}
+    return EL.case(HL.build, problem, method0, method, X, Y, B, args, rates,
+                   keys={"dataset": name, "levels": len(problem.level_index), "H": problem.hidden},
+                   dropout=dropout, flops_analytic=matmul_flops(problem, B), scan_steps=SCAN_STEPS[(name, B)],
+                   reps=args.repeats * (3 if name.endswith("FUN") else 1), skip=skip)
 
 
 def main():

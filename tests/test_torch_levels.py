@@ -176,6 +176,7 @@ def test_best_effort_compiles_the_whole_step_in_one_graph_and_matches_hmljax(tor
 def hlstm_case(torch):
     """HLSTM on the synthetic hierarchy (H = T = 16, dropout off): (problem, method, four batches of 8, reference)."""
     from benchmarks import _torch_hlstm as HL
+    from benchmarks._engine_levels import method_trajectory
     from hmljax.methods import level_index
     from hmljax.training import TrainConfig, build_method, load_run_dataset
 
@@ -189,7 +190,7 @@ def hlstm_case(torch):
                               transition=m.transition, level_index=level_index(ds.hierarchy, max_levels=m.levels),
                               b_r=m.b_r)
     batches = [(X[k * 8:(k + 1) * 8], Y[k * 8:(k + 1) * 8]) for k in range(4)]
-    return problem, method, batches, HL.hmljax_trajectory(method, batches)
+    return problem, method, batches, method_trajectory(method, batches)
 
 
 @pytest.mark.parametrize("level", ["as published", "same algorithm"])
