@@ -234,6 +234,63 @@ def test_hlstm_best_effort_compiles_the_whole_step_in_one_graph_and_matches_hmlj
     assert c["graph_breaks"] == 0 and c["graphs"] == 1
 
 
+@pytest.fixture(scope="module")
+def hmt_case(torch, tmp_path_factory):
+    """HMT-Net on a toy MULAN dataset (three quantile groups, H = 16, noise and dropout off)."""
+    from conftest import write_mulan
+
+    from benchmarks import bench_hmt as BH
+    from benchmarks._engine_levels import method_trajectory
+
+    data_dir = write_mulan(str(tmp_path_factory.mktemp("hmtlevels") / "hmttoy"), "hmttoy", num_labels=6)
+    problem, method, X, Y, _ = BH.setup("hmttoy", 8, None, data_dir, quiet=True,
+                                        keys={"hidden": 16, "group_split": "quantile"})
+    batches = [(X[k * 8:(k + 1) * 8], Y[k * 8:(k + 1) * 8]) for k in range(4)]
+    return problem, batches, method_trajectory(method, batches)
+
+
+@pytest.mark.parametrize("level", ["as published", "same algorithm"])
+def test_hmt_eager_levels_match_hmljax_over_several_steps(torch, hmt_case, level):
+    """Eq. 5-7 written as one BCE per group plus one overall, and as one weighted pass, both train as hmljax."""
+    from benchmarks import _torch_hmt as HT
+    from benchmarks import _torch_levels as L
+
+    problem, batches, (params0, losses, final) = hmt_case
+    assert len(problem.group_index) == 3 and problem.encoder_layers >= 1
+    ts = HT.build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1])
+    out = L.check_level(ts, (losses, final), batches, lr=problem.lr)
+    assert out["passed"] and set(out["param_max_abs_diff_by_name"]) == set(final)
+    assert out["param_diff_over_update"] < 0.05
+
+
+def test_hmt_check_catches_another_eta(torch, hmt_case):
+    import dataclasses
+
+    from benchmarks import _torch_hmt as HT
+    from benchmarks import _torch_levels as L
+
+    problem, batches, (params0, losses, final) = hmt_case
+    ts = HT.build("as published", dataclasses.replace(problem, eta=0.25), params0, dropout=0.0,
+                  x_np=batches[0][0], y_np=batches[0][1])
+    with pytest.raises(AssertionError, match="loss at step 1"):
+        L.check_level(ts, (losses, final), batches, lr=problem.lr)
+
+
+def test_hmt_group_noise_is_on_only_when_training_with_dropout(torch, hmt_case):
+    import dataclasses
+
+    from benchmarks import _torch_hmt as HT
+
+    problem, batches, (params0, _, _) = hmt_case
+    problem = dataclasses.replace(problem, sigmas=(0.5, 0.5, 0.5))
+    x = torch.from_numpy(batches[0][0])
+    noisy = HT._network(problem, params0, dropout=0.1)
+    assert not torch.equal(noisy.group_logits(x)[0], noisy.group_logits(x)[0])
+    assert torch.equal(*(HT._network(problem, params0, dropout=0.0).group_logits(x)[0] for _ in range(2)))
+    noisy.eval()
+    assert torch.equal(noisy.group_logits(x)[0], noisy.group_logits(x)[0])
+
+
 def test_timeit_never_stops_below_the_minimum_repeats():
     calls = []
     t = C.timeit(lambda: calls.append(1), repeats=50, warmup=0, budget_s=0.0, min_repeats=10)
