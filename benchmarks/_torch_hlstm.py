@@ -7,7 +7,7 @@ HLSTM has no released code, so the three levels of issue 19 read:
   (eq. 6-11; its second bias held at zero, since the paper's LSTM has one), a
   Linear-ReLU transition and a Linear local head per level, a Linear global
   head; sigmoid outputs; LHLoss as ``nn.BCELoss`` of the min of each node's and
-  its parents' probabilities (eq. 1-3, a padded parent table and ``torch.min``);
+  its parents' probabilities (eq. 1-3, a padded parent table and ``amin``);
   MCLoss as C-HMCNN's ``get_constr_out`` (the dense float64 ``[B, C, C]`` max) and
   ``nn.BCELoss``; the hybrid ``(1 - b_r) LHLoss + b_r MCLoss`` of per-element
   means; the default ``torch.optim.Adam``.
@@ -48,14 +48,25 @@ class HlstmProblem(L.Problem):
     transition: int = 0
     level_index: tuple = ()  # per level, the node indices its local head predicts
     b_r: float = 0.5
+    # A few HLSTM gradient elements are near-cancelling sums (ReLUs, LMC's min on near-ties): float32
+    # rounding picks their sign on either side and Adam makes it a step (check_level's noise_norm_tol).
+    noise_norm_tol: float = 0.03
 
     @property
     def parent_table_CxP(self) -> np.ndarray:
-        """int64 ``[C, P]``: each node and its evaluated parents (one hop), padded with the node itself."""
+        """int64 ``[C, P]``: each node and its evaluated parents (one hop), padded with ``C``.
+
+        Index ``C`` is a sentinel column the losses append (the min's neutral
+        element). Padding with the node itself would give the same values but not
+        the same gradient: on a tie (the local heads start from one constant, so a
+        child and a parent that share a level head start equal) ``amin`` splits the
+        gradient evenly over every copy, and hmljax's scatter-min over each
+        (node, parent) pair once.
+        """
         ev = self.evaluated_C
         rows = [[j] + [int(p) for p in self.hierarchy.parents[j] if ev[p]] for j in range(self.num_nodes)]
         width = max(map(len, rows))
-        return np.asarray([r + [r[0]] * (width - len(r)) for r in rows], np.int64)
+        return np.asarray([r + [self.num_nodes] * (width - len(r)) for r in rows], np.int64)
 
     @property
     def local_index(self) -> np.ndarray:
@@ -146,6 +157,11 @@ class PaperLSTM(nn.Module):
                 "gates_a/kernel": _swap_fi(lstm.weight_hh_l0.detach().numpy().T, 1)} | self.heads.layout()
 
 
+def _with_sentinel(v_BxC: torch.Tensor, fill: float) -> torch.Tensor:
+    """``[B, C + 1]``: ``v`` and a column of ``fill`` (the parent table's padding index ``C``)."""
+    return torch.cat([v_BxC, v_BxC.new_full((v_BxC.shape[0], 1), fill)], 1)
+
+
 def paper_loss(problem: HlstmProblem) -> callable:
     """``loss((global, local) logits, y)``: the hybrid of eq. 5 on probabilities, MCLoss as C-HMCNN releases it."""
     R_1xCxC = torch.tensor(problem.ancestry_CxC.astype(np.float64)).unsqueeze(0)
@@ -159,7 +175,9 @@ def paper_loss(problem: HlstmProblem) -> callable:
         p = torch.sigmoid(local)
         # Eq. 2-3: a negative node takes the min of its own and its parents' outputs, a positive the min of
         # y_z l(z) over the same set (its parents are positive too: labels are closed under ancestors).
-        lmc = torch.where(y > 0, (y * p)[:, table].min(-1).values, p[:, table].min(-1).values)
+        # amin, not min(-1).values: on a tie both sides split the gradient evenly, as hmljax's scatter-min.
+        lmc = torch.where(y > 0, _with_sentinel(y * p, 2.0)[:, table].amin(-1),
+                          _with_sentinel(p, 2.0)[:, table].amin(-1))
         lh = bce(lmc[:, to_eval], y[:, to_eval])
         return (1 - problem.b_r) * lh + problem.b_r * mc
 
@@ -233,8 +251,9 @@ def logit_loss(problem: HlstmProblem) -> callable:
         mc = L.mc_loss_sparse(glob, y, edges, eval_idx)
         pos = y > 0
         # A positive's min skips negative parents (hmljax fills them with the largest float).
-        neg_m = local[:, table].amin(-1)
-        pos_m = torch.where(pos, local, torch.finfo(local.dtype).max)[:, table].amin(-1)
+        big = torch.finfo(local.dtype).max
+        neg_m = _with_sentinel(local, big)[:, table].amin(-1)
+        pos_m = _with_sentinel(torch.where(pos, local, big), big)[:, table].amin(-1)
         m = torch.where(pos, pos_m, neg_m)
         lh = F.binary_cross_entropy_with_logits(m.index_select(1, eval_idx), y.index_select(1, eval_idx))
         return (1 - problem.b_r) * lh + problem.b_r * mc

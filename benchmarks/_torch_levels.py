@@ -68,6 +68,9 @@ class Problem:
     hidden: int
     lr: float = 1e-4
     weight_decay: float = 1e-5
+    # check_level's ``noise_norm_tol`` (Adam-amplified float32 noise); 0 (off) for every problem whose
+    # levels match without it.
+    noise_norm_tol: float = 0.0
 
     @property
     def num_nodes(self) -> int:
@@ -445,7 +448,7 @@ def hmljax_trajectory(problem: Problem, batches, members: int = 0) -> tuple[dict
 
 def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarray]], batches, *,
                 loss_rtol: float = 1e-4, param_rtol: float = 1e-4, param_atol: float = 1e-6,
-                lr: float | None = None, travel_tol: float = 0.02) -> dict:
+                lr: float | None = None, travel_tol: float = 0.02, noise_norm_tol: float = 0.0) -> dict:
     """Runs ``ts`` (built with dropout 0 from the reference's initial params) over ``batches``; compares with hmljax.
 
     ``reference`` is ``(losses, final params)`` from :func:`hmljax_trajectory` on
@@ -461,6 +464,17 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
     64). A level that trains differently (another lr, loss or weight decay) moves
     every element by a whole step or more and fails either bound. The elements
     that needed the second bound are counted in the result.
+
+    ``noise_norm_tol`` (default 0: off) accepts a tensor that fails both
+    bounds when every element is within two of Adam's largest steps
+    (``2 * steps * lr``) and the disagreement's norm is at most ``noise_norm_tol``
+    times the norm of the tensor's update. Why: a gradient element that is a sum
+    of near-cancelling terms (a ReLU or a min switching on a near-tie) has its
+    sign decided by float32 rounding, on either side, and Adam turns that into a
+    whole step; one ReLU flip at batch 4 moves a unit's whole fan-in. A float64
+    run of the same step finds such elements on both sides (HLSTM:
+    ``benchmarks/hlstm_float64_witness.py``). A level that computes something
+    else (another lr, loss or weight decay) moves the whole tensor, and fails.
     """
     ref_losses, ref_final = reference
     initial = ts.params_flax_layout()
@@ -475,19 +489,26 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
                     for k, (a, b) in enumerate(zip(losses, ref_losses, strict=True)))
     final = ts.params_flax_layout()
     travel = travel_tol * len(batches) * lr if lr else 0.0
-    by_name, update_rel, loose = {}, 0.0, 0
+    by_name, update_rel, loose, outliers, noise_max = {}, 0.0, 0, 0, 0.0
     for name, ref in ref_final.items():
         got, want = np.asarray(final[name], np.float64), np.asarray(ref, np.float64)
         if got.shape != want.shape:
             raise AssertionError(f"{ts.level}: {name}: shapes differ {got.shape} vs {want.shape}")
         diff = np.abs(got - want)
         tight = param_rtol * np.abs(want) + param_atol
-        if np.any(diff > np.maximum(tight, travel)):
+        beyond = diff > np.maximum(tight, travel)
+        n_out = int(beyond.sum())
+        noise = float(np.linalg.norm(got - want) / max(np.linalg.norm(want - initial[name]), 1e-30))
+        allowed = noise_norm_tol and lr and noise <= noise_norm_tol and float(diff.max()) <= 2 * len(batches) * lr
+        if n_out and not allowed:
             worst = float(np.max(diff / np.maximum(tight, travel)))
             raise AssertionError(f"{ts.level}: {name} after {len(batches)} steps: the two sides disagree "
                                  f"(max scaled error {worst:.3g}; {int(np.sum(diff > tight))} of {diff.size} "
-                                 f"elements beyond {param_rtol:g} |ref| + {param_atol:g})")
+                                 f"elements beyond {param_rtol:g} |ref| + {param_atol:g}; {n_out} beyond the "
+                                 f"travel bound too; |diff| / |update| {noise:.3g})")
         loose += int(np.sum(diff > tight))
+        outliers += n_out
+        noise_max = max(noise_max, noise) if n_out else noise_max
         by_name[name] = float(diff.max())
         update = np.abs(want - initial[name]).max()
         update_rel = max(update_rel, by_name[name] / max(float(update), 1e-30))
@@ -495,7 +516,9 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
             "loss_max_abs_diff": loss_diff, "param_max_abs_diff": max(by_name.values()),
             "param_max_abs_diff_by_name": by_name, "param_diff_over_update": update_rel,
             "loss_rtol": loss_rtol, "param_rtol": param_rtol, "param_atol": param_atol,
-            "travel_tol": travel_tol if lr else None, "elements_within_travel_tol_only": loose,
+            "travel_tol": travel_tol if lr else None, "elements_within_travel_tol_only": loose - outliers,
+            "noise_norm_tol": noise_norm_tol, "elements_beyond_both_bounds": outliers,
+            "noisy_tensor_max_diff_norm_over_update_norm": noise_max,
             "losses_torch": losses, "losses_hmljax": list(ref_losses)}
 
 
@@ -513,7 +536,8 @@ def check_levels(build_fn: Callable, problem, params0, reference, batches, level
             out[level] = {"passed": False, "error": ts.error}
             continue
         try:
-            out[level] = check_level(ts, reference, batches, lr=problem.lr)
+            out[level] = check_level(ts, reference, batches, lr=problem.lr,
+                                     noise_norm_tol=problem.noise_norm_tol)
         except AssertionError as e:
             out[level] = {"passed": False, "error": str(e)}
         if ts.compile_s is not None:

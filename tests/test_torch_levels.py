@@ -221,6 +221,80 @@ def test_hlstm_check_catches_another_loss_mix(torch, hlstm_case):
         L.check_level(ts, (losses, final), batches, lr=problem.lr)
 
 
+@pytest.mark.parametrize("loss_name", ["logit_loss", "paper_loss"])
+def test_hlstm_twin_splits_a_tie_with_a_parent_as_hmljax(torch, loss_name):
+    """A DAG node tied with its parents (as at the constant 0.1 init): the gradient splits as hmljax's scatter-min.
+
+    The parent table pads short rows with a sentinel column; padding with the node
+    itself gives the same min but hands the node an extra share of a tie.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import _torch_hlstm as HL
+    from hmljax.hierarchy import Hierarchy
+    from hmljax.losses import hybrid_loss, parent_graph
+
+    h = Hierarchy.from_edges([("root", "a"), ("root", "b"), ("a", "c"), ("b", "c"), ("a", "d")], skip=("root",))
+    problem = HL.HlstmProblem(h, 3, 4, level_index=((1, 2), (3, 4)))
+    assert problem.parent_table_CxP.shape[1] == 3 and (problem.parent_table_CxP == h.num_nodes).any()
+    y = np.zeros((2, h.num_nodes), np.float32)
+    y[0, [0, 1, 2, 3]] = 1  # c (two positive parents) and all above it
+    local = np.zeros((2, h.num_nodes), np.float32)  # every node tied
+    glob = np.linspace(-1, 1, 2 * h.num_nodes, dtype=np.float32).reshape(2, -1)
+
+    def ours(local_):
+        return hybrid_loss(jnp.asarray(glob), jnp.asarray(y), jnp.asarray(h.ancestry, jnp.float32), parent_graph(h),
+                           local_logits=local_, where=jnp.asarray(h.evaluated))
+
+    want = np.asarray(jax.grad(ours)(jnp.asarray(local)), np.float64)
+    t_local = torch.tensor(local, dtype=torch.float64, requires_grad=True)
+    getattr(HL, loss_name)(problem)((torch.tensor(glob, dtype=torch.float64), t_local),
+                                    torch.tensor(y, dtype=torch.float64)).backward()
+    np.testing.assert_allclose(t_local.grad.numpy(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_check_level_lets_adam_amplified_noise_through_only_when_asked(torch, hlstm_case):
+    """noise_norm_tol: a few elements up to two Adam steps apart pass; a whole tensor off, or farther, never does."""
+    from benchmarks import _torch_hlstm as HL
+    from benchmarks import _torch_levels as L
+
+    problem, _, batches, (params0, losses, final) = hlstm_case
+    steps, lr = len(batches), problem.lr
+    name = "transition_0/kernel"
+
+    def check(n_elements, by, tol):
+        moved = dict(final)
+        w = moved[name].copy().ravel()
+        w[:n_elements] += by
+        moved[name] = w.reshape(final[name].shape)
+        ts = HL.build("same algorithm", problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1])
+        return L.check_level(ts, (losses, moved), batches, lr=lr, noise_norm_tol=tol)
+
+    with pytest.raises(AssertionError, match="beyond the travel bound"):
+        check(1, 1.5 * steps * lr, 0.0)  # off by default
+    out = check(1, 1.5 * steps * lr, 0.5)
+    assert out["passed"] and out["elements_beyond_both_bounds"] == 1
+    assert 0 < out["noisy_tensor_max_diff_norm_over_update_norm"] <= 0.5
+    with pytest.raises(AssertionError):
+        check(1, 3 * steps * lr, 0.5)  # farther than two Adam steps per step
+    size = final[name].size
+    with pytest.raises(AssertionError, match=r"\|diff\| / \|update\|"):
+        check(size, 0.1 * steps * lr, 0.03)  # the whole tensor a tenth of its travel off (another lr)
+
+
+def test_hlstm_float64_witness_compares_both_float32_sides_with_float64(torch):
+    """The witness's figures on the synthetic hierarchy: every parameter, and float64 near both float32 runs."""
+    from benchmarks import hlstm_float64_witness as W
+
+    r = W.witness("synthetic", 8, None, 3, "xavier")
+    assert r["local_init"] == "xavier" and r["steps"] == 3
+    per = r["per_parameter"]
+    assert {"gates_x/kernel", "gates_a/kernel", "global/kernel"} <= set(per)
+    assert r["params"] == sum(v["size"] for v in per.values()) and 0 <= r["disagree"] <= r["params"]
+    assert all(v["max_abs_t32_minus_h32"] < 1e-3 for v in per.values())  # the same computation on both sides
+
+
 @pytest.mark.slow
 def test_hlstm_best_effort_compiles_the_whole_step_in_one_graph_and_matches_hmljax(torch, hlstm_case):
     from benchmarks import _torch_hlstm as HL
