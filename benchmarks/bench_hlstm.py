@@ -64,7 +64,7 @@ def setup(name: str, B: int, data_dir, *, dropout=None, local_init=None):
     from hmljax.methods import level_index
     from hmljax.training import TrainConfig, build_method, load_run_dataset
 
-    keys = ({} if dropout is None else {"dropout": dropout}) | ({} if local_init is None else {"local_init": local_init})
+    keys = {k: v for k, v in (("dropout", dropout), ("local_init", local_init)) if v is not None}
     cfg = TrainConfig(dataset=name, data_dir=data_dir, method="hlstm", batch_size=B, lr=LR, weight_decay=WD,
                       **keys).resolved()
     ds = load_run_dataset(cfg)

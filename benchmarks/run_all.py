@@ -364,7 +364,8 @@ def report() -> str:
                   "gathered parent-table min), fused Adam; **best effort** compiles that step whole. The dataset's "
                   "dropout when timed; hmljax's scan epoch over a slice of the epoch's batches (per step).", "",
                   "The equality checks differ from the other benchmarks' in two ways, both found with a float64 run "
-                  "of the same-algorithm step (`benchmarks/hlstm_float64_witness.py`, the table after the floor). (1) They start "
+                  "of the same-algorithm step (`benchmarks/hlstm_float64_witness.py`, the table after the floor). "
+                  "(1) They start "
                   "the local heads from Xavier instead of the paper's constant 0.1 (timed runs keep 0.1): with every "
                   "local weight equal, the nodes of one level head start bitwise tied, and which of a child and a "
                   "same-level parent LHLoss's min picks is then decided by float32 rounding of the matmul's columns "
