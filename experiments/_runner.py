@@ -221,6 +221,48 @@ def _scaled_from_other_sizes(measured: dict, cfg_dict) -> tuple[float, int] | No
     return sizes[near] * size / near, near
 
 
+REPRODUCTION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "chmcnn_reproduction.json")
+
+
+def dataset_cost_ratios(path: str = REPRODUCTION) -> dict[str, float]:
+    """``{dataset: plain C-HMCNN's median epoch seconds}`` from the reproduction's table (every FUN/GO
+    dataset, Diatoms, Enron_corr and ImCLEF07A, timed in one sitting on one machine): only their ratios
+    are used. Empty if the table is missing or unreadable."""
+    try:
+        with open(path) as fh:
+            return {d: float(r["median_epoch_seconds"]) for d, r in json.load(fh).items()
+                    if isinstance(r, dict) and r.get("median_epoch_seconds")}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def _family(dataset: str) -> str:
+    """``FUN`` / ``GO`` for the gene datasets' annotation families; any other dataset is its own family."""
+    head, _, tail = dataset.rpartition("_")
+    return tail if head and tail in ("FUN", "GO") else dataset
+
+
+def _scaled_from_other_datasets(measured: dict, cfg_dict, ratios: dict[str, float]) -> tuple[float, list[str]] | None:
+    """``(seconds, datasets)``: an epoch time for a dataset this kind of run has not been timed on, from the
+    datasets it has, each scaled by plain C-HMCNN's epoch-time ratio between the two (``ratios``).
+
+    A batch-4 epoch's cost is its steps times the step's pass over the parameters, and both grow with the
+    dataset's rows and its per-dataset sizes (hidden width, features, nodes) for every method alike, so
+    C-HMCNN's ratio carries over to first order (an LSTM's hidden-squared share grows a little faster).
+    Only datasets of one annotation family are compared (FUN with FUN, GO with GO): from FUN to GO,
+    C-HMCNN's ratio (26x on cellcycle) overstates an LSTM's (about 5x per step: its width does not
+    change, only its heads do) several times over. The median over the timed datasets is used."""
+    key = _cost_key(cfg_dict)
+    if key[0] not in ratios:
+        return None
+    family = _family(key[0])
+    timed = sorted(k[0] for k in measured if k[1:] == key[1:] and k[0] != key[0] and k[0] in ratios
+                   and _family(k[0]) == family)
+    if not timed:
+        return None
+    return statistics.median(measured[(d,) + key[1:]] * ratios[key[0]] / ratios[d] for d in timed), timed
+
+
 def _resumes_from(run_dir: str) -> int:
     """The epoch of the run's latest finished checkpoint (0 if none): where a resumed run starts."""
     try:
@@ -230,21 +272,26 @@ def _resumes_from(run_dir: str) -> int:
     return max(steps, default=0)
 
 
-def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: dict | None = None) -> str:
+def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: dict | None = None,
+         ratios: dict[str, float] | None = None) -> str:
     """A report of the runs still to do: where each resumes, its epochs left and an estimated time.
 
     Estimates use the median epoch time logged by runs under ``timing_roots`` with
     the same dataset, resampling, ensemble size, MC passes and focal term
     (their own epochs first, if they have started), preferring runs made on
-    ``machine`` (default: this one, with today's compiler options). Those times were measured
+    ``machine`` (default: this one, with today's compiler options). A kind not yet timed at some ensemble
+    size is scaled in proportion to E from another size; one not timed on some dataset, from the datasets
+    of its family it was timed on by plain C-HMCNN's epoch-time ratio (``ratios``, default: the
+    reproduction table's; see :func:`dataset_cost_ratios`). Those times were measured
     under whatever load their sittings had, so treat the total as a guide.
     Side-by-side workers help FUN-sized runs but not memory-bound ones (see
     this module's docstring), so the wall time is quoted for one worker.
     """
     measured = measured_epoch_seconds(timing_roots, machine=current_machine() if machine is None else machine)
+    ratios = dataset_cost_ratios() if ratios is None else ratios
     lines = [f"{finished} runs finished, {len(tasks)} to do", "",
              "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
-    total_s, unknown, scaled = 0.0, 0, 0
+    total_s, unknown, scaled, rescaled = 0.0, 0, 0, 0
     for cfg, run_dir in tasks:
         start, planned = _resumes_from(run_dir), _epochs_planned(cfg)
         left = max(planned - start, 0)
@@ -253,6 +300,9 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
         if per is None and (guess := _scaled_from_other_sizes(measured, cfg)):
             per, near = guess
             how, scaled = f" (from E={near})", scaled + 1
+        if per is None and (guess := _scaled_from_other_datasets(measured, cfg, ratios)):
+            per, timed = guess
+            how, rescaled = f" (from {', '.join(timed)})", rescaled + 1
         if per is None:
             unknown += 1
             lines.append(f"| {run_dir} | {start} | {left} | ? | ? |")
@@ -262,6 +312,8 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
     known = len(tasks) - unknown
     lines += ["", f"Estimated {total_s / 3600:.1f} hours for {known} runs"
               + (f" ({scaled} scaled in proportion to E from another ensemble size of their kind)" if scaled else "")
+              + (f" ({rescaled} scaled from the datasets their kind was timed on, by plain C-HMCNN's epoch-time "
+                 "ratio between the datasets in experiments/results/chmcnn_reproduction.json)" if rescaled else "")
               + (f"; {unknown} runs have no measured epoch time of their kind (dataset, resampling, E, MC "
                  "passes, focal term) yet" if unknown else "")
               + (f"; with --workers {workers} the wall time is between that / {workers} (small runs) and that "

@@ -384,6 +384,37 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     assert f"| {half} | 20 | 30 | 7.00 | 0.06 |" in other
 
 
+def test_plan_scales_an_untimed_dataset_by_chmcnn_ratio_within_its_family(tmp_path):
+    from _runner import plan
+
+    from hmljax.training import TrainConfig
+
+    here = {"backend": "cpu", "cpus": 2, "compiler_options": {}}
+
+    def cfg(dataset, **kw):
+        return TrainConfig(dataset=dataset, epochs=10, **kw).to_dict()
+
+    def timed(name, c, epoch_s):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"config": c, "machine": here}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
+                                                   for i, t in enumerate([99.0] + epoch_s)))
+
+    timed("a", cfg("a_FUN", method="hlstm"), [10.0, 10.0])
+    timed("b", cfg("b_FUN", method="hlstm"), [30.0, 30.0])
+    ratios = {"a_FUN": 1.0, "b_FUN": 2.0, "c_FUN": 4.0, "c_GO": 40.0}
+    todo = {d: (cfg(d, method="hlstm"), str(tmp_path / "runs" / f"new_{d}")) for d in ("c_FUN", "c_GO", "d_FUN")}
+    text = plan(list(todo.values()), timing_roots=[str(tmp_path / "runs")], machine=here, ratios=ratios)
+    # c_FUN costs 4x a_FUN and 2x b_FUN in C-HMCNN: median(10 x 4, 30 x 2) = 50 s over 10 epochs
+    assert f"| {todo['c_FUN'][1]} | 0 | 10 | 50.00 (from a_FUN, b_FUN) | 0.14 |" in text
+    # no GO dataset of the kind was timed (FUN's ratio does not carry to GO), and d_FUN has no C-HMCNN time
+    assert f"| {todo['c_GO'][1]} | 0 | 10 | ? | ? |" in text
+    assert f"| {todo['d_FUN'][1]} | 0 | 10 | ? | ? |" in text
+    assert "(1 scaled from the datasets their kind was timed on" in text
+    assert "2 runs have no measured epoch time" in text
+
+
 def test_tables_say_where_their_runs_were_trained():
     import rare
 
