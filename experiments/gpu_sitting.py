@@ -1,0 +1,279 @@
+"""One sitting on a lent GPU machine: benchmarks and training runs under one time budget, packed into one
+file that comes back, then unpacked here into the runs and results it extends.
+
+A lent machine is short (15 minutes of device time per session, at most 10 per command, 8 files back)
+and bare, and ``../shared`` does not travel with the checkout. So a sitting is one command that runs a
+list of jobs, each with its own time limit, stops the last one at the budget (its finished runs are
+kept, the run in flight is lost: checkpoints do not come back), and packs what it made.
+
+Here, once per checkout (the data is 17 MB; it travels as a carried folder, which .gitignore ignores)::
+
+    cp -r ../shared/data .gpu_data
+
+On the device (the ``run`` tool, ``carry=[".gpu_data"]``, ``timeout_s`` a minute above ``--budget-s``)::
+
+    python3 experiments/gpu_sitting.py run --out $OUT --data-dir .gpu_data --budget-s 480 \\
+        --job 150 "-m benchmarks.bench_train --repeats 30" \\
+        --job 330 "experiments/hlstm.py tables --seeds 1 --workers 8 --datasets cellcycle_GO derisi_GO"
+
+Back here::
+
+    python experiments/gpu_sitting.py unpack /work/.device/.../sitting.tar.gz
+    python experiments/hlstm.py tables --data-dir ../shared/data --seeds 1 --table-only
+
+A job is a script under the checkout (``experiments/x.py ...``) or a module (``-m benchmarks.bench_x ...``),
+given ``--data-dir`` unless it names one. A benchmark module writes its JSON to
+``benchmarks/results/gpu/<module>.json`` (never over the CPU figures) unless it names ``--out``. The
+pack holds every file made under ``runs/`` during the sitting except checkpoints (a run's
+``config.json``, ``metrics.jsonl`` and ``results.json`` are what the tables read), the GPU benchmark
+JSONs, each job's log and ``sitting/manifest.json`` (the jobs, their exit status or time-out, the
+device). ``unpack`` adds only runs not finished here; a run started here and finished there moves the
+local partial folder aside (``<run>.cpu-partial``) rather than mixing the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKED = ("runs", os.path.join("benchmarks", "results", "gpu"), "sitting")
+PACK_NAME = "sitting.tar.gz"
+PACK_RESERVE_S = 30.0  # kept back from the budget for packing and the copy out
+MIN_JOB_S = 20.0  # a job given less than this (its imports and compile alone take longer) is skipped
+
+
+# ----------------------------------------------------------------------------- jobs
+
+def job_argv(spec: str, *, data_dir: str | None) -> tuple[list[str], str]:
+    """``(argv after the interpreter, label)`` for one ``--job`` spec."""
+    argv = shlex.split(spec)
+    if not argv:
+        raise SystemExit("gpu_sitting: an empty --job")
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            raise SystemExit(f"gpu_sitting: --job {spec!r}: -m needs a module")
+        label = argv[1].rsplit(".", 1)[-1]
+        if argv[1].startswith("benchmarks.") and "--out" not in argv:
+            argv += ["--out", os.path.join("benchmarks", "results", "gpu", f"{label}.json")]
+    else:
+        label = os.path.splitext(os.path.basename(argv[0]))[0] + (f"_{argv[1]}" if len(argv) > 1 else "")
+    if data_dir and "--data-dir" not in argv:
+        argv += ["--data-dir", data_dir]
+    return argv, label
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the job's whole process group (workers included), then SIGKILL what is left."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_jobs(jobs: list[tuple[float, str]], *, root: str, data_dir: str | None, budget_s: float,
+             python: str = sys.executable, clock=time.monotonic) -> list[dict]:
+    """Runs ``[(seconds, spec)]`` in order from ``root``, each stopped at its seconds or at the budget
+    (less :data:`PACK_RESERVE_S`); returns one record per job (its label, argv, status, seconds)."""
+    os.makedirs(os.path.join(root, "sitting"), exist_ok=True)
+    os.makedirs(os.path.join(root, "benchmarks", "results", "gpu"), exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    if data_dir:
+        env["HMLJAX_DATA"] = data_dir
+    t0, records = clock(), []
+    for i, (seconds, spec) in enumerate(jobs):
+        argv, label = job_argv(spec, data_dir=data_dir)
+        left = budget_s - PACK_RESERVE_S - (clock() - t0)
+        limit = min(seconds, left)
+        rec = {"job": i, "label": label, "argv": argv, "limit_s": round(limit, 1)}
+        if limit < MIN_JOB_S:
+            records.append(rec | {"status": "skipped: the budget was spent"})
+            continue
+        log = os.path.join(root, "sitting", f"{i:02d}_{label}.log")
+        start = clock()
+        with open(log, "w") as fh:
+            proc = subprocess.Popen([python, *argv], cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                rc = proc.wait(timeout=limit)
+                status = "ok" if rc == 0 else f"exit {rc}"
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                status = f"stopped at its limit ({limit:.0f} s)"
+        records.append(rec | {"status": status, "seconds": round(clock() - start, 1),
+                              "log": os.path.relpath(log, root)})
+        print(f"[sitting] job {i} {label}: {status} after {clock() - start:.0f} s", flush=True)
+    return records
+
+
+def device_facts() -> dict:
+    """What ran the sitting: the JAX backend and devices, and nvidia-smi's GPU line where there is one."""
+    facts: dict = {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        facts["nvidia_smi"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        out = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend(), jax.devices(), "
+                              "jax.__version__)"], capture_output=True, text=True, timeout=120)
+        facts["jax"] = out.stdout.strip() or out.stderr.strip()[-300:]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return facts
+
+
+# ----------------------------------------------------------------------------- pack / unpack
+
+def _packable(rel: str) -> bool:
+    parts = rel.split(os.sep)
+    return (any(rel == p or rel.startswith(p + os.sep) for p in PACKED)
+            and "checkpoints" not in parts and not rel.endswith(".tmp"))
+
+
+def pack(root: str, out_path: str, *, since: float) -> list[str]:
+    """Writes a tar.gz of the files under :data:`PACKED` modified at or after ``since`` (checkpoints left
+    out) to ``out_path`` atomically; returns their paths relative to ``root``."""
+    names = []
+    for top in PACKED:
+        for d, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = [x for x in dirs if x != "checkpoints"]
+            for f in files:
+                path = os.path.join(d, f)
+                rel = os.path.relpath(path, root)
+                if _packable(rel) and os.path.getmtime(path) >= since:
+                    names.append(rel)
+    names.sort()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for rel in names:
+            tar.add(os.path.join(root, rel), arcname=rel, recursive=False)
+    tmp = out_path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+    os.replace(tmp, out_path)
+    return names
+
+
+def _safe_member(m: tarfile.TarInfo) -> str:
+    """The member's relative path if it is a plain file under :data:`PACKED`; SystemExit otherwise."""
+    rel = os.path.normpath(m.name)
+    if (not m.isfile() or os.path.isabs(m.name) or rel.startswith("..") or not _packable(rel)):
+        raise SystemExit(f"gpu_sitting unpack: refusing member {m.name!r} (not a plain file under "
+                         f"{', '.join(PACKED)})")
+    return rel
+
+
+def _run_dir_of(rel: str) -> str | None:
+    """``runs/<...>/<run>`` for a file directly in a run folder, else None."""
+    return os.path.dirname(rel) if rel.startswith("runs" + os.sep) else None
+
+
+def unpack(pack_path: str, *, root: str = ROOT, stamp: str | None = None) -> dict:
+    """Adds a sitting's pack to ``root``: runs not finished here (a local partial folder of one is
+    renamed ``<run>.cpu-partial[-stamp]``), the GPU benchmark JSONs and the sitting's logs under
+    ``sitting/<stamp>/``; runs stopped there before finishing are left out. Every file is written
+    atomically. Returns ``{"added", "skipped", "moved", "unfinished"}`` (run folders)."""
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    try:
+        tar = tarfile.open(pack_path, mode="r:gz")
+    except (OSError, tarfile.TarError) as e:
+        raise SystemExit(f"gpu_sitting unpack: {pack_path}: not a readable sitting pack ({e})") from e
+    with tar:
+        members = [(m, _safe_member(m)) for m in tar.getmembers()]  # every member checked before any write
+        runs = {r for _, rel in members if (r := _run_dir_of(rel))}
+        done_there = {r for _, rel in members if (r := _run_dir_of(rel)) and os.path.basename(rel) == "results.json"}
+        finished = {r for r in done_there if os.path.exists(os.path.join(root, r, "results.json"))}
+        # A run stopped there has no checkpoint to resume from: it would only shadow a local one.
+        unfinished = runs - done_there
+        report: dict = {"added": [], "skipped": sorted(finished), "moved": [], "unfinished": sorted(unfinished)}
+        for r in sorted(done_there - finished):
+            local = os.path.join(root, r)
+            if os.path.exists(local):
+                aside = local + ".cpu-partial"
+                aside = aside if not os.path.exists(aside) else f"{aside}-{stamp}"
+                os.replace(local, aside)
+                report["moved"].append(os.path.relpath(aside, root))
+        for m, rel in members:
+            if (r := _run_dir_of(rel)) in finished or r in unfinished:
+                continue
+            if rel.startswith("sitting" + os.sep):
+                rel = os.path.join("sitting", stamp, os.path.relpath(rel, "sitting"))
+            dest = os.path.join(root, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            data = tar.extractfile(m).read()
+            with open(dest + ".tmp", "wb") as fh:
+                fh.write(data)
+            os.replace(dest + ".tmp", dest)
+            if r:
+                report["added"].append(r)
+    report["added"] = sorted(set(report["added"]))
+    return report
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the jobs and pack what they made (on the device)")
+    r.add_argument("--out", required=True, help="folder the pack is written to ($OUT on the device)")
+    r.add_argument("--data-dir", default=None, help="the carried data folder, given to every job")
+    r.add_argument("--budget-s", type=float, required=True, help="wall seconds for the whole sitting")
+    r.add_argument("--job", nargs=2, action="append", metavar=("SECONDS", "SPEC"), default=[],
+                   help="a job and its time limit; repeat, in the order to run")
+    r.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)
+    u = sub.add_parser("unpack", help="add a sitting's pack to this checkout")
+    u.add_argument("pack")
+    u.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.cmd == "unpack":
+        rep = unpack(args.pack, root=args.root)
+        print(f"added {len(rep['added'])} runs, skipped {len(rep['skipped'])} already finished here and "
+              f"{len(rep['unfinished'])} stopped there, moved {len(rep['moved'])} local partial runs aside")
+        for what in ("added", "moved"):
+            for x in rep[what]:
+                print(f"  {what}: {x}")
+        tops = sorted({os.path.join(*x.split(os.sep)[:2]) for x in rep["added"]})
+        if tops:
+            print("Rebuild the tables with each experiment's --table-only (runs under: " + ", ".join(tops) + ").")
+        return 0
+
+    try:
+        jobs = [(float(s), spec) for s, spec in args.job]
+    except ValueError as e:
+        raise SystemExit(f"gpu_sitting: --job SECONDS SPEC: {e}") from e
+    if not jobs:
+        raise SystemExit("gpu_sitting: no --job given")
+    since = time.time() - 1.0  # mtime resolution: a file made in the first second still counts
+    os.makedirs(args.out, exist_ok=True)
+    records = run_jobs(jobs, root=args.root, data_dir=args.data_dir, budget_s=args.budget_s)
+    manifest = {"jobs": records, "device": device_facts(), "budget_s": args.budget_s,
+                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(os.path.join(args.root, "sitting", "manifest.json"), "w") as fh:
+        json.dump(manifest, fh, indent=2)
+    names = pack(args.root, os.path.join(args.out, PACK_NAME), since=since)
+    print(f"[sitting] packed {len(names)} files into {os.path.join(args.out, PACK_NAME)}: "
+          + "; ".join(f"{j['label']}: {j['status']}" for j in records), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
