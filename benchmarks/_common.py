@@ -21,6 +21,9 @@ RESULTS = os.path.join(HERE, "results")
 def parse_args(description: str, extra=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both jax and torch")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where both sides run: cpu (jax pinned to it even on a GPU machine) or cuda (one GPU, "
+                        "float32 matmuls in full float32 on both sides)")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (the median is reported)")
     p.add_argument("--quick", action="store_true", help="few repeats and small sizes: a smoke run")
     p.add_argument("--out", default=None, help="JSON rows file (default: benchmarks/results/<name>.json)")
@@ -32,6 +35,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
         extra(p)
     args = p.parse_args()
     pin_threads(args.threads)
+    pin_device(args.device)
     if args.quick:
         args.repeats = min(args.repeats, 3)
     guard_load(args)  # every benchmark: refuse (or flag, with --allow-loaded / --quick) a busy machine
@@ -47,7 +51,6 @@ def pin_threads(n: int) -> None:
                                    f"intra_op_parallelism_threads={n}").strip()
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     os.environ.setdefault("MKL_NUM_THREADS", str(n))
-    os.environ.setdefault("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", ""))
     try:
         import torch
 
@@ -57,12 +60,53 @@ def pin_threads(n: int) -> None:
         pass
 
 
-def timeit(fn, *, repeats: int, warmup: int = 2, sync=lambda r: r, budget_s: float = 30.0,
+TORCH_DEVICE = "cpu"  # set by pin_device: where the torch levels allocate (their factories follow it)
+
+
+def pin_device(device: str) -> None:
+    """Puts both sides on ``device`` (``cpu`` or ``cuda``); must run before jax is imported.
+
+    cpu: ``JAX_PLATFORMS=cpu`` (unless set), so a GPU machine's CPU rows are CPU rows.
+    cuda: torch's default device becomes the GPU (every factory call and module the levels make
+    lands there; numpy inputs go through ``torch.as_tensor``), and jax's default matmul precision
+    becomes ``highest``: JAX's GPU default is TF32 while PyTorch's float32 matmuls are full float32
+    (``allow_tf32`` is off by default), and the equality checks need both in float32.
+    """
+    global TORCH_DEVICE
+    TORCH_DEVICE = device
+    if device == "cpu":
+        if not os.environ.get("JAX_PLATFORMS"):
+            os.environ["JAX_PLATFORMS"] = "cpu"
+        return
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    if jax.default_backend() != "gpu":
+        raise SystemExit(f"--device cuda: jax sees no GPU (its backend is {jax.default_backend()!r})")
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    torch.set_default_device("cuda")
+
+
+def torch_sync(r):
+    """Waits for torch's queued GPU work (a no-op on CPU, whose ops are synchronous); returns ``r``."""
+    if TORCH_DEVICE == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    return r
+
+
+def timeit(fn, *, repeats: int, warmup: int = 2, sync=torch_sync, budget_s: float = 30.0,
            min_repeats: int = 10) -> dict:
     """Median (and spread) wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
 
-    ``sync`` blocks on the result (``jax.block_until_ready``); torch CPU ops are
-    synchronous. Cases slower than ``budget_s`` in total stop early, but never
+    ``sync`` blocks on the result (``jax.block_until_ready``; by default torch's GPU queue, and
+    nothing on CPU, where torch ops are synchronous). Cases slower than ``budget_s`` in total stop early, but never
     before ``min(min_repeats, repeats)`` timed runs (at least 3), so a slow
     row's median still rests on enough samples (the row records how many ran).
     """
@@ -182,7 +226,7 @@ def machine_rates(repeats: int = 10) -> dict:
 
     n, reps = 2048, max(5, repeats // 3)
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    mm = jax.jit(lambda a: a @ a)
+    mm = jax.jit(lambda a: jnp.matmul(a, a, precision="highest"))  # float32, not a GPU's TF32
     t = timeit(lambda: mm(a), repeats=reps, sync=jax_sync, min_repeats=reps)["median_s"]
     big = jnp.ones((64 * 2**20,), jnp.float32)
     cp = jax.jit(lambda x: x * 1.0001)
@@ -307,7 +351,7 @@ def guard_load(args) -> dict:
 def machine(measure_rates: bool = True) -> dict:
     """The machine a table ran on: CPU model, cores, library versions, and its measured matmul and copy rates."""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+            "cpus": os.cpu_count(), "python": platform.python_version(), "device": TORCH_DEVICE}
     try:
         import jax
 
@@ -330,6 +374,13 @@ def machine(measure_rates: bool = True) -> dict:
                     break
     except OSError:
         pass
+    if TORCH_DEVICE == "cuda":
+        try:
+            import torch
+
+            info["gpu"] = torch.cuda.get_device_name()
+        except (ImportError, RuntimeError):
+            pass
     if measure_rates:
         try:
             rates = machine_rates()

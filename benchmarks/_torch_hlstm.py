@@ -76,9 +76,9 @@ class HlstmProblem(L.Problem):
 
 def _linear_from(lin: nn.Linear, kernel, bias=None) -> None:
     with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(np.array(kernel, np.float32).T))
+        lin.weight.copy_(torch.as_tensor(np.array(kernel, np.float32).T))
         if bias is not None:
-            lin.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
+            lin.bias.copy_(torch.as_tensor(np.array(bias, np.float32)))
 
 
 class _Heads(nn.Module):
@@ -92,7 +92,7 @@ class _Heads(nn.Module):
         self.glob = nn.Linear(H, problem.num_nodes)
         self.drop = nn.Dropout(dropout)
         self.num_nodes = problem.num_nodes
-        self.register_buffer("index", torch.from_numpy(problem.local_index))
+        self.register_buffer("index", torch.as_tensor(problem.local_index))
 
     def local_part(self, h: int, a_BxH: torch.Tensor) -> torch.Tensor:
         return self.local[h](self.drop(torch.relu(self.transition[h](self.drop(a_BxH)))))
@@ -112,8 +112,8 @@ class _Heads(nn.Module):
         out = {}
         for name, lin in [*((f"transition_{h}", m) for h, m in enumerate(self.transition)),
                           *((f"local_{h}", m) for h, m in enumerate(self.local)), ("global", self.glob)]:
-            out[f"{name}/kernel"] = lin.weight.detach().numpy().T
-            out[f"{name}/bias"] = lin.bias.detach().numpy()
+            out[f"{name}/kernel"] = lin.weight.detach().cpu().numpy().T
+            out[f"{name}/bias"] = lin.bias.detach().cpu().numpy()
         return out
 
 
@@ -142,9 +142,9 @@ class PaperLSTM(nn.Module):
 
     def load(self, params) -> None:
         with torch.no_grad():
-            self.lstm.weight_ih_l0.copy_(torch.from_numpy(_swap_fi(np.array(params["gates_x"]["kernel"]), 1).T))
-            self.lstm.weight_hh_l0.copy_(torch.from_numpy(_swap_fi(np.array(params["gates_a"]["kernel"]), 1).T))
-            self.lstm.bias_ih_l0.copy_(torch.from_numpy(_swap_fi(np.array(params["gates_x"]["bias"]), 0)))
+            self.lstm.weight_ih_l0.copy_(torch.as_tensor(_swap_fi(np.array(params["gates_x"]["kernel"]), 1).T))
+            self.lstm.weight_hh_l0.copy_(torch.as_tensor(_swap_fi(np.array(params["gates_a"]["kernel"]), 1).T))
+            self.lstm.bias_ih_l0.copy_(torch.as_tensor(_swap_fi(np.array(params["gates_x"]["bias"]), 0)))
             self.lstm.bias_hh_l0.zero_()
         # The paper's gates have one bias (eq. 6-9); nn.LSTM's second is frozen at zero, not trained.
         self.lstm.bias_hh_l0.requires_grad_(False)
@@ -152,9 +152,9 @@ class PaperLSTM(nn.Module):
 
     def flax_layout(self) -> dict[str, np.ndarray]:
         lstm = self.lstm
-        return {"gates_x/kernel": _swap_fi(lstm.weight_ih_l0.detach().numpy().T, 1),
-                "gates_x/bias": _swap_fi(lstm.bias_ih_l0.detach().numpy(), 0),
-                "gates_a/kernel": _swap_fi(lstm.weight_hh_l0.detach().numpy().T, 1)} | self.heads.layout()
+        return {"gates_x/kernel": _swap_fi(lstm.weight_ih_l0.detach().cpu().numpy().T, 1),
+                "gates_x/bias": _swap_fi(lstm.bias_ih_l0.detach().cpu().numpy(), 0),
+                "gates_a/kernel": _swap_fi(lstm.weight_hh_l0.detach().cpu().numpy().T, 1)} | self.heads.layout()
 
 
 def _with_sentinel(v_BxC: torch.Tensor, fill: float) -> torch.Tensor:
@@ -166,7 +166,7 @@ def paper_loss(problem: HlstmProblem) -> callable:
     """``loss((global, local) logits, y)``: the hybrid of eq. 5 on probabilities, MCLoss as C-HMCNN releases it."""
     R_1xCxC = torch.tensor(problem.ancestry_CxC.astype(np.float64)).unsqueeze(0)
     to_eval = torch.tensor(problem.evaluated_C)
-    table = torch.from_numpy(problem.parent_table_CxP)
+    table = torch.as_tensor(problem.parent_table_CxP)
     bce = nn.BCELoss()
 
     def loss(out, y):
@@ -235,16 +235,16 @@ class LevelLSTM(nn.Module):
         self.heads.load(params)
 
     def flax_layout(self) -> dict[str, np.ndarray]:
-        return {"gates_x/kernel": self.gates_x.weight.detach().numpy().T,
-                "gates_x/bias": self.gates_x.bias.detach().numpy(),
-                "gates_a/kernel": self.gates_a.weight.detach().numpy().T} | self.heads.layout()
+        return {"gates_x/kernel": self.gates_x.weight.detach().cpu().numpy().T,
+                "gates_x/bias": self.gates_x.bias.detach().cpu().numpy(),
+                "gates_a/kernel": self.gates_a.weight.detach().cpu().numpy().T} | self.heads.layout()
 
 
 def logit_loss(problem: HlstmProblem) -> callable:
     """``loss((global, local) logits, y)``: hmljax's hybrid loss, both constraints in logit space."""
     edges = L.edge_index(problem)
-    eval_idx = torch.from_numpy(np.flatnonzero(problem.evaluated_C))
-    table = torch.from_numpy(problem.parent_table_CxP)
+    eval_idx = torch.as_tensor(np.flatnonzero(problem.evaluated_C))
+    table = torch.as_tensor(problem.parent_table_CxP)
 
     def loss(out, y):
         glob, local = out

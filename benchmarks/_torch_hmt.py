@@ -83,7 +83,7 @@ class GroupHeadsNet(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(width, len(g)) for g in problem.group_index)
         # The noise is on exactly when dropout is (both are training noise; the checks turn both off).
         self.sigmas = [float(s) if dropout > 0 else 0.0 for s in problem.sigmas]
-        self.register_buffer("inverse", torch.from_numpy(problem.inverse))
+        self.register_buffer("inverse", torch.as_tensor(problem.inverse))
 
     def group_logits(self, x_BxD: torch.Tensor) -> list[torch.Tensor]:
         f = self.encoder(x_BxD)
@@ -98,16 +98,16 @@ class GroupHeadsNet(nn.Module):
             encoders = [m for m in self.encoder if isinstance(m, nn.Linear)]
             for name, lin in [*((f"encoder_{k}", m) for k, m in enumerate(encoders)),
                               *((f"head_{g}", m) for g, m in enumerate(self.heads))]:
-                lin.weight.copy_(torch.from_numpy(np.array(params[name]["kernel"], np.float32).T))
-                lin.bias.copy_(torch.from_numpy(np.array(params[name]["bias"], np.float32)))
+                lin.weight.copy_(torch.as_tensor(np.array(params[name]["kernel"], np.float32).T))
+                lin.bias.copy_(torch.as_tensor(np.array(params[name]["bias"], np.float32)))
 
     def flax_layout(self) -> dict[str, np.ndarray]:
         encoders = [m for m in self.encoder if isinstance(m, nn.Linear)]
         out = {}
         for name, lin in [*((f"encoder_{k}", m) for k, m in enumerate(encoders)),
                           *((f"head_{g}", m) for g, m in enumerate(self.heads))]:
-            out[f"{name}/kernel"] = lin.weight.detach().numpy().T
-            out[f"{name}/bias"] = lin.bias.detach().numpy()
+            out[f"{name}/kernel"] = lin.weight.detach().cpu().numpy().T
+            out[f"{name}/bias"] = lin.bias.detach().cpu().numpy()
         return out
 
 
@@ -147,7 +147,7 @@ def as_published(problem: HmtProblem, params, *, dropout: float) -> L.TorchStep:
 
 def weighted_loss(problem: HmtProblem):
     """``loss(logits, y)``: hmljax's one pass, the mean over rows and classes of BCE times the class weight."""
-    w_C = torch.from_numpy(problem.class_weight_C)
+    w_C = torch.as_tensor(problem.class_weight_C)
 
     def loss(z_BxC, y_BxC):
         return (F.binary_cross_entropy_with_logits(z_BxC, y_BxC, reduction="none") * w_C).mean()

@@ -118,8 +118,8 @@ def linear_layout(module: nn.Module) -> dict[str, np.ndarray]:
     """A module's Linear layers, in registration order, as ``dense_k/kernel`` ``[in, out]`` and ``dense_k/bias``."""
     out = {}
     for k, lin in enumerate(m for m in module.modules() if isinstance(m, nn.Linear)):
-        out[f"dense_{k}/kernel"] = lin.weight.detach().numpy().T
-        out[f"dense_{k}/bias"] = lin.bias.detach().numpy()
+        out[f"dense_{k}/kernel"] = lin.weight.detach().cpu().numpy().T
+        out[f"dense_{k}/bias"] = lin.bias.detach().cpu().numpy()
     return out
 
 
@@ -204,7 +204,7 @@ class Members(nn.ModuleList):
 
 def edge_index(problem: Problem) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per height level, ``(child_E, parent_E)`` int64: the edges into the parents of that height."""
-    return [(torch.from_numpy(child.astype(np.int64)), torch.from_numpy(parent[segment].astype(np.int64)))
+    return [(torch.as_tensor(child.astype(np.int64)), torch.as_tensor(parent[segment].astype(np.int64)))
             for child, segment, parent in problem.hierarchy.propagation_levels]
 
 
@@ -273,14 +273,14 @@ class StackedMLP(nn.Module):
         """From hmljax's stacked parameters (``dense_k/kernel`` ``[E, in, out]``)."""
         with torch.no_grad():
             for k, (w, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
-                w.copy_(torch.from_numpy(np.array(params[f"dense_{k}"]["kernel"])))
-                b.copy_(torch.from_numpy(np.array(params[f"dense_{k}"]["bias"]))[:, None, :])
+                w.copy_(torch.as_tensor(np.array(params[f"dense_{k}"]["kernel"])))
+                b.copy_(torch.as_tensor(np.array(params[f"dense_{k}"]["bias"]))[:, None, :])
 
     def flax_layout(self) -> dict[str, np.ndarray]:
         out = {}
         for k, (w, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
-            out[f"dense_{k}/kernel"] = w.detach().numpy()
-            out[f"dense_{k}/bias"] = b.detach().numpy()[:, 0, :]
+            out[f"dense_{k}/kernel"] = w.detach().cpu().numpy()
+            out[f"dense_{k}/bias"] = b.detach().cpu().numpy()[:, 0, :]
         return out
 
 
@@ -303,7 +303,7 @@ def _loss_fn(problem: Problem, members: int) -> Callable:
     them is the sum of the members' means.
     """
     edges = edge_index(problem)
-    eval_idx = torch.from_numpy(np.flatnonzero(problem.evaluated_C))
+    eval_idx = torch.as_tensor(np.flatnonzero(problem.evaluated_C))
     if not members:
         return lambda z, y: mc_loss_sparse(z, y, edges, eval_idx)
 

@@ -27,8 +27,8 @@ def load_flax_params(module: nn.Module, params) -> None:
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for k, lin in enumerate(linears):
-            lin.weight.copy_(torch.from_numpy(np.asarray(params[f"dense_{k}"]["kernel"]).T.copy()))
-            lin.bias.copy_(torch.from_numpy(np.asarray(params[f"dense_{k}"]["bias"]).copy()))
+            lin.weight.copy_(torch.as_tensor(np.asarray(params[f"dense_{k}"]["kernel"]).T.copy()))
+            lin.bias.copy_(torch.as_tensor(np.asarray(params[f"dense_{k}"]["bias"]).copy()))
 
 
 def mcm(h: torch.Tensor, R: torch.Tensor) -> torch.Tensor:

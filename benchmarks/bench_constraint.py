@@ -54,7 +54,7 @@ def best_effort_cases(name, B, L, edges, xt, gt, ref_fwd, ref_grad, compile_info
             print(f"{name} B={B} torch best effort {mode}: unavailable ({type(e).__name__}: {e})", flush=True)
             continue
         compile_info[(name, B, "torch best effort", mode)] = time.perf_counter() - t0
-        C.assert_close(f"{name} B={B} best effort {mode}", got.numpy(), ref, rtol=0 if mode == "fwd" else 1e-6,
+        C.assert_close(f"{name} B={B} best effort {mode}", got.cpu().numpy(), ref, rtol=0 if mode == "fwd" else 1e-6,
                        atol=0 if mode == "fwd" else 1e-6)
         out.append(("torch best effort", mode, lambda fn=fn, args=args: fn(*args), False, None))
     return out
@@ -88,8 +88,8 @@ def main():
         R_np = np.asarray(h.ancestry)
         graph = constraint_graph(h)
         R_jax = jnp.asarray(R_np)
-        R_t = torch.from_numpy(R_np.astype(np.float32))
-        R64_1xNxN = torch.from_numpy(R_np.astype(np.float64)).unsqueeze(0)
+        R_t = torch.as_tensor(R_np.astype(np.float32))
+        R64_1xNxN = torch.as_tensor(R_np.astype(np.float64)).unsqueeze(0)
         edges = L.edge_index(L.Problem(h, 1, 1))
         dense_f = jax.jit(max_constraint)
         sparse_f = jax.jit(max_constraint_sparse)
@@ -103,7 +103,7 @@ def main():
             x_np = rng.uniform(0.01, 1.0, (B, N)).astype(np.float32)  # probabilities: R * x needs x >= 0
             g_np = rng.standard_normal((B, N)).astype(np.float32)
             x, g = jax.device_put(x_np), jax.device_put(g_np)
-            xt, gt = torch.from_numpy(x_np), torch.from_numpy(g_np)
+            xt, gt = torch.as_tensor(x_np), torch.as_tensor(g_np)
             dense_bytes = B * N * N * 4
             torch_fits = 3 * dense_bytes < 0.6 * ram  # product, broadcast view copy, and the backward's mask
 
@@ -137,8 +137,8 @@ def main():
             cases = [("hmljax sparse", "fwd", lambda: sparse_f(x, graph), True, (sparse_f, x, graph)),
                      ("hmljax sparse", "fwd+bwd", lambda: sparse_fb(x, g), True, (sparse_fb, x, g))]
             for impl, fwd, fwdbwd, mcm in torch_cases:
-                C.assert_close(f"{name} B={B} {impl} fwd", fwd(mcm).float().numpy(), ref_fwd, rtol=0, atol=0)
-                C.assert_close(f"{name} B={B} {impl} grad", fwdbwd(mcm).float().numpy(), ref_grad, rtol=1e-6,
+                C.assert_close(f"{name} B={B} {impl} fwd", fwd(mcm).float().cpu().numpy(), ref_fwd, rtol=0, atol=0)
+                C.assert_close(f"{name} B={B} {impl} grad", fwdbwd(mcm).float().cpu().numpy(), ref_grad, rtol=1e-6,
                                atol=1e-6)
                 cases += [(impl, "fwd", lambda fwd=fwd, mcm=mcm: fwd(mcm), False, None),
                           (impl, "fwd+bwd", lambda fwdbwd=fwdbwd, mcm=mcm: fwdbwd(mcm), False, None)]
@@ -167,7 +167,7 @@ def main():
                 reps = args.repeats if (B * N * N < 2e8 or not args.quick) else 2
                 if B * N * N > 1e9:
                     reps = min(reps, 5)  # the dense reference is seconds per call here
-                t = C.timeit(fn, repeats=reps, sync=C.jax_sync if is_jax else (lambda r: r))
+                t = C.timeit(fn, repeats=reps, sync=C.jax_sync if is_jax else C.torch_sync)
                 row.update(t)
                 row["peak_rss_bytes"] = C.peak_rss_delta(lambda fn=fn, is_jax=is_jax: (
                     C.jax_sync(fn()) if is_jax else fn()))

@@ -355,16 +355,25 @@ def end_to_end(args, checks: dict, steps: dict) -> dict:
 
 
 def _released_epoch(ts, X, Y, B: int):
-    """The released loop: a DataLoader over a list of (x, y) float64 row pairs, shuffled."""
+    """The released loop: a DataLoader over a list of (x, y) float64 row pairs, shuffled; on a GPU the
+    rows stay on the host and each batch is moved with ``.to(device)``, as the released code does."""
     import numpy as np
     import torch
 
-    rows = list(zip(torch.tensor(X.astype(np.float64)), torch.tensor(Y.astype(np.float64)), strict=True))
-    loader = torch.utils.data.DataLoader(dataset=rows, batch_size=B, shuffle=True)
+    dev = torch.device(C.TORCH_DEVICE)
+    with torch.device("cpu"):  # the loader's sampler draws its permutation with a host generator
+        rows = list(zip(torch.tensor(X.astype(np.float64)), torch.tensor(Y.astype(np.float64)), strict=True))
+        loader = torch.utils.data.DataLoader(dataset=rows, batch_size=B, shuffle=True)
 
     def run():
-        for x, labels in loader:
-            ts.step(x, labels)
+        batches = iter(loader)
+        while True:
+            with torch.device("cpu"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            x, labels = batch
+            ts.step(x.to(dev), labels.to(dev))
     return run
 
 

@@ -19,8 +19,8 @@ BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler",
            "bench_selection"]  # bench_engine compares two commits: run it on its own
 
 
-def _load(name):
-    p = os.path.join(HERE, "results", f"{name}.json")
+def _load(name, sub: str = ""):
+    p = os.path.join(HERE, "results", sub, f"{name}.json")
     if not os.path.exists(p):
         return None
     with open(p) as fh:
@@ -229,6 +229,45 @@ def _selection_section(d: dict) -> list[str]:
     return lines + [""]
 
 
+# The rows a GPU sitting measures (``experiments/gpu_sitting.py``, ``--device cuda``), written to results/gpu/,
+# with the columns that identify a row in each.
+GPU_BENCHES = {"constraint": None, "train": ["dataset", "H", "B"], "ensemble": ["E", "B"], "hlstm": ["dataset", "B"],
+               "hmt": ["dataset", "C", "B"]}
+
+
+def _gpu_section() -> list[str]:
+    """The rows measured on a GPU, both frameworks on one device, named with the device; [] if none were."""
+    found = {n: d for n in GPU_BENCHES if (d := _load(n, "gpu"))}
+    if not found:
+        return []
+    d0 = next(iter(found.values()))
+    m = d0["machine"]
+    rate = f"; measured float32 matmul {m['matmul_gflops_f32'] / 1e3:.1f} TFLOP/s" if m.get("matmul_gflops_f32") else ""
+    lines = ["## 14. On a GPU: the same rows, both frameworks on one device", "",
+             f"Device: **{m.get('gpu', 'unnamed GPU')}** (jax devices {', '.join(m.get('jax_devices', []))}); host "
+             f"{m.get('cpu_model', m.get('processor'))}, {m.get('cpus')} CPUs; jax {m.get('jax')}, torch "
+             f"{m.get('torch')}{rate}; date {d0['date']}.", "",
+             "Measured in one GPU sitting (`experiments/gpu_sitting.py`) with `--device cuda`: torch's default "
+             "device is the GPU, both sides compute float32 matmuls in full float32 (jax's `highest`; torch's "
+             "default leaves TF32 off), and each timing waits for torch's GPU queue. The equality checks are the "
+             "CPU rows' own. Ratios compare the two frameworks on this device only.", ""]
+    for name, keys in GPU_BENCHES.items():
+        d = found.get(name)
+        if not d:
+            continue
+        rows = [r for r in d["rows"] if "impl" in r]
+        lines += [f"### {name}", "", f"Command: `{d['command']}`", ""]
+        if keys is None:
+            lines += _table(rows, ["hierarchy", "N", "B", "impl", "mode", "median_ms", "speedup_vs_as_published",
+                                   "speedup_vs_same_algorithm", "speedup_vs_best_effort"],
+                            ["hierarchy", "N", "B", "impl", "mode", "median ms", "x as published",
+                             "x same algorithm", "x best effort"])
+        else:
+            lines += _levels_table(rows, keys)
+        lines.append("")
+    return lines
+
+
 def report() -> str:
     lines = ["# Benchmarks: hmljax vs PyTorch", "",
              "Written by `python -m benchmarks.run_all` from the JSON rows in `benchmarks/results/`. Every",
@@ -413,6 +452,7 @@ def report() -> str:
     d = _load("selection")
     if d:
         lines += _selection_section(d)
+    lines += _gpu_section()
     lines += _targets()
     text = "\n".join(lines) + "\n"
     tmp = os.path.join(HERE, "README.md.tmp")

@@ -23,7 +23,8 @@ Back here::
 
 A job is a script under the checkout (``experiments/x.py ...``) or a module (``-m benchmarks.bench_x ...``),
 given ``--data-dir`` unless it names one. A benchmark module writes its JSON to
-``benchmarks/results/gpu/<module>.json`` (never over the CPU figures) unless it names ``--out``. The
+``benchmarks/results/gpu/`` (``bench_train`` to ``train.json``: never over the CPU figures) unless it names
+``--out``; ``python -m benchmarks.run_all --report-only`` adds those rows as a GPU section. The
 pack holds every file made under ``runs/`` during the sitting except checkpoints (a run's
 ``config.json``, ``metrics.jsonl`` and ``results.json`` are what the tables read), the GPU benchmark
 JSONs, each job's log and ``sitting/manifest.json`` (the jobs, their exit status or time-out, the
@@ -63,7 +64,8 @@ def job_argv(spec: str, *, data_dir: str | None) -> tuple[list[str], str]:
             raise SystemExit(f"gpu_sitting: --job {spec!r}: -m needs a module")
         label = argv[1].rsplit(".", 1)[-1]
         if argv[1].startswith("benchmarks.") and "--out" not in argv:
-            argv += ["--out", os.path.join("benchmarks", "results", "gpu", f"{label}.json")]
+            # named as the CPU rows are (bench_train -> train.json), under results/gpu/
+            argv += ["--out", os.path.join("benchmarks", "results", "gpu", f"{label.removeprefix('bench_')}.json")]
     else:
         label = os.path.splitext(os.path.basename(argv[0]))[0] + (f"_{argv[1]}" if len(argv) > 1 else "")
     if data_dir and "--data-dir" not in argv:

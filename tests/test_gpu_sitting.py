@@ -57,7 +57,7 @@ def test_job_specs_resolve_modules_scripts_and_benchmark_outputs():
     argv, label = gpu_sitting.job_argv("-m benchmarks.bench_train --repeats 5", data_dir="D")
     assert label == "bench_train"
     assert argv == ["-m", "benchmarks.bench_train", "--repeats", "5",
-                    "--out", "benchmarks/results/gpu/bench_train.json", "--data-dir", "D"]
+                    "--out", "benchmarks/results/gpu/train.json", "--data-dir", "D"]
     argv, label = gpu_sitting.job_argv("experiments/hlstm.py tables --data-dir X --seeds 1", data_dir="D")
     assert label == "hlstm_tables" and argv.count("--data-dir") == 1 and argv[-1] == "1"
 

@@ -365,6 +365,17 @@ def test_hmt_group_noise_is_on_only_when_training_with_dropout(torch, hmt_case):
     assert torch.equal(noisy.group_logits(x)[0], noisy.group_logits(x)[0])
 
 
+def test_device_cuda_without_a_gpu_is_refused_with_a_clear_message():
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_constraint", "--device", "cuda", "--quick"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "--device cuda: jax sees no GPU" in out.stderr
+
+
 def test_timeit_never_stops_below_the_minimum_repeats():
     calls = []
     t = C.timeit(lambda: calls.append(1), repeats=50, warmup=0, budget_s=0.0, min_repeats=10)
@@ -442,7 +453,18 @@ def test_run_all_report_shows_every_level_its_equality_and_the_goals(monkeypatch
     assert "HLSTM fused epoch, cellcycle_GO, batch 4: 16.0x the paper-written twin's loop (as published; target " \
            "10x: met), 4.00x same algorithm, 3.00x best effort" in text
     assert "in-place stream 12.0 GB/s" in text
+    assert "On a GPU" not in text  # no GPU rows measured
     assert (tmp_path / "README.md").read_text() == text
+    # A GPU sitting's rows (results/gpu/) get their own section, the device named
+    os.makedirs(tmp_path / "results" / "gpu")
+    with open(tmp_path / "results" / "gpu" / "train.json", "w") as fh:
+        json.dump({"rows": rows({"dataset": "cellcycle_FUN", "H": 500, "B": 64}), "date": "2026-12-01",
+                   "machine": machine | {"gpu": "NVIDIA H200", "jax_devices": ["cuda:0"]}, "threads": 2,
+                   "command": "python -m benchmarks.bench_train --device cuda"}, fh)
+    gpu = run_all.report().split("## 14. On a GPU")[1]
+    assert "Device: **NVIDIA H200** (jax devices cuda:0)" in gpu
+    assert "Command: `python -m benchmarks.bench_train --device cuda`" in gpu
+    assert "| cellcycle_FUN | 500 | 64 | best effort | yes | 5 |" in gpu
 
 
 def test_selection_rows_get_their_level_and_ratios_per_dataset_and_update():
