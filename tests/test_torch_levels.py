@@ -413,7 +413,7 @@ def test_run_all_report_shows_every_level_its_equality_and_the_goals(monkeypatch
 
     levels = ("as published", "same algorithm", "best effort")
     floor = {"params": 1000, "flops_per_step_xla": 2e6, "matmul_floor_s": 1e-5, "memory_floor_s": 2e-5,
-             "floor_step_s": 2e-5, "adam_update_s": 3e-5}
+             "floor_step_s": 2e-5, "adam_update_s": 3e-5, "stream_bytes_per_s_at_state_size": 1e8}
     times = {"hmljax jit step": 1.0, "hmljax scan epoch": 0.5, "torch as published": 8.0,
              "torch same algorithm": 2.0, "torch best effort": 1.5}
 
@@ -449,6 +449,8 @@ def test_run_all_report_shows_every_level_its_equality_and_the_goals(monkeypatch
     assert "**1.50x** |" in text  # the end-to-end lead over the best-effort loop
     assert "(goal: 2x best effort; missed)" in text  # 1.5x
     assert "3.00x best effort (goal: 3x best effort; met)" in text  # the ensemble scan step: 1.5 / 0.5
+    # 3x the best effort's 1.5 ms is 0.5 ms; 28 bytes x 1000 parameters at 1e8 B/s is 0.28 ms
+    assert "3x best effort means 0.50 ms/step" in text and "take 0.28 ms" in text and "asks for 56% of" in text
     assert "| cellcycle_GO | 4 | as published | yes | 5 |" in text  # HLSTM's levels
     assert "HLSTM fused epoch, cellcycle_GO, batch 4: 16.0x the paper-written twin's loop (as published; target " \
            "10x: met), 4.00x same algorithm, 3.00x best effort" in text
