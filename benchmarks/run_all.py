@@ -47,6 +47,18 @@ def _table(rows, cols, heads=None):
 LEVELS = ("as published", "same algorithm", "best effort")
 
 
+def _command_line(d: dict) -> str:
+    """The section's command, and the date and machine its rows were measured on: absolute times hold only there."""
+    m = d.get("machine", {})
+    where = m.get("gpu") or m.get("cpu_model") or m.get("processor") or "an unrecorded machine"
+    host = m.get("platform", "").split("-with-")[0]
+    rates = [f"float32 matmul {m['matmul_gflops_f32']:.0f} GFLOP/s" if m.get("matmul_gflops_f32") else "",
+             f"in-place stream {m['stream_gb_per_s']:.1f} GB/s" if m.get("stream_gb_per_s") else ""]
+    rates = ", ".join(r for r in rates if r) or "its rates not recorded"
+    return (f"Command: `{d['command']}`; measured {str(d.get('date', '?'))[:10]} on {where}, {m.get('cpus', '?')} "
+            f"CPUs ({host}; {rates}).")
+
+
 def _levels_table(rows: list[dict], keys: list[str]) -> list[str]:
     """Times and every ratio to the three PyTorch levels, then each level's equality check."""
     cols = keys + ["impl", "step_ms", "speedup_vs_as_published", "speedup_vs_same_algorithm",
@@ -160,7 +172,7 @@ def _targets() -> list[str]:
 
 
 def _profile_section(d: dict) -> list[str]:
-    lines = ["## 8. Profile: where a batch-4 step's time goes", "", f"Command: `{d['command']}`", "",
+    lines = ["## 8. Profile: where a batch-4 step's time goes", "", _command_line(d), "",
              "jax: `jax.profiler` trace of the jit step, each XLA op grouped by the scope XLA keeps in its",
              "metadata; torch: `torch.profiler` over the same eager steps. Shares are of the profiled time",
              "(profilers add overhead of their own); wall is the unprofiled median. One thread, so that",
@@ -186,7 +198,7 @@ def _profile_section(d: dict) -> list[str]:
 def _selection_section(d: dict) -> list[str]:
     sel = [r for r in d["rows"] if r["part"] == "selection"]
     train = [r for r in d["rows"] if r["part"] == "training"]
-    lines = ["## 12. Adaptive batch selection: what selecting costs (issue 21)", "", f"Command: `{d['command']}`", "",
+    lines = ["## 12. Adaptive batch selection: what selecting costs (issue 21)", "", _command_line(d), "",
              "Part A, selection alone: one epoch of draws and probability refreshes (B = 128, s_e = 2, after the "
              "warm-up, per-sample losses from a fixed random array: no model runs), per batch = epoch / steps. "
              "Levels: the released code's dict loop (Adaptivetrain.py: p normalised once per epoch); the same "
@@ -266,7 +278,7 @@ def _gpu_section() -> list[str]:
         if not d:
             continue
         rows = [r for r in d["rows"] if "impl" in r]
-        lines += [f"### {name}", "", f"Command: `{d['command']}`", ""]
+        lines += [f"### {name}", "", _command_line(d), ""]
         if keys is None:
             lines += _table(rows, ["hierarchy", "N", "B", "impl", "mode", "median_ms", "speedup_vs_as_published",
                                    "speedup_vs_same_algorithm", "speedup_vs_best_effort"],
@@ -314,7 +326,7 @@ def report() -> str:
         rows = [r for r in d["rows"] if "impl" in r]
         for r in rows:
             r["xla_plan_MiB"] = r["xla_plan_bytes"] / 2**20 if r.get("xla_plan_bytes") else None
-        lines += ["## 1. Constraint module (max over descendants)", "", f"Command: `{d['command']}`", ""]
+        lines += ["## 1. Constraint module (max over descendants)", "", _command_line(d), ""]
         lines += _table(rows, ["hierarchy", "N", "B", "impl", "mode", "median_ms", "speedup_vs_as_published",
                                "speedup_vs_torch", "speedup_vs_same_algorithm", "speedup_vs_best_effort",
                                "peak_rss_MiB", "xla_plan_MiB", "memory_ratio_vs_as_published",
@@ -332,7 +344,7 @@ def report() -> str:
         rows = [r for r in d["rows"] if "impl" in r]
         extra = [r for r in d["rows"] if "end_to_end" in r]
         lines += ["## 2. Train step (MLP + MCLoss + Adam) and 7. the compute floor", "",
-                  f"Command: `{d['command']}`", ""]
+                  _command_line(d), ""]
         lines += _levels_table(rows, ["dataset", "H", "B"])
         if extra:
             rates = extra[0]["machine_rates"]
@@ -353,7 +365,7 @@ def report() -> str:
     d = _load("ensemble")
     if d:
         rows = [r for r in d["rows"] if "impl" in r]
-        lines += ["## 3. Ensembles (cellcycle_FUN sizes, batch 4)", "", f"Command: `{d['command']}`", "",
+        lines += ["## 3. Ensembles (cellcycle_FUN sizes, batch 4)", "", _command_line(d), "",
                   "E networks trained together (RARE's setting). Levels as in section 2; as published is RARE's "
                   "`MultiHeadedModel` loop over E released networks, same algorithm the E networks as stacked "
                   "weights (`baddbmm`) with one sparse constraint pass over all members' rows.", ""]
@@ -361,7 +373,7 @@ def report() -> str:
         lines += [""] + _floor_table(rows, ["E", "B"]) + [""]
     d = _load("sampler")
     if d:
-        lines += ["## 5. Samplers (from the memmaps)", "", f"Command: `{d['command']}`", ""]
+        lines += ["## 5. Samplers (from the memmaps)", "", _command_line(d), ""]
         lines += _table(d["rows"], ["dataset", "B", "rows", "index_batches_per_s", "gather_batches_per_s",
                                     "gather_samples_per_s"],
                         ["dataset", "B", "rows", "index batches/s", "with host gather batches/s", "samples/s"])
@@ -369,7 +381,7 @@ def report() -> str:
     d = _load("sharding")
     if d:
         lines += ["## 6. Across devices (simulated CPU devices sharing this machine's cores)", "",
-                  f"Command: `{d['command']}`", ""]
+                  _command_line(d), ""]
         lines += _table(d["rows"], ["layout", "E", "B", "devices", "epoch_s", "samples_per_s", "speedup_vs_1_device"],
                         ["layout", "E", "B", "devices", "s/epoch", "samples/s", "x 1 device"])
         lines += ["", "Simulated devices split the same 2 cores, so this shows the layouts work and what the",
@@ -379,7 +391,7 @@ def report() -> str:
         lines += _profile_section(d)
     d = _load("compile_options")
     if d:
-        lines += ["## 9. hmljax's XLA options: `jit_train` against a plain `jax.jit`", "", f"Command: `{d['command']}`",
+        lines += ["## 9. hmljax's XLA options: `jit_train` against a plain `jax.jit`", "", _command_line(d),
                   "", f"Options: `{d['rows'][0]['options'] if d['rows'] else {}}`. Both versions train the same "
                   "epochs from the same state and end with bitwise-equal parameters (checked); their epochs are "
                   "timed alternately.", ""]
@@ -403,7 +415,7 @@ def report() -> str:
     d = _load("hlstm")
     if d:
         rows = [r for r in d["rows"] if "impl" in r]
-        lines += ["## 11. HLSTM's train step (issue 20) at the three levels", "", f"Command: `{d['command']}`", "",
+        lines += ["## 11. HLSTM's train step (issue 20) at the three levels", "", _command_line(d), "",
                   "HLSTM (an LSTM unrolled over 6 hierarchy levels, a local head per level, a global head, the "
                   "hybrid 0.5 LHLoss + 0.5 MCLoss). HLSTM has no released code, so **as published** is the paper "
                   "written in stock modules (`benchmarks/_torch_hlstm.py`): `nn.LSTM` over x repeated L times, "
@@ -449,7 +461,7 @@ def report() -> str:
     if d:
         rows = [r for r in d["rows"] if "impl" in r]
         lines += ["## 13. HMT-Net's train step (group heads, group noise, the group-weighted loss) at the three levels",
-                  "", f"Command: `{d['command']}`", "",
+                  "", _command_line(d), "",
                   "`method=hmt` as the long-tail experiment trains it (two 256-wide encoder layers, three group heads "
                   "by train counts, lambda = 2, eta = 0.5, BCE, Adam lr 1e-3). HMT-Net has no released code, so "
                   "**as published** is the paper in stock modules with its loss as eq. 5-7 write it (one BCE per "
