@@ -455,6 +455,8 @@ def test_run_all_report_shows_every_level_its_equality_and_the_goals(monkeypatch
     assert "HLSTM fused epoch, cellcycle_GO, batch 4: 16.0x the paper-written twin's loop (as published; target " \
            "10x: met), 4.00x same algorithm, 3.00x best effort" in text
     assert "in-place stream 12.0 GB/s" in text
+    # every section names where its absolute times were measured
+    assert "Command: `python -m benchmarks.bench_train`; measured 2026-11-30 on test cpu, 2 CPUs" in text
     assert "On a GPU" not in text  # no GPU rows measured
     assert (tmp_path / "README.md").read_text() == text
     # A GPU sitting's rows (results/gpu/) get their own section, the device named
