@@ -537,7 +537,8 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                "median_epoch_s": float(np.median([r["median_epoch_seconds"] for r in rows])) if rows else None,
                "host_max_rss_MiB": _median_mib(rows, "host_max_rss"),
                "device_peak_MiB": _median_mib(rows, "device_peak"),
-               # Runs from before 70ad98c record no compiler options: jax.jit, 8-22% slower epochs on CPU.
+               # Runs from before 70ad98c record no compiler options: jax.jit, 12-33% slower epochs on CPU
+               # (benchmarks section 9).
                "timed_with_jit_train": all("compiler_options" in r.get("machine", {}) for r in rows) if rows else None}
                    for m, rows in methods.items()} for d, methods in res.items()}
     lines = [f"# RARE {name} (hmljax)", "", *_header(name, args), *_trained_on(res)]
@@ -600,8 +601,8 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
     if name == "table8":
         if any(s["timed_with_jit_train"] is False for ms in summary.values() for s in ms.values()):
             lines += ["", "† Trained before commit 70ad98c, with plain `jax.jit`: the same parameters bitwise, but on "
-                      "CPU 8-22% slower epochs than `jit_train` (benchmarks/README.md section 9). Compare times "
-                      "within a dataset, whose two rows were trained together."]
+                      "CPU 12-33% slower epochs (8-22% on 2026-11-22's machine) than `jit_train` (benchmarks/README.md "
+                      "section 9). Compare times within a dataset, whose two rows were trained together."]
         if not on_device:
             lines += ["", "On CPU the memory column is the worker's max RSS, which includes about 0.5 GB of JAX "
                       "runtime; `experiments/rare_cost.py` reports XLA's planned peak for the fused epoch."]
