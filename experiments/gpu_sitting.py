@@ -46,6 +46,8 @@ import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # on the device hmljax is not installed: the checkout is the package
+    sys.path.insert(1, ROOT)
 PACKED = ("runs", os.path.join("benchmarks", "results", "gpu"), "sitting")
 PACK_NAME = "sitting.tar.gz"
 PACK_RESERVE_S = 30.0  # kept back from the budget for packing and the copy out
@@ -166,10 +168,9 @@ def pack(root: str, out_path: str, *, since: float) -> list[str]:
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for rel in names:
             tar.add(os.path.join(root, rel), arcname=rel, recursive=False)
-    tmp = out_path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, out_path)
+    from hmljax.data import atomic_write_bytes
+
+    atomic_write_bytes(out_path, buf.getvalue())
     return names
 
 
@@ -192,6 +193,8 @@ def unpack(pack_path: str, *, root: str = ROOT, stamp: str | None = None) -> dic
     renamed ``<run>.cpu-partial[-stamp]``), the GPU benchmark JSONs and the sitting's logs under
     ``sitting/<stamp>/``; runs stopped there before finishing are left out. Every file is written
     atomically. Returns ``{"added", "skipped", "moved", "unfinished"}`` (run folders)."""
+    from hmljax.data import atomic_write_bytes
+
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     try:
         tar = tarfile.open(pack_path, mode="r:gz")
@@ -217,12 +220,7 @@ def unpack(pack_path: str, *, root: str = ROOT, stamp: str | None = None) -> dic
                 continue
             if rel.startswith("sitting" + os.sep):
                 rel = os.path.join("sitting", stamp, os.path.relpath(rel, "sitting"))
-            dest = os.path.join(root, rel)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            data = tar.extractfile(m).read()
-            with open(dest + ".tmp", "wb") as fh:
-                fh.write(data)
-            os.replace(dest + ".tmp", dest)
+            atomic_write_bytes(os.path.join(root, rel), tar.extractfile(m).read())
             if r:
                 report["added"].append(r)
     report["added"] = sorted(set(report["added"]))
