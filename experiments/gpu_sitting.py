@@ -145,10 +145,15 @@ def device_facts() -> dict:
 
 # ----------------------------------------------------------------------------- pack / unpack
 
+# A run's lock, and the digests of checkpoints that stay behind, mean nothing without the run's process
+# and its checkpoints.
+LEFT_BEHIND = (".lock", "checkpoints.sha256.json")
+
+
 def _packable(rel: str) -> bool:
     parts = rel.split(os.sep)
-    return (any(rel == p or rel.startswith(p + os.sep) for p in PACKED)
-            and "checkpoints" not in parts and not rel.endswith(".tmp"))
+    return (any(rel == p or rel.startswith(p + os.sep) for p in PACKED) and "checkpoints" not in parts
+            and parts[-1] not in LEFT_BEHIND and not rel.endswith(".tmp"))
 
 
 def pack(root: str, out_path: str, *, since: float) -> list[str]:

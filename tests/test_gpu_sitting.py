@@ -20,6 +20,7 @@ TRAINER = textwrap.dedent("""
         d = os.path.join("runs", "exp", "ds", name)
         os.makedirs(os.path.join(d, "checkpoints", "5"), exist_ok=True)
         open(os.path.join(d, "checkpoints", "5", "state"), "wb").write(b"x" * 1000)
+        open(os.path.join(d, ".lock"), "w").close()
         cfg = {"config": {"data_dir": data}, "machine": {"backend": "gpu"}}
         json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
         open(os.path.join(d, "metrics.jsonl"), "w").write('{"epoch": 1, "epoch_s": 0.5}\\n')
@@ -50,7 +51,7 @@ def test_sitting_stops_jobs_at_their_limit_and_packs_runs_without_checkpoints(tm
         names = set(tar.getnames())
     assert {"runs/exp/ds/a/results.json", "runs/exp/ds/a/config.json", "runs/exp/ds/b/metrics.jsonl",
             "sitting/manifest.json", "sitting/00_trainer_0.log"} <= names
-    assert not any("checkpoints" in n for n in names)
+    assert not any("checkpoints" in n or n.endswith(".lock") for n in names)
 
 
 def test_job_specs_resolve_modules_scripts_and_benchmark_outputs():
