@@ -126,7 +126,9 @@ def run_jobs(jobs: list[tuple[float, str]], *, root: str, data_dir: str | None, 
 
 
 def device_facts() -> dict:
-    """What ran the sitting: the JAX backend and devices, and nvidia-smi's GPU line where there is one."""
+    """What ran the sitting: the JAX backend and devices, and nvidia-smi's GPU line where there is one.
+
+    Asked in a child process: a backend started in this driver would hold GPU memory the jobs need."""
     facts: dict = {}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
