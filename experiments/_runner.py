@@ -45,7 +45,7 @@ def run_one(task, progress: bool = False) -> tuple[str, str | None]:
 
 
 def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, desc: str = "runs",
-              on_done=None, poll_s: float = 5.0) -> list[tuple[str, str]]:
+              on_done=None, records: RunRecords | None = None, poll_s: float = 5.0) -> list[tuple[str, str]]:
     """Runs every task; returns ``[(run_dir, error)]`` for the ones that failed.
 
     ``on_done(run_dir)`` is called in the parent after each successful run
@@ -55,7 +55,16 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     a fresh process (for per-run peak memory). With workers, the bar counts
     epochs over all runs (polled every ``poll_s`` seconds from the runs'
     ``metrics.jsonl``), so an hours-long table shows its progress and ETA.
+    With ``records``, each finished run is recorded (:class:`RunRecords`) before ``on_done``.
     """
+    if records is not None:
+        user_done = on_done
+
+        def on_done(run_dir, _user=user_done):
+            records.save(run_dir)
+            if _user is not None:
+                _user(run_dir)
+
     from tqdm.auto import tqdm
 
     failures: list[tuple[str, str]] = []
@@ -148,6 +157,108 @@ def _epochs_logged(run_dir: str) -> int:
         return int(json.loads(lines[-1])["epoch"]) if lines else 0
     except (OSError, ValueError, KeyError, IndexError):  # not started, or a line being written
         return 0
+
+
+# ----------------------------------------------------------------------------- run records
+
+# What of a finished run is kept in the repository: enough to rebuild every table and figure (results),
+# to know what made them (config, machine) and to time what is left (the per-epoch log). Checkpoints stay out.
+RECORD_FILES = ("config.json", "results.json", "metrics.jsonl")
+
+
+class RunRecords:
+    """The committed copies of finished runs, ``<results>/runs/<name of the runs root>/<run path>/``.
+
+    A run directory (``runs/...``) holds checkpoints and is never committed, so a fresh checkout has none,
+    and a table rebuilt from its runs would shrink to the ones made since. Each finished run's small
+    files (:data:`RECORD_FILES`, ~10 KB) are therefore copied beside the tables, and :meth:`sync` puts
+    back any run missing here: a table grows over sessions and machines, finished runs are never trained
+    twice, and ``--plan`` times what is left from the epochs they logged.
+    """
+
+    def __init__(self, runs_root: str, results_dir: str):
+        self.runs_root = runs_root
+        self.root = os.path.join(results_dir, "runs", os.path.basename(os.path.normpath(runs_root)))
+
+    def _finished(self, base: str) -> dict[str, str]:
+        """``{run path relative to base: its directory}`` for every finished run under ``base``."""
+        out = {}
+        for d, dirs, files in os.walk(base):
+            dirs[:] = [x for x in dirs if x != "checkpoints"]
+            if "results.json" in files and "config.json" in files:
+                out[os.path.relpath(d, base)] = d
+        return out
+
+    def save(self, run_dir: str) -> bool:
+        """Copies a finished run's record (atomically, results.json last); False if ``run_dir`` is not a
+        finished run under the runs root."""
+        from hmljax.data import atomic_write_bytes
+
+        rel = os.path.relpath(run_dir, self.runs_root)
+        if rel.startswith(os.pardir) or not os.path.exists(os.path.join(run_dir, "results.json")):
+            return False
+        for name in sorted(RECORD_FILES, key=lambda n: n == "results.json"):  # results.json last: it marks done
+            src = os.path.join(run_dir, name)
+            if os.path.exists(src):
+                with open(src, "rb") as fh:
+                    atomic_write_bytes(os.path.join(self.root, rel, name), _checked(src, fh.read()))
+        return True
+
+    def sync(self) -> tuple[int, int]:
+        """Restores the recorded runs missing under the runs root and records the finished ones not yet
+        recorded; returns ``(restored, recorded)``. A local directory holding an unfinished run of the
+        same config gets the finished record (its checkpoints stay, unused); one of another config is
+        left alone (:func:`pending` refuses it by name)."""
+        from hmljax.data import atomic_write_bytes
+
+        restored = recorded = 0
+        here = self._finished(self.runs_root) if os.path.isdir(self.runs_root) else {}
+        for rel, rec in self._finished(self.root).items() if os.path.isdir(self.root) else ():
+            if rel in here:
+                continue
+            dst = os.path.join(self.runs_root, rel)
+            local_cfg = os.path.join(dst, "config.json")
+            if os.path.exists(local_cfg) and not _same_config_file(local_cfg, os.path.join(rec, "config.json")):
+                print(f"run records: {dst} holds another config than its record {rec}: left as it is")
+                continue
+            for name in sorted(RECORD_FILES, key=lambda n: n == "results.json"):
+                src = os.path.join(rec, name)
+                if os.path.exists(src):
+                    with open(src, "rb") as fh:
+                        atomic_write_bytes(os.path.join(dst, name), _checked(src, fh.read()))
+            restored += 1
+        recs = self._finished(self.root) if os.path.isdir(self.root) else {}
+        for rel, d in here.items():
+            if rel not in recs and self.save(d):
+                recorded += 1
+        return restored, recorded
+
+
+def _checked(path: str, data: bytes) -> bytes:
+    """``data`` if it parses as the JSON (or JSON lines) its name says; a record is never a torn file."""
+    try:
+        text = data.decode()
+        if path.endswith(".jsonl"):
+            [json.loads(x) for x in text.splitlines() if x.strip()]
+        else:
+            json.loads(text)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); the run record was not copied") from e
+    return data
+
+
+def _same_config_file(a: str, b: str) -> bool:
+    from hmljax.training import TrainConfig
+
+    def ident(p):
+        with open(p) as fh:
+            cfg = json.load(fh)["config"]
+        return TrainConfig.from_saved({**cfg, "data_dir": None}).identity()
+
+    try:
+        return ident(a) == ident(b)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 # ----------------------------------------------------------------------------- plans

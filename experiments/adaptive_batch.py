@@ -44,7 +44,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import finished_run, pending, plan, run_tasks, save_png  # noqa: E402
+from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -295,7 +295,7 @@ def _curves_figure(res, path):
     save_png(fig, path)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=["table2", "table4", "curves", "pressure", "hierarchy"])
     p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
@@ -312,6 +312,11 @@ def main(argv=None) -> int:
     p.add_argument("--override", nargs="*", default=[], help="extra key=value for every run")
     p.add_argument("--plan", action="store_true")
     p.add_argument("--table-only", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     command = (f"python experiments/adaptive_batch.py {args.experiment} --data-dir ../shared/data"
                + (f" --datasets {' '.join(args.datasets)}" if args.datasets else "")
@@ -321,13 +326,15 @@ def main(argv=None) -> int:
                + (" --clean" if args.clean else "")
                + (f" --seeds {args.seeds}" if args.experiment == "hierarchy" and args.seeds != 1 else "")
                + (f" --override {' '.join(args.override)}" if args.override else ""))
+    records = RunRecords(args.runs, args.results)
+    records.sync()  # the runs finished in other checkouts and sittings
     todo, done = tasks(args.experiment, args)
     if args.plan:
         print(plan(todo, timing_roots=[args.runs], finished=done, workers=args.workers))
         return 0
     failures = [] if args.table_only else run_tasks(
         todo, workers=args.workers, desc=f"adaptive {args.experiment}",
-        on_done=lambda _: write_outputs(args.experiment, args, command))
+        on_done=lambda _: write_outputs(args.experiment, args, command), records=records)
     print(write_outputs(args.experiment, args, command))
     for rd, err in failures:
         print(f"FAILED {rd}: {err}")

@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import plan, run_tasks  # noqa: E402
+from _runner import RunRecords, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -109,7 +109,7 @@ def write_table(args, command: str) -> str:
                      + f" | {np.median(best):.0f} | {np.median(secs):.1f} | {'; '.join(where)} |")
     lines += ["", "Train seconds include the per-epoch validation scoring that picks the best epoch (median over "
               "folds, as the runs logged them; runs made side by side with `--workers 2` share the 2 cores)."]
-    out = os.path.join(HERE, "results", "flat_baseline")
+    out = os.path.join(args.results, "flat_baseline")
     atomic_write_text(out + ".md", "\n".join(lines) + "\n")
     atomic_write_text(out + ".json", json.dumps({"command": command, "rows": rows}, indent=2))
     return "\n".join(lines)
@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--runs", default=os.path.join("runs", "flat_baseline"))
+    p.add_argument("--results", default=os.path.join(HERE, "results"))
     p.add_argument("--override", nargs="*", default=[], help="extra config keys (key=value) for every run")
     p.add_argument("--plan", action="store_true", help="train nothing: list the runs left and an estimate")
     args = p.parse_args(argv)
@@ -132,12 +133,15 @@ def main(argv=None) -> int:
         f" --folds {args.folds}" if args.folds != 5 else "") + (
         f" --epochs {args.epochs}" if args.epochs != 100 else "") + (
         f" --override {' '.join(args.override)}" if args.override else "")
+    records = RunRecords(args.runs, args.results)
+    records.sync()  # the runs finished in other checkouts and sittings
     todo = tasks(args)
     if args.plan:
         done = sum(len(v) for v in collect(args).values())
         print(plan(todo, timing_roots=[args.runs], finished=done, workers=args.workers))
         return 0
-    failures = run_tasks(todo, workers=args.workers, desc="flat baseline", on_done=lambda _: write_table(args, command))
+    failures = run_tasks(todo, workers=args.workers, desc="flat baseline", on_done=lambda _: write_table(args, command),
+                         records=records)
     print(write_table(args, command))
     for rd, err in failures:
         print(f"FAILED {rd}: {err}")

@@ -31,13 +31,14 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import finished_run, pending, plan, run_tasks, save_png  # noqa: E402
+from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -92,22 +93,60 @@ def config(d: str, keys: str, seed: int, args) -> TrainConfig:
         [f"{k}={v}" for k, v in kv.items()] + list(args.override))
 
 
-def run_dir(d: str, label: str, seed: int, args) -> str:
-    slug = label.replace(" ", "_").replace("=", "").replace(".", "p")
-    return os.path.join(args.runs, d, f"{slug}-s{seed}")
+DEFAULT_DATASETS = {"tables": FUN + GO + OTHERS, "br": ["cellcycle_FUN", "cellcycle_GO", "ImCLEF07A"],
+                    "init": ["cellcycle_FUN"], "speed": ["eisen_FUN"]}
+
+
+def _slug(label: str) -> str:
+    return label.replace(" ", "_").replace("=", "").replace(".", "p")
+
+
+def run_dir(name: str, d: str, label: str, seed: int, args) -> str:
+    """``<runs>/<experiment>/<dataset>/<label>-s<seed>``: experiments name their cells alike (the tables' and
+    the speed figure's "C-HMCNN" differ in epochs), so each has its own folder."""
+    return os.path.join(args.runs, name, d, f"{_slug(label)}-s{seed}")
 
 
 def tasks(name: str, args) -> tuple[list, int]:
-    return pending([(config(d, keys, s, args), run_dir(d, label, s, args)) for d, label, keys, s in cells(name, args)])
+    return pending([(config(d, keys, s, args), run_dir(name, d, label, s, args))
+                    for d, label, keys, s in cells(name, args)])
 
 
 def collect(name: str, args) -> dict:
-    """``{dataset: {label: [run record]}}`` for the finished runs, with their metrics curve and machine."""
+    """``{dataset: {label: [run record]}}`` for every finished run of the experiment, whatever command made
+    it: every cell on the default datasets and any named with ``--datasets``, every seed found (so a
+    partial command, or a GPU sitting's rows, never shrinks a table). A run whose saved config is not the
+    cell's is refused rather than mixed in."""
+    from hmljax.training import config_diff
+
+    named = [d for d in args.datasets or [] if d not in DEFAULT_DATASETS[name]]
+    wide = argparse.Namespace(**{**vars(args), "datasets": DEFAULT_DATASETS[name] + named, "seeds": 1, "seeds_fun": 1})
     out: dict = {}
-    for d, label, _keys, s in cells(name, args):
-        if (res := finished_run(run_dir(d, label, s, args))) is not None:
+    for d, label, keys, _ in cells(name, wide):  # one cell per (dataset, label), at seed 0
+        base, pat = os.path.join(args.runs, name, d), re.compile(rf"{re.escape(_slug(label))}-s(\d+)")
+        seeds = sorted(int(m.group(1)) for f in (os.listdir(base) if os.path.isdir(base) else ())
+                       if (m := pat.fullmatch(f)))
+        for s in seeds:
+            rd = run_dir(name, d, label, s, args)
+            if (res := finished_run(rd)) is None:
+                continue
+            if diff := config_diff(rd, config(d, keys, s, args)):
+                raise SystemExit(f"{rd} holds a run of another config ({diff}): move it away or pass another --runs")
             out.setdefault(d, {}).setdefault(label, []).append(res)
     return out
+
+
+def full_command(name: str, res: dict, args) -> str:
+    """The command that makes every row of the experiment's outputs (the seeds found; partial commands and
+    sittings fill it over time)."""
+    n = lambda fun: max([len(rs) for d, got in res.items() for rs in got.values()  # noqa: E731
+                         if (d.endswith("_FUN") == fun or name != "tables")] or [1])
+    named = [d for d in args.datasets or [] if d not in DEFAULT_DATASETS[name]]
+    return (f"python experiments/hlstm.py {name} --data-dir ../shared/data"
+            + (f" --seeds-fun {n(True)} --seeds {n(False)}" if name == "tables" else f" --seeds {n(True)}")
+            + (f" --speed-epochs {args.speed_epochs}" if name == "speed" else "")
+            + (f" --datasets {' '.join(DEFAULT_DATASETS[name] + named)}" if named else "")
+            + (f" --override {' '.join(args.override)}" if args.override else ""))
 
 
 def _fmt(v: np.ndarray) -> str:
@@ -125,10 +164,11 @@ def _header(title: str, command: str, res: dict) -> list[str]:
             f"{datetime.date.today().isoformat()}; runs trained on: {'; '.join(where) or '—'}", ""]
 
 
-def write_tables(args, command: str) -> str:
+def write_tables(args) -> str:
     from hmljax.metrics import friedman_test, nemenyi_cd
 
     res = collect("tables", args)
+    command = full_command("tables", res, args)
     lines = _header("HLSTM, CHMC-LSTM and C-HMCNN (Tables II-V)", command, res) + [
         "Test AU(PRC) (micro-pooled AP), mean ± sample std over seeds (n = seeds finished). Published: the paper's "
         "Tables II-V (its C-HMCNN column is C-HMCNN's own published values). Protocol: C-HMCNN's per-dataset "
@@ -137,8 +177,8 @@ def write_tables(args, command: str) -> str:
         "", "| dataset | n | HLSTM | CHMC-LSTM | C-HMCNN | published HLSTM | published CHMC-LSTM | published C-HMCNN "
         "| lift % (ours) | lift % (paper) | s/epoch HLSTM / C-HMCNN |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows, complete = {}, []
-    for d in args.datasets or FUN + GO + OTHERS:
-        got = res.get(d, {})
+    for d in res:
+        got = res[d]
         if not got:
             continue
         means = {m: _auprc(got[m]).mean() if m in got else None for m in METHODS}
@@ -209,7 +249,7 @@ def _save(fig, path):
     save_png(fig, path, dpi=120)
 
 
-def write_curves(name: str, args, command: str) -> str:
+def write_curves(name: str, args) -> str:
     """``br``: AUPRC per b_r; ``init`` / ``speed``: test AUPRC curves against epochs (and seconds)."""
     import matplotlib
 
@@ -217,6 +257,7 @@ def write_curves(name: str, args, command: str) -> str:
     import matplotlib.pyplot as plt
 
     res = collect(name, args)
+    command = full_command(name, res, args)
     title = {"br": "HLSTM's b_r (Fig. 7)", "init": "HLSTM's local weight initialisation (Fig. 8)",
              "speed": "Learning speed on eisen_FUN (Fig. 9)"}[name]
     lines = _header(title, command, res) + [
@@ -275,7 +316,7 @@ def _mean_curve(rs) -> list[tuple[int, float]]:
     return [(e, float(np.mean([p[e] for p in per]))) for e in common]
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=["tables", "br", "init", "speed"])
     p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
@@ -289,17 +330,18 @@ def main(argv=None) -> int:
     p.add_argument("--override", nargs="*", default=[], help="extra key=value for every run")
     p.add_argument("--plan", action="store_true", help="train nothing: the runs left and an estimate")
     p.add_argument("--table-only", action="store_true", help="rebuild the outputs from finished runs")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    command = f"python experiments/hlstm.py {args.experiment} --data-dir ../shared/data" + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in (("seeds", args.seeds), ("seeds_fun", args.seeds_fun),
-                                                     ("speed_epochs", args.speed_epochs))
-        if v != p.get_default(k)) + (f" --datasets {' '.join(args.datasets)}" if args.datasets else "") + (
-        f" --override {' '.join(args.override)}" if args.override else "")
 
     def write(_=None):
-        return write_tables(args, command) if args.experiment == "tables" else write_curves(
-            args.experiment, args, command)
+        return write_tables(args) if args.experiment == "tables" else write_curves(args.experiment, args)
 
+    records = RunRecords(args.runs, args.results)
+    records.sync()  # the runs finished in other checkouts and sittings
     todo, done = tasks(args.experiment, args)
     if args.plan:
         # C-HMCNN's own epoch times (the reproduction's and RARE's runs) scale HLSTM's to untimed datasets.
@@ -307,7 +349,7 @@ def main(argv=None) -> int:
                    finished=done, workers=args.workers))
         return 0
     failures = [] if args.table_only else run_tasks(todo, workers=args.workers, desc=f"hlstm {args.experiment}",
-                                                    on_done=write)
+                                                    on_done=write, records=records)
     print(write())
     for rd, err in failures:
         print(f"FAILED {rd}: {err}")

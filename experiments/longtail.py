@@ -45,7 +45,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import finished_run, pending, plan, run_tasks, save_png  # noqa: E402
+from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -294,6 +294,8 @@ def main(argv=None) -> int:
                + (f" --datasets {' '.join(args.datasets)}" if args.datasets else "")
                + (f" --override {' '.join(args.override)}" if args.override else ""))
     timing = [args.runs] + ([os.path.join("runs", "chmcnn")] if args.experiment == "hierarchy" else [])
+    records = RunRecords(args.runs, args.results)
+    records.sync()  # the runs finished in other checkouts and sittings
     todo, done = pending([(config(d, keys, s, args), run_dir(d, label, s, args))
                           for d, label, keys, s in cells(args.experiment, args)])
     if args.plan:
@@ -304,7 +306,7 @@ def main(argv=None) -> int:
                                                                                             command)
 
     failures = [] if args.table_only else run_tasks(todo, workers=args.workers, desc=f"longtail {args.experiment}",
-                                                    on_done=table)
+                                                    on_done=table, records=records)
     print(table())
     for rd, err in failures:
         print(f"FAILED {rd}: {err}")

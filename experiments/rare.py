@@ -43,7 +43,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import plan, run_tasks  # noqa: E402
+from _runner import RunRecords, plan, run_tasks  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -270,6 +270,7 @@ def run(name: str, args) -> None:
     print(f"{name}: {len(tasks)} runs to do ({args.workers} workers)", flush=True)
     # The table is rewritten after every finished run, so it is never staler than the runs in flight.
     failures = run_tasks(tasks, workers=args.workers, tasks_per_worker=args.tasks_per_worker, desc=name,
+                         records=RunRecords(args.runs, args.results),
                          on_done=lambda _run_dir: write_outputs(name, args, echo=False))
     write_outputs(name, args)
     if failures:
@@ -741,6 +742,8 @@ def main(argv=None) -> None:
         print(f"warning: table8 times its runs; with --workers {args.workers} they share the machine and each "
               "epoch time includes the others' load", file=sys.stderr)
     name = "table2" if args.experiment == "table4" else args.experiment
+    for root in (args.runs, *args.other_runs):  # the runs finished in other checkouts and sittings
+        RunRecords(root, args.results).sync()
     if args.plan:
         tasks, finished = pending_tasks(name, args)
         print(plan(tasks, timing_roots=[args.runs, *args.other_runs], finished=finished, workers=args.workers))

@@ -28,7 +28,7 @@ from hmljax.data import REGISTRY, atomic_write_text
 from hmljax.training import TrainConfig, config_diff, source_commit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import plan, run_tasks  # noqa: E402
+from _runner import RunRecords, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 HMC = [n for n, s in REGISTRY.items() if s.family == "hmc" and s.shipped]
@@ -116,6 +116,8 @@ def main(argv=None) -> int:
     # (the default datasets), not a partial sitting's --datasets or --workers.
     command = " ".join(["python experiments/reproduce_chmcnn.py", "--data-dir", args.data_dir or "$HMLJAX_DATA",
                         "--seeds", str(args.seeds), *args.overrides])
+    records = RunRecords(args.runs, os.path.dirname(os.path.abspath(args.out)))
+    records.sync()  # the runs finished in other checkouts and sittings
     tasks, finished = [], 0
     for name in args.datasets:
         for seed in range(args.seeds):
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
         print(f"{r['dataset']} seed {r['seed']}: AUPRC {r['test']['auprc']:.4f}", flush=True)
         write_table(args.runs, args.out, command)
 
-    failures = run_tasks(tasks, workers=args.workers, desc="C-HMCNN", on_done=done)
+    failures = run_tasks(tasks, workers=args.workers, desc="C-HMCNN", on_done=done, records=records)
     print(write_table(args.runs, args.out, command))
     if failures:
         raise SystemExit(f"{len(failures)} runs failed (see above)")

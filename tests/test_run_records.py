@@ -1,0 +1,142 @@
+"""Run records: a finished run's small files kept beside the tables, restored in a fresh checkout."""
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+
+from _runner import RunRecords, pending  # noqa: E402
+from conftest import DATA_DIR, needs_data  # noqa: E402
+
+from hmljax.training import TrainConfig  # noqa: E402
+
+
+def _fake_run(run_dir, cfg: TrainConfig, auprc: float, *, finished: bool = True, checkpoints: bool = True):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as fh:
+        json.dump({"config": cfg.to_dict(), "machine": {"backend": "cpu", "cpus": 2}}, fh)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as fh:
+        fh.write(json.dumps({"epoch": 1, "epoch_s": 1.5}) + "\n")
+    if checkpoints:
+        os.makedirs(os.path.join(run_dir, "checkpoints", "1"), exist_ok=True)
+        with open(os.path.join(run_dir, "checkpoints", "1", "blob"), "wb") as fh:
+            fh.write(b"\0" * 64)
+    if finished:
+        with open(os.path.join(run_dir, "results.json"), "w") as fh:
+            json.dump({"test": {"auprc": auprc}}, fh)
+
+
+def _cfg(seed=0, **kw):
+    return TrainConfig(dataset="synthetic", seed=seed).override([f"{k}={v}" for k, v in kw.items()])
+
+
+def test_saved_runs_come_back_in_a_fresh_checkout_and_are_not_trained_again(tmp_path):
+    runs, results = tmp_path / "a" / "runs" / "exp", tmp_path / "a" / "results"
+    cfgs = [_cfg(s, epochs=2) for s in range(3)]
+    dirs = [str(runs / "synthetic" / f"s{s}") for s in range(3)]
+    _fake_run(dirs[0], cfgs[0], 0.5)
+    _fake_run(dirs[1], cfgs[1], 0.6)
+    _fake_run(dirs[2], cfgs[2], 0.0, finished=False)  # in flight: not recorded
+    rec = RunRecords(str(runs), str(results))
+    assert rec.sync() == (0, 2)
+    kept = sorted(os.path.relpath(os.path.join(d, f), results) for d, _, fs in os.walk(results) for f in fs)
+    assert kept == [f"runs/exp/synthetic/s{s}/{f}" for s in (0, 1)
+                    for f in ("config.json", "metrics.jsonl", "results.json")]  # no checkpoints
+    # A fresh checkout: the records came with it (copied here), the runs did not.
+    fresh = tmp_path / "b"
+    shutil.copytree(results, fresh / "results")
+    rec2 = RunRecords(str(fresh / "runs" / "exp"), str(fresh / "results"))
+    assert rec2.sync() == (2, 0)
+    assert rec2.sync() == (0, 0)  # idempotent
+    moved = [os.path.join(fresh, os.path.relpath(d, tmp_path / "a")) for d in dirs]
+    todo, done = pending(list(zip(cfgs, moved, strict=True)))
+    assert done == 2 and [os.path.basename(rd) for _, rd in todo] == ["s2"]
+    got = json.loads((fresh / "runs" / "exp" / "synthetic" / "s1" / "results.json").read_text())
+    assert got == {"test": {"auprc": 0.6}}
+
+
+def test_a_record_finishes_a_local_partial_run_of_its_config_and_leaves_another_config_alone(tmp_path, capsys):
+    runs, results = tmp_path / "runs" / "exp", tmp_path / "results"
+    rec = RunRecords(str(runs), str(results))
+    # Recorded elsewhere: s0 and s1 finished.
+    other = tmp_path / "elsewhere" / "exp"
+    for s in (0, 1):
+        _fake_run(str(other / f"s{s}"), _cfg(s, epochs=2), 0.1 * (s + 1))
+    assert RunRecords(str(other), str(results)).sync() == (0, 2)
+    # Here: s0 half done with the same config, s1 a run of another config.
+    _fake_run(str(runs / "s0"), _cfg(0, epochs=2), 0.0, finished=False)
+    _fake_run(str(runs / "s1"), _cfg(1, epochs=5), 0.0, finished=False)
+    assert rec.sync() == (1, 0)
+    assert json.loads((runs / "s0" / "results.json").read_text())["test"]["auprc"] == 0.1
+    assert not (runs / "s1" / "results.json").exists()
+    assert "holds another config" in capsys.readouterr().out
+
+
+def test_a_torn_file_is_never_recorded(tmp_path):
+    runs = tmp_path / "runs" / "exp"
+    _fake_run(str(runs / "s0"), _cfg(0), 0.5)
+    (runs / "s0" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "epo')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl: not valid JSON"):
+        RunRecords(str(runs), str(tmp_path / "results")).save(str(runs / "s0"))
+    assert not (tmp_path / "results" / "runs" / "exp" / "s0" / "results.json").exists()
+
+
+def test_chmcnn_reproduction_table_survives_a_fresh_checkout(tmp_path):
+    """End to end: the runs directory is lost, the records rebuild the table and nothing is retrained."""
+    import reproduce_chmcnn
+
+    out = tmp_path / "res" / "t.md"
+    argv = ["--datasets", "synthetic", "--seeds", "2", "--runs", str(tmp_path / "runs"), "--out", str(out),
+            "epochs=2", "hidden=16", "batch_size=64"]
+    assert reproduce_chmcnn.main(argv) == 0
+    before = json.loads((tmp_path / "res" / "t.json").read_text())["synthetic"]["auprc"]
+    assert len(before) == 2 and (tmp_path / "res" / "runs" / "runs" / "synthetic" / "s1" / "results.json").exists()
+    shutil.rmtree(tmp_path / "runs")
+    assert reproduce_chmcnn.main(argv) == 0
+    assert not (tmp_path / "runs" / "synthetic" / "s0" / "checkpoints").exists()  # restored, not retrained
+    after = json.loads((tmp_path / "res" / "t.json").read_text())["synthetic"]["auprc"]
+    np.testing.assert_array_equal(after, before)
+
+
+@needs_data
+def test_every_committed_table_rebuilds_from_its_records():
+    """The records committed for the tables made before runs were recorded give back every row exactly."""
+    import records_from_tables
+
+    assert records_from_tables.check(DATA_DIR) == []
+
+
+@needs_data
+def test_a_partial_hlstm_command_never_shrinks_its_table(tmp_path):
+    """Runs made by other commands (other datasets, more seeds) all stay in the table; the header names the
+    command that makes all of it; a run of another config is refused, not mixed in."""
+    import hlstm
+
+    args = hlstm.build_parser().parse_args(["tables", "--data-dir", DATA_DIR, "--runs", str(tmp_path / "runs"),
+                                            "--results", str(tmp_path / "res")])
+    made = {("spo_FUN", 0): 0.2, ("spo_FUN", 1): 0.3, ("Diatoms", 0): 0.7}
+    for (d, s), v in made.items():
+        for label, keys in hlstm.METHODS.items():
+            rd = hlstm.run_dir("tables", d, label, s, args)
+            _fake_run(rd, hlstm.config(d, keys, s, args), v, checkpoints=False)
+            with open(os.path.join(rd, "results.json"), "w") as fh:
+                json.dump({"test": {"auprc": v}, "median_epoch_seconds": 1.0}, fh)
+    argv = ["tables", "--data-dir", DATA_DIR, "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"),
+            "--datasets", "spo_FUN", "--seeds-fun", "1", "--table-only"]
+    assert hlstm.main(argv) == 0
+    md = (tmp_path / "res" / "hlstm_tables.md").read_text()
+    assert "Command: `python experiments/hlstm.py tables --data-dir ../shared/data --seeds-fun 2 --seeds 1`" in md
+    assert "| spo_FUN | 2 | 0.250 ± 0.071 |" in md and "| Diatoms | 1 | 0.700 |" in md
+    saved = json.loads((tmp_path / "res" / "hlstm_tables.json").read_text())["rows"]
+    assert saved["spo_FUN"]["auprc"]["HLSTM"] == [0.2, 0.3]
+    # Another config under a cell's name: refused with the folder named.
+    rd = hlstm.run_dir("tables", "spo_FUN", "HLSTM", 1, args)
+    _fake_run(rd, hlstm.config("spo_FUN", "method=hlstm b_r=0.9", 1, args), 0.9, checkpoints=False)
+    with pytest.raises(SystemExit, match="HLSTM-s1 holds a run of another config"):
+        hlstm.main(argv)
