@@ -273,12 +273,19 @@ def _cost_key(cfg_dict) -> tuple:
 
 
 def _epoch_seconds(run_dir: str) -> list[float]:
-    """The run's logged epoch times, less the first (it includes compilation)."""
+    """The run's logged epoch times, less the first (it includes compilation); for a run with no epoch log
+    (a record rebuilt from a table: ``records_from_tables.py``), the median its table kept."""
     try:
         with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
             rows = [json.loads(line) for line in fh if line.strip()]
     except (OSError, ValueError):
         return []
+    if not rows:
+        try:
+            with open(os.path.join(run_dir, "results.json")) as fh:
+                return [float(json.load(fh)["median_epoch_seconds"])]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
     return [r["epoch_s"] for r in rows[1:] if "epoch_s" in r]
 
 
