@@ -353,6 +353,32 @@ def beats_baseline(summary: dict, key: str = "F1") -> list[tuple[str, int, int, 
     return [(m, *row) for m, row in out.items()]
 
 
+def carry_committed(summary: dict, committed_json: str) -> list[tuple[str, str]]:
+    """Fills ``summary``'s cells that have fewer finished runs here than the committed table had with the
+    committed values (marked ``carried``); returns the ``(dataset, method)`` cells carried.
+
+    The tables made before runs were recorded keep only each cell's mean, std and n, and their runs are
+    not in a fresh checkout: without this, extending such a table (one dataset more, a GPU sitting's rows)
+    would blank every row it did not rerun."""
+    try:
+        with open(committed_json) as fh:
+            old = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    carried = []
+    for d, methods in summary.items():
+        for m, st in methods.items():
+            prev = old.get(d, {}).get(m) if isinstance(old.get(d), dict) else None
+            if isinstance(prev, dict) and int(prev.get("n") or 0) > st["n"]:
+                methods[m] = {**prev, "carried": True}
+                carried.append((d, m))
+    return carried
+
+
+def _n(st) -> str:
+    return f"{st['n']}{' ‡' if st.get('carried') else ''}"
+
+
 def _cell(st, bold):
     if st is None:
         return "n/a"
@@ -542,7 +568,13 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                # (benchmarks section 9).
                "timed_with_jit_train": all("compiler_options" in r.get("machine", {}) for r in rows) if rows else None}
                    for m, rows in methods.items()} for d, methods in res.items()}
+    stem = os.path.join(args.results, f"rare_{_tag(name, args)}")
+    carried = carry_committed(summary, stem + ".json")
     lines = [f"# RARE {name} (hmljax)", "", *_header(name, args), *_trained_on(res)]
+    if carried:
+        lines += [f"‡ {len(carried)} rows carried from the committed table: their runs were made before runs were "
+                  "recorded (`experiments/results/runs/`) and are not in this checkout; the rest come from the "
+                  "runs found here. A carried row is replaced once this checkout has as many seeds of it.", ""]
     if name in ("table1", "table5", "table7", "appg", "fig5"):
         lines += ["| dataset | method | n | " + " | ".join(k for k, _ in METRICS) + " |",
                   "|---|---|---|" + "---|" * len(METRICS)]
@@ -558,7 +590,7 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                     others = [s2[k] for m2, s2 in methods.items() if m2 in rivals and m2 != m and s2[k] is not None]
                     bold = bool(others) and all(significantly_greater(s[k], o) for o in others)
                     cells.append(_cell(s[k], bold))
-                lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
+                lines.append(f"| {d} | {m} | {_n(s)} | " + " | ".join(cells) + " |")
     elif name in ("table2", "table4", "table6"):
         base = _focal_methods(args.ensemble, mc_passes=getattr(args, "mc_passes", 0))["Baseline"]
         lines += [f"Every row: `{' '.join([*base, *args.override])}`"
@@ -575,7 +607,7 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                 for m, s in methods.items():
                     cells = [_cell(s[k], m != "Baseline" and base is not None and significantly_greater(s[k], base[k]))
                              for k, _ in keys]
-                    lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
+                    lines.append(f"| {d} | {m} | {_n(s)} | " + " | ".join(cells) + " |")
                     paper = PAPER_TABLE6.get(d, {}).get(m) if name == "table6" and len(keys) > 1 else None
                     if paper:
                         lines.append(f"| {d} | {m} (paper, E = 10, 3 seeds) | | " + " | ".join(paper.split()) + " |")
@@ -598,7 +630,7 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                     old = "" if s["timed_with_jit_train"] in (True, None) else " †"
                     cells += [f"{s['median_epoch_s']:.3f}{old}" if s["median_epoch_s"] else "n/a",
                               _fmt_mib(s["device_peak_MiB"] if on_device else s["host_max_rss_MiB"])]
-                lines.append(f"| {d} | {m} | {s['n']} | " + " | ".join(cells) + " |")
+                lines.append(f"| {d} | {m} | {_n(s)} | " + " | ".join(cells) + " |")
     if name == "table8":
         if any(s["timed_with_jit_train"] is False for ms in summary.values() for s in ms.values()):
             lines += ["", "† Trained before commit 70ad98c, with plain `jax.jit`: the same parameters bitwise, but on "
@@ -608,7 +640,6 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
             lines += ["", "On CPU the memory column is the worker's max RSS, which includes about 0.5 GB of JAX "
                       "runtime; `experiments/rare_cost.py` reports XLA's planned peak for the fused epoch."]
         lines += ["", *_dropout_vs_ensemble(summary, args.ensemble)]
-    stem = os.path.join(args.results, f"rare_{_tag(name, args)}")
     atomic_write_text(stem + ".md", "\n".join(lines) + "\n")
     atomic_write_text(stem + ".json", json.dumps(summary, indent=2))
     try:

@@ -140,3 +140,21 @@ def test_a_partial_hlstm_command_never_shrinks_its_table(tmp_path):
     _fake_run(rd, hlstm.config("spo_FUN", "method=hlstm b_r=0.9", 1, args), 0.9, checkpoints=False)
     with pytest.raises(SystemExit, match="HLSTM-s1 holds a run of another config"):
         hlstm.main(argv)
+
+
+def test_rare_tables_carry_committed_rows_their_checkout_cannot_rebuild(tmp_path):
+    """A RARE table made before run records keeps its rows when extended: a cell with fewer runs here than
+    the committed table had is carried (marked), one with as many or more comes from the runs here."""
+    import rare
+
+    old = {"a": {"GMU": {"F1": [5.0, 0.1, 3], "n": 3}, "bBMA": {"F1": [4.0, 0.0, 1], "n": 1}},
+           "b": {"GMU": {"F1": [7.0, 0.0, 1], "n": 1}}}
+    (tmp_path / "t.json").write_text(json.dumps(old))
+    fresh = {"F1": (6.0, 0.2, 3), "n": 3}
+    summary = {"a": {"GMU": {"F1": None, "n": 0}, "bBMA": dict(fresh)}, "b": {"GMU": {"F1": (8.0, 0.0, 1), "n": 1}},
+               "c": {"GMU": {"F1": None, "n": 0}}}
+    assert rare.carry_committed(summary, str(tmp_path / "t.json")) == [("a", "GMU")]
+    assert summary["a"]["GMU"] == {"F1": [5.0, 0.1, 3], "n": 3, "carried": True}
+    assert rare._n(summary["a"]["GMU"]) == "3 ‡"
+    assert summary["a"]["bBMA"] == fresh and summary["b"]["GMU"]["F1"] == (8.0, 0.0, 1)
+    assert rare.carry_committed(summary, str(tmp_path / "absent.json")) == []
