@@ -190,18 +190,11 @@ class RunRecords:
         return out
 
     def save(self, run_dir: str) -> bool:
-        """Copies a finished run's record (atomically, results.json last); False if ``run_dir`` is not a
-        finished run under the runs root."""
-        from hmljax.data import atomic_write_bytes
-
+        """Copies a finished run's record; False if ``run_dir`` is not a finished run under the runs root."""
         rel = os.path.relpath(run_dir, self.runs_root)
         if rel.startswith(os.pardir) or not os.path.exists(os.path.join(run_dir, "results.json")):
             return False
-        for name in sorted(RECORD_FILES, key=lambda n: n == "results.json"):  # results.json last: it marks done
-            src = os.path.join(run_dir, name)
-            if os.path.exists(src):
-                with open(src, "rb") as fh:
-                    atomic_write_bytes(os.path.join(self.root, rel, name), _checked(src, fh.read()))
+        _copy_record(run_dir, os.path.join(self.root, rel))
         return True
 
     def sync(self) -> tuple[int, int]:
@@ -209,8 +202,6 @@ class RunRecords:
         recorded; returns ``(restored, recorded)``. A local directory holding an unfinished run of the
         same config gets the finished record (its checkpoints stay, unused); one of another config is
         left alone (:func:`pending` refuses it by name)."""
-        from hmljax.data import atomic_write_bytes
-
         restored = recorded = 0
         here = self._finished(self.runs_root) if os.path.isdir(self.runs_root) else {}
         for rel, rec in self._finished(self.root).items() if os.path.isdir(self.root) else ():
@@ -221,17 +212,25 @@ class RunRecords:
             if os.path.exists(local_cfg) and not _same_config_file(local_cfg, os.path.join(rec, "config.json")):
                 print(f"run records: {dst} holds another config than its record {rec}: left as it is")
                 continue
-            for name in sorted(RECORD_FILES, key=lambda n: n == "results.json"):
-                src = os.path.join(rec, name)
-                if os.path.exists(src):
-                    with open(src, "rb") as fh:
-                        atomic_write_bytes(os.path.join(dst, name), _checked(src, fh.read()))
+            _copy_record(rec, dst)
             restored += 1
         recs = self._finished(self.root) if os.path.isdir(self.root) else {}
         for rel, d in here.items():
             if rel not in recs and self.save(d):
                 recorded += 1
         return restored, recorded
+
+
+def _copy_record(src_dir: str, dst_dir: str) -> None:
+    """Copies the :data:`RECORD_FILES` there are, each checked and written atomically, results.json last
+    (it is what marks a run finished, so an interrupted copy is an unfinished run, never a torn one)."""
+    from hmljax.data import atomic_write_bytes
+
+    for name in sorted(RECORD_FILES, key=lambda n: n == "results.json"):
+        src = os.path.join(src_dir, name)
+        if os.path.exists(src):
+            with open(src, "rb") as fh:
+                atomic_write_bytes(os.path.join(dst_dir, name), _checked(src, fh.read()))
 
 
 def _checked(path: str, data: bytes) -> bytes:
