@@ -44,6 +44,7 @@ TABLES = [("hlstm", "hlstm_tables"), ("adaptive_batch", "adaptive_table2_mlp"),
           ("adaptive_batch", "adaptive_table2_c2ae"), ("adaptive_batch", "adaptive_table2_dela"),
           ("adaptive_batch", "adaptive_table4"), ("adaptive_batch", "adaptive_hierarchy")]
 SOURCE_COMMIT = "f38b500"
+_ROOTS = {"hlstm": "hlstm", "adaptive_batch": "adaptive_batch"}  # the scripts' default --runs folders
 
 
 def _machine(md_path: str) -> dict:
@@ -111,9 +112,6 @@ def write(tmp: str) -> int:
     for root in set(_ROOTS.values()):
         RunRecords(os.path.join(tmp, "runs", root), RESULTS).sync()
     return n
-
-
-_ROOTS = {"hlstm": "hlstm", "adaptive_batch": "adaptive_batch"}  # the scripts' default --runs folders
 
 
 def _close(a, b, where="") -> list[str]:
