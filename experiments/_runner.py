@@ -30,6 +30,14 @@ import statistics
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def variant_suffix(settings) -> str:
+    """``"__a=1_b=x"`` for settings applied to every run of an experiment (``--override`` and the like), ``""``
+    for none: a variant is another experiment, with its own run folders and outputs, so that neither refuses
+    (another config) nor overwrites the other's runs and tables."""
+    settings = list(settings)
+    return "__" + "".join(c if c.isalnum() or c in "=.-" else "_" for c in "_".join(settings)) if settings else ""
+
+
 def run_one(task, progress: bool = False) -> tuple[str, str | None]:
     """One training run (in a worker, or in this process). Returns ``(run_dir, error or None)``."""
     cfg_dict, run_dir = task

@@ -44,7 +44,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
+from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -103,9 +103,10 @@ def config(d: str, keys: str, fold: int, args) -> TrainConfig:
 
 
 def run_dir(d, m, arm, fold, args) -> str:
+    variant = variant_suffix(args.override)  # another experiment: its own folders (see variant_suffix)
     if m == "chmcnn":
-        return os.path.join(args.runs, "hierarchy", d, f"{arm}-s{fold}")
-    return os.path.join(args.runs, d, m, f"{arm.replace(' ', '_').replace('=', '')}-fold{fold}-s{args.seed}")
+        return os.path.join(args.runs, "hierarchy" + variant, d, f"{arm}-s{fold}")
+    return os.path.join(args.runs, d, m + variant, f"{arm.replace(' ', '_').replace('=', '')}-fold{fold}-s{args.seed}")
 
 
 def tasks(name: str, args) -> tuple[list, int]:
@@ -130,7 +131,7 @@ def _ms(v, digits: int = 4) -> str:
 def _stem(name: str, args) -> str:
     """The outputs' file stem: one table per experiment and model selection (``adaptive_table2_mlp``), so
     runs of one model do not overwrite another's table."""
-    return f"adaptive_{name}" + (f"_{'_'.join(args.models)}" if args.models else "")
+    return f"adaptive_{name}" + (f"_{'_'.join(args.models)}" if args.models else "") + variant_suffix(args.override)
 
 
 def write_outputs(name: str, args, command: str) -> str:
@@ -236,7 +237,7 @@ def write_hierarchy(args, command: str) -> str:
         for k, n in HIER_METRICS:
             diff = [100 * (np.mean(rows[d]["adaptive"][k]) - np.mean(rows[d]["uniform"][k])) for d in both]
             lines.append(f"| {n} | {sum(x > 0 for x in diff)}/{len(diff)} | {np.mean(diff):+.2f} |")
-    base = os.path.join(args.results, "adaptive_hierarchy")
+    base = os.path.join(args.results, "adaptive_hierarchy" + variant_suffix(args.override))
     if rows:
         _hierarchy_figure(rows, base + ".png")
         lines += ["", "![hierarchy](./adaptive_hierarchy.png)"]

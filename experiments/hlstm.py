@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
+from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -101,10 +101,16 @@ def _slug(label: str) -> str:
     return label.replace(" ", "_").replace("=", "").replace(".", "p")
 
 
+def tag(name: str, args) -> str:
+    """The experiment's name for its runs folder and outputs: ``--override`` settings make another experiment
+    (``tables__protocol=early_stopping``), kept apart so that neither refuses nor overwrites the other's runs."""
+    return name + variant_suffix(args.override)
+
+
 def run_dir(name: str, d: str, label: str, seed: int, args) -> str:
     """``<runs>/<experiment>/<dataset>/<label>-s<seed>``: experiments name their cells alike (the tables' and
     the speed figure's "C-HMCNN" differ in epochs), so each has its own folder."""
-    return os.path.join(args.runs, name, d, f"{_slug(label)}-s{seed}")
+    return os.path.join(args.runs, tag(name, args), d, f"{_slug(label)}-s{seed}")
 
 
 def tasks(name: str, args) -> tuple[list, int]:
@@ -123,7 +129,7 @@ def collect(name: str, args) -> dict:
     wide = argparse.Namespace(**{**vars(args), "datasets": DEFAULT_DATASETS[name] + named, "seeds": 1, "seeds_fun": 1})
     out: dict = {}
     for d, label, keys, _ in cells(name, wide):  # one cell per (dataset, label), at seed 0
-        base, pat = os.path.join(args.runs, name, d), re.compile(rf"{re.escape(_slug(label))}-s(\d+)")
+        base, pat = os.path.join(args.runs, tag(name, args), d), re.compile(rf"{re.escape(_slug(label))}-s(\d+)")
         seeds = sorted(int(m.group(1)) for f in (os.listdir(base) if os.path.isdir(base) else ())
                        if (m := pat.fullmatch(f)))
         for s in seeds:
@@ -173,7 +179,10 @@ def write_tables(args) -> str:
         "Test AU(PRC) (micro-pooled AP), mean ± sample std over seeds (n = seeds finished). Published: the paper's "
         "Tables II-V (its C-HMCNN column is C-HMCNN's own published values). Protocol: C-HMCNN's per-dataset "
         "hidden size, dropout, lr and epochs, trained on train+valid, last epoch; HLSTM b_r = 0.5, local weights "
-        "0.1, LSTM over min(depth, 6) levels; CHMC-LSTM is the same network without the local branch, MCLoss only.",
+        "0.1, LSTM over min(depth, 6) levels; CHMC-LSTM is the same network without the local branch, MCLoss only."
+        + (f" **Every run here also has `{' '.join(args.override)}`** (the protocol above unless it says otherwise; "
+           "`protocol=early_stopping`: trained on train, the epoch of best validation AU(PRC) tested, patience 20)."
+           if args.override else ""),
         "", "| dataset | n | HLSTM | CHMC-LSTM | C-HMCNN | published HLSTM | published CHMC-LSTM | published C-HMCNN "
         "| lift % (ours) | lift % (paper) | s/epoch HLSTM / C-HMCNN |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows, complete = {}, []
@@ -211,9 +220,10 @@ def write_tables(args) -> str:
                   + ", ".join(f"{m} {r:.2f}" for m, r in stats["avg_ranks"].items())
                   + f" (Nemenyi CD = {cd:.2f} at α = 0.05). HLSTM > CHMC-LSTM on {h_wins} of {len(complete)} "
                   "(the paper: 17 of 20)."]
-        _figures_tables(rows, stats, os.path.join(args.results, "hlstm_tables"))
-        lines += ["", "![Fig. 5: CD diagram](hlstm_tables_cd.png)", "", "![Fig. 6: lift](hlstm_tables.png)"]
-    out = os.path.join(args.results, "hlstm_tables")
+        out = f"hlstm_{tag('tables', args)}"
+        _figures_tables(rows, stats, os.path.join(args.results, out))
+        lines += ["", f"![Fig. 5: CD diagram]({out}_cd.png)", "", f"![Fig. 6: lift]({out}.png)"]
+    out = os.path.join(args.results, f"hlstm_{tag('tables', args)}")
     atomic_write_text(out + ".md", "\n".join(lines) + "\n")
     atomic_write_text(out + ".json", json.dumps({"command": command, "rows": rows, "stats": stats}, indent=2))
     return "\n".join(lines)
@@ -298,10 +308,10 @@ def write_curves(name: str, args) -> str:
         axes[0, i * (2 if name == "speed" else 1)].set_ylabel("test AU(PRC)")
     fig.suptitle(title)
     fig.tight_layout()
-    out = os.path.join(args.results, f"hlstm_{name}")
+    out = os.path.join(args.results, f"hlstm_{tag(name, args)}")
     if res:
         _save(fig, out + ".png")
-        lines += ["", f"![{title}](hlstm_{name}.png)"]
+        lines += ["", f"![{title}](hlstm_{tag(name, args)}.png)"]
     else:
         plt.close(fig)
     atomic_write_text(out + ".md", "\n".join(lines) + "\n")

@@ -43,7 +43,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import RunRecords, plan, run_tasks  # noqa: E402
+from _runner import RunRecords, plan, run_tasks, variant_suffix  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -194,7 +194,7 @@ def _tag(name: str, args) -> str:
     """The experiment's name for its run directories and tables: ``--override`` settings make a
     different experiment, kept apart (``table2__reduction=mean``) so neither overwrites the other."""
     extra = ([f"mc_passes={args.mc_passes}"] if getattr(args, "mc_passes", 0) else []) + list(args.override)
-    return name + ("__" + _slug("_".join(extra)) if extra else "")
+    return name + variant_suffix(extra)
 
 
 def _config(d: str, overrides: list[str], seed: int, args):
@@ -595,7 +595,9 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
         base = _focal_methods(args.ensemble, mc_passes=getattr(args, "mc_passes", 0))["Baseline"]
         lines += [f"Every row: `{' '.join([*base, *args.override])}`"
                   f"{'' if args.override else ' (the released focal code’s summed loss)'}, "
-                  "plus `focal=<method>` with u0 = 0.25, k = 1; prediction = members' mean constrained output > 0.5.",
+                  "plus `focal=<method>` with u0 = 0.25, k = 1; prediction = "
+                  + ("the network's constrained output without dropout > 0.5 (the MC passes give U in training only)."
+                     if getattr(args, "mc_passes", 0) else "members' mean constrained output > 0.5."),
                   ""]
         tables = ((("Table 2 (F1)", METRICS[:1]), ("Table 4 (all metrics)", METRICS)) if name != "table6"
                   else (("Table 6 (all metrics)", METRICS),))

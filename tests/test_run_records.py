@@ -142,6 +142,37 @@ def test_a_partial_hlstm_command_never_shrinks_its_table(tmp_path):
         hlstm.main(argv)
 
 
+def test_an_override_is_another_experiment_with_its_own_runs_and_outputs(tmp_path):
+    """``--override`` (HLSTM under early stopping, MPVAE at its own lr) neither refuses nor overwrites the
+    plain experiment's runs and tables: its runs, records and outputs carry the override in their names."""
+    import adaptive_batch
+    import hlstm
+    from _runner import variant_suffix
+
+    assert variant_suffix([]) == "" and variant_suffix(["lr=0.001", "a b"]) == "__lr=0.001_a_b"
+    base = ["--data-dir", DATA_DIR, "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    plain = hlstm.build_parser().parse_args(["tables", *base])
+    es = hlstm.build_parser().parse_args(["tables", *base, "--override", "protocol=early_stopping"])
+    for args, v in ((plain, 0.2), (es, 0.25)):
+        for label, keys in hlstm.METHODS.items():
+            rd = hlstm.run_dir("tables", "spo_FUN", label, 0, args)
+            _fake_run(rd, hlstm.config("spo_FUN", keys, 0, args), v, checkpoints=False)
+            with open(os.path.join(rd, "results.json"), "w") as fh:
+                json.dump({"test": {"auprc": v}, "median_epoch_seconds": 1.0}, fh)
+    assert "tables__protocol=early_stopping" in hlstm.run_dir("tables", "spo_FUN", "HLSTM", 0, es)
+    for extra in ([], ["--override", "protocol=early_stopping"]):
+        assert hlstm.main(["tables", *base, "--datasets", "spo_FUN", "--seeds-fun", "1", "--table-only", *extra]) == 0
+    plain_md = (tmp_path / "res" / "hlstm_tables.md").read_text()
+    es_md = (tmp_path / "res" / "hlstm_tables__protocol=early_stopping.md").read_text()
+    assert "| spo_FUN | 1 | 0.200 |" in plain_md and "early_stopping" not in plain_md
+    assert "| spo_FUN | 1 | 0.250 |" in es_md and "--override protocol=early_stopping`" in es_md
+    assert list((tmp_path / "res" / "runs").glob("*/tables__protocol=early_stopping/spo_FUN/HLSTM-s0/results.json"))
+    ab = adaptive_batch.build_parser().parse_args(["table2", *base, "--models", "mpvae", "--override", "lr=0.001"])
+    assert adaptive_batch.run_dir("emotions", "mpvae", "adaptive", 0, ab).endswith(
+        os.path.join("emotions", "mpvae__lr=0.001", "adaptive-fold0-s0"))
+    assert adaptive_batch._stem("table2", ab) == "adaptive_table2_mpvae__lr=0.001"
+
+
 def test_rare_tables_carry_committed_rows_their_checkout_cannot_rebuild(tmp_path):
     """A RARE table made before run records keeps its rows when extended: a cell with fewer runs here than
     the committed table had is carried (marked), one with as many or more comes from the runs here."""
