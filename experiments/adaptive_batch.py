@@ -149,7 +149,9 @@ def write_outputs(name: str, args, command: str) -> str:
               "rows)" if not args.clean else "Protocol: all labels and features, MinMax fitted per fold")
              + f"; {args.folds}-fold iterative stratification, test metrics at the best validation macro-AUC epoch; "
              "Adam lr 1e-4, wd 1e-4, batch 128, up to "
-             f"{args.epochs} epochs. Mean ± sample std over the folds; **bold**: the better arm's mean. "
+             f"{args.epochs} epochs"
+             + (f", **then on every run `{' '.join(args.override)}`**" if args.override else "")
+             + ". Mean ± sample std over the folds; **bold**: the better arm's mean. "
              "Paper: Table 2's value where the paper has this model and dataset.", ""]
     rows = {}
     head = "| dataset | model | arm | folds | " + " | ".join(f"{n} {'↑' if up else '↓'}" for _, n, up in METRICS) + \
