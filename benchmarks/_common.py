@@ -18,7 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 
 
-def parse_args(description: str, extra=None) -> argparse.Namespace:
+def parse_args(description: str, extra=None, *, timed: bool = True) -> argparse.Namespace:
+    """The shared flags; ``timed=False`` (a benchmark that only compiles and counts) skips the load guard."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both jax and torch")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -38,7 +39,8 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     pin_device(args.device)
     if args.quick:
         args.repeats = min(args.repeats, 3)
-    guard_load(args)  # every benchmark: refuse (or flag, with --allow-loaded / --quick) a busy machine
+    if timed:
+        guard_load(args)  # every timing benchmark: refuse (or flag, with --allow-loaded / --quick) a busy machine
     return args
 
 
@@ -154,13 +156,24 @@ def xla_memory_bytes(compiled) -> int | None:
         return None
 
 
-def xla_flops(compiled) -> float | None:
+def _xla_cost(compiled, key: str) -> float | None:
     try:
         ca = compiled.cost_analysis()
         ca = ca[0] if isinstance(ca, (list, tuple)) else ca
-        return float(ca.get("flops", 0.0)) or None
+        return float(ca.get(key, 0.0)) or None
     except Exception:  # noqa: BLE001
         return None
+
+
+def xla_flops(compiled) -> float | None:
+    """XLA's count of the compiled program's floating-point operations (None where the backend gives none)."""
+    return _xla_cost(compiled, "flops")
+
+
+def xla_bytes(compiled) -> float | None:
+    """XLA's count of the bytes the compiled program's top-level ops read and write (each op's operands and
+    outputs, after fusion): the memory traffic its fusion plan implies, where nothing stays in cache."""
+    return _xla_cost(compiled, "bytes accessed")
 
 
 def _status_kib(field: str) -> int:
@@ -402,13 +415,14 @@ def _command() -> str:
     return " ".join(["python", *argv])
 
 
-def write_rows(name: str, rows: list[dict], args, out=None) -> str:
+def write_rows(name: str, rows: list[dict], args, out=None, *, measure_rates: bool = True) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = out or getattr(args, "out", None) or os.path.join(RESULTS, f"{name}.json")
     load = getattr(args, "load", None)  # set by guard_load
     if load and load.get("loaded"):
         rows = [r | {"loaded_machine": True} for r in rows]
-    payload = {"benchmark": name, "machine": machine(), "threads": args.threads, "repeats": args.repeats,
+    payload = {"benchmark": name, "machine": machine(measure_rates=measure_rates), "threads": args.threads,
+               "repeats": args.repeats,
                "command": _command(), "rows": rows,
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if load is not None:

@@ -102,7 +102,7 @@ def engine_timings(method, X, Y, B: int, scan_steps: int, args, *, step_repeats:
 
     t_ep = C.timeit(run_epoch, repeats=max(3, args.repeats // 3), warmup=1, sync=C.jax_sync)
     return {"jit": (t_step, c_s), "scan": ({**t_ep, "median_s": t_ep["median_s"] / S, "steps_per_call": S}, ec_s),
-            "flops_xla": C.xla_flops(compiled), "params": ep[0].params}
+            "flops_xla": C.xla_flops(compiled), "bytes_xla": C.xla_bytes(compiled), "params": ep[0].params}
 
 
 def case(build, problem, method0, method, X, Y, B: int, args, rates: dict, *, keys: dict, dropout: float,
@@ -122,5 +122,5 @@ def case(build, problem, method0, method, X, Y, B: int, args, rates: dict, *, ke
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(hj["params"]))
     adam_s = update_seconds(hj["params"], method.optimizer, args.repeats)
     base = keys | {"B": B, "dropout": dropout} | floor_figures(n_params, hj["flops_xla"], flops_analytic, adam_s,
-                                                               rates)
+                                                               rates, bytes_xla=hj["bytes_xla"])
     return case_rows(base, hj, torch_t, checks)

@@ -61,7 +61,8 @@ def main():
         flops = 3 * 2 * B * E * (D * H + H * H + H * Cn)  # fwd + 2x for bwd
         adam_s = T.optimizer_update_seconds(hj["model"], hj["opt"], D, args.repeats, members=E)
         base = {"dataset": "cellcycle_FUN", "E": E, "H": H, "B": B} | T.floor_figures(n_params, hj["flops_xla"],
-                                                                                      flops, adam_s, rates)
+                                                                                      flops, adam_s, rates,
+                                                                                      bytes_xla=hj["bytes_xla"])
         rows += T.case_rows(base, hj, torch_t, checks)
     path = C.write_rows("ensemble", rows + [{"machine_rates": rates}], args)
     C.print_table(rows, ["E", "impl", "step_ms", "speedup_vs_as_published", "speedup_vs_same_algorithm",

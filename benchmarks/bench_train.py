@@ -88,11 +88,16 @@ def update_seconds(params, opt, repeats: int, passes: int = 20) -> float:
     return C.timeit(run, repeats=max(5, repeats // 2), sync=C.jax_sync)["median_s"] / passes
 
 
-def floor_figures(n_params: int, flops_xla, flops_analytic: int, adam_s: float, rates: dict) -> dict:
+def floor_figures(n_params: int, flops_xla, flops_analytic: int, adam_s: float, rates: dict, *,
+                  bytes_xla: float | None = None) -> dict:
     """The step's floor on this machine: the larger of its matmuls at the measured matmul rate and the
     optimiser state it must read and write once (p, m, v: 24 bytes per parameter) at the in-place stream
     bandwidth measured on a working set of p, g, m and v's size (in cache where they fit). Both are lower
-    bounds any implementation pays (torch's fused Adam too)."""
+    bounds any implementation pays (torch's fused Adam too).
+
+    ``bytes_xla`` (XLA's bytes accessed by hmljax's compiled step) gives hmljax's own traffic floor: that
+    many bytes at the same bandwidth, i.e. what its fusion plan costs before any compute. Per parameter it
+    shows how far the plan is from the 24-28 bytes a single fused optimiser pass would move."""
     matmul_s = (flops_xla or flops_analytic) / rates["matmul_flops_per_s"]
     state_bytes = n_params * 4 * 6
     bandwidth = C.stream_bandwidth_for(n_params)
@@ -101,7 +106,9 @@ def floor_figures(n_params: int, flops_xla, flops_analytic: int, adam_s: float, 
             "adam_bytes_per_step": n_params * 4 * 7,  # read p, g, m, v; write p, m, v
             "optimizer_state_bytes": state_bytes, "stream_bytes_per_s_at_state_size": bandwidth,
             "matmul_floor_s": matmul_s, "memory_floor_s": memory_s, "adam_update_s": adam_s,
-            "floor_step_s": max(matmul_s, memory_s)}
+            "floor_step_s": max(matmul_s, memory_s), "bytes_per_step_xla": bytes_xla,
+            "bytes_per_param_xla": bytes_xla / n_params if bytes_xla else None,
+            "xla_traffic_s": bytes_xla / bandwidth if bytes_xla else None}
 
 
 def _mem_available_bytes() -> int | None:
@@ -173,7 +180,7 @@ def hmljax_timings(problem, X, Y, B: int, args, members: int = 0) -> dict:
     reps = max(3, args.repeats // (10 if problem.hidden >= 1000 or members >= 5 else 3))
     t_ep = C.timeit(run_epoch, repeats=reps, warmup=1, sync=C.jax_sync)
     return {"jit": (t_jit, c_s), "scan": ({**t_ep, "median_s": t_ep["median_s"] / sampler.steps_per_epoch}, ec_s),
-            "flops_xla": C.xla_flops(compiled), "model": model, "opt": opt}
+            "flops_xla": C.xla_flops(compiled), "bytes_xla": C.xla_bytes(compiled), "model": model, "opt": opt}
 
 
 def torch_timings(problem, params0, x_np, y_np, checks: dict, args, members: int = 0, *, build=None,
@@ -290,7 +297,7 @@ def train_step_rows(args, rates: dict) -> tuple[list[dict], dict | None]:
         flops_analytic = 3 * 2 * B * (D * hidden + hidden * hidden + hidden * Cn)  # fwd + 2x for bwd
         adam_s = optimizer_update_seconds(hj["model"], hj["opt"], D, args.repeats)
         base = {"dataset": name, "H": hidden, "B": B} | floor_figures(n_params, hj["flops_xla"], flops_analytic,
-                                                                       adam_s, rates)
+                                                                       adam_s, rates, bytes_xla=hj["bytes_xla"])
         rows += case_rows(base, hj, torch_t, checks)
     return rows, e2e
 

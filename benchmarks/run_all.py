@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler", "bench_sharding", "profile_step",
            "bench_compile_options", "bench_hlstm", "hlstm_float64_witness", "bench_hmt",
-           "bench_selection"]  # bench_engine compares two commits: run it on its own
+           "bench_selection", "bench_traffic"]  # bench_engine compares two commits: run it on its own
 
 
 def _load(name, sub: str = ""):
@@ -89,8 +89,11 @@ def _noise_cell(c: dict) -> str:
 
 def _floor_table(rows: list[dict], keys: list[str]) -> list[str]:
     """Per case: the matmul floor, the optimiser-state floor (the larger is the floor) and hmljax's Adam alone."""
+    traffic = any(r.get("bytes_per_param_xla") for r in rows)  # rows measured since XLA's bytes were recorded
     out = ["| " + " | ".join(keys) + " | params | XLA FLOPs/step | matmul floor ms | stream GB/s at the state's size | "
-           "state floor ms (24 B/param) | floor ms | hmljax Adam alone ms |", "|" + "---|" * (len(keys) + 7)]
+           "state floor ms (24 B/param) | floor ms | hmljax Adam alone ms |"
+           + (" XLA bytes/param | hmljax traffic ms |" if traffic else ""),
+           "|" + "---|" * (len(keys) + 7 + 2 * traffic)]
     seen = {}
     for r in rows:
         seen.setdefault(tuple(r.get(k) for k in keys), r)
@@ -99,12 +102,42 @@ def _floor_table(rows: list[dict], keys: list[str]) -> list[str]:
                    f"{r['matmul_floor_s'] * 1e3:.3f} | "
                    f"{_fmt((r.get('stream_bytes_per_s_at_state_size') or 0) / 1e9)} | "
                    f"{_fmt((r.get('memory_floor_s') or 0) * 1e3)} | "
-                   f"{r['floor_step_s'] * 1e3:.3f} | {r['adam_update_s'] * 1e3:.3f} |")
+                   f"{r['floor_step_s'] * 1e3:.3f} | {r['adam_update_s'] * 1e3:.3f} |"
+                   + (f" {_fmt(r.get('bytes_per_param_xla'))} | "
+                      f"{_fmt(r['xla_traffic_s'] * 1e3 if r.get('xla_traffic_s') else None)} |" if traffic else ""))
     return out
 
 
 def _share(prof: dict, group: str) -> float:
     return prof["groups_us"].get(group, 0.0) / max(prof["profiled_us"], 1e-9)
+
+
+def _traffic_section(d: dict) -> list[str]:
+    """Section 15: XLA's bytes per step and per parameter for hmljax's compiled steps."""
+    one = d["rows"][0].get("one_pass_bytes_per_param", 36)
+    m = d.get("machine", {})
+    lines = ["## 15. Memory traffic of hmljax's compiled steps (XLA's count)", "",
+             f"Command: `{d['command']}`; compiled {str(d.get('date', '?'))[:10]} on "
+             f"{m.get('cpu_model') or m.get('processor') or 'an unrecorded machine'} (jax {m.get('jax', '?')}; "
+             "XLA compiles for the host CPU, so another CPU may fuse differently).", "",
+             "XLA's `bytes accessed` for the compiled train step: every top-level op's operands and outputs after "
+             "fusion, the traffic its fusion plan implies when nothing stays in cache. Nothing is timed. A single "
+             f"fused optimiser pass needs about {one} bytes per parameter at batch 4 (the weights read by the "
+             "forward and backward passes, 8; Adam's p, g, m and v read and p, m and v written, 28). In the "
+             "compiled HLO, XLA's CPU backend updates each tensor in three loops (the first moment, the second "
+             "moment, then the parameter; each moment's loop reads the parameter again for the coupled weight "
+             "decay) after the weight-gradient dot has written the gradient, and does not merge them into one "
+             "multi-output loop as torch's fused Adam kernel is; HLSTM's shared recurrent kernel also gets "
+             "one gradient per level, summed inside those loops. Divide by the floor table's stream bandwidth "
+             "for the time this traffic takes.", "",
+             "| case | dataset | B | params | XLA bytes/step | bytes/param | x one fused pass (B = 4) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        bpp = r.get("bytes_per_param_xla") if r["B"] == 4 else None  # at B = 64 activations count too
+        lines.append(f"| {r['case']} | {r['dataset']} | {r['B']} | {r['params']:,} | "
+                     f"{_fmt(r.get('bytes_per_step_xla'))} | {_fmt(r.get('bytes_per_param_xla'))} | "
+                     f"{_fmt(bpp / one if bpp else None)} |")
+    return lines + [""]
 
 
 def _targets() -> list[str]:
@@ -157,6 +190,15 @@ def _targets() -> list[str]:
                            f"{floor_ms:.2f} ms at the measured stream bandwidth, so the goal asks for "
                            f"{floor_ms / need_ms:.0%} of this machine's memory limit on the whole step "
                            "(backward's second read of the weights, the gradients and the matmuls left out).")
+            tr = next((x for x in (_load("traffic") or {}).get("rows", [])
+                       if x.get("case") == "C-HMCNN E=10" and x.get("B") == r.get("B")), None)
+            if tr and tr.get("bytes_per_step_xla") and r.get("stream_bytes_per_s_at_state_size"):
+                ms = tr["bytes_per_step_xla"] / r["stream_bytes_per_s_at_state_size"] * 1e3
+                out.append(f"  Where the rest goes (section 15): XLA's plan for this step moves "
+                           f"{tr['bytes_per_param_xla']:.1f} bytes per parameter, "
+                           f"{tr['bytes_per_step_xla'] / 1e6:,.0f} MB, which alone takes {ms:.1f} ms of the "
+                           f"{r['step_ms']:.1f} ms step at that bandwidth; "
+                           "torch's fused Adam reads and writes its 28 bytes per parameter in one pass.")
     h = _load("hlstm")
     if h:
         for r in h["rows"]:
@@ -474,6 +516,9 @@ def report() -> str:
     d = _load("selection")
     if d:
         lines += _selection_section(d)
+    d = _load("traffic")
+    if d:
+        lines += _traffic_section(d)
     lines += _gpu_section()
     lines += _targets()
     text = "\n".join(lines) + "\n"

@@ -400,7 +400,7 @@ def test_a_busy_machine_refuses_or_flags_every_row(monkeypatch, tmp_path):
         C.guard_load(args)
     args.allow_loaded = True
     assert C.guard_load(args)["loaded"]
-    monkeypatch.setattr(C, "machine", lambda: {"cpus": 2})
+    monkeypatch.setattr(C, "machine", lambda measure_rates=True: {"cpus": 2})
     path = C.write_rows("t", [{"a": 1}], args, out=str(tmp_path / "t.json"))
     with open(path) as fh:
         payload = json.load(fh)
@@ -493,3 +493,38 @@ def test_selection_rows_get_their_level_and_ratios_per_dataset_and_update():
     assert every["speedup_vs_as_published"] is None and every["speedup_vs_same_algorithm"] == 3.0
     assert every["speedup_vs_best_effort"] is None  # its compile failed: no time to compare with
     assert "speedup_vs_numpy" not in out[("bibtex", "torch.compile", "all")]
+
+
+def test_xla_traffic_is_counted_and_reported(monkeypatch, tmp_path):
+    """XLA's bytes accessed for a compiled step: counted (a copy of n float32 moves 8n bytes), written per
+    parameter in section 15, and set against the E = 10 row's step time at its measured bandwidth."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import _common as C
+    from benchmarks import run_all
+
+    compiled = jax.jit(lambda a: a * 2.0).lower(jnp.ones(1 << 16, jnp.float32)).compile()
+    assert C.xla_bytes(compiled) == 8 * (1 << 16)  # read once, written once
+    os.makedirs(tmp_path / "results")
+    traffic = [{"case": "C-HMCNN E=10", "dataset": "cellcycle_FUN", "B": 4, "params": 1000,
+                "bytes_per_step_xla": 63500.0, "bytes_per_param_xla": 63.5, "one_pass_bytes_per_param": 36},
+               {"case": "C-HMCNN", "dataset": "cellcycle_GO", "B": 64, "params": 1000,
+                "bytes_per_step_xla": 130000.0, "bytes_per_param_xla": 130.0, "one_pass_bytes_per_param": 36}]
+    ens = {"dataset": "cellcycle_FUN", "E": 10, "B": 4, "impl": "hmljax scan epoch", "step_ms": 1.0,
+           "fraction_of_floor": 0.5, "floor_step_s": 5e-4, "speedup_vs_best_effort": 1.0, "params": 1000,
+           "stream_bytes_per_s_at_state_size": 1e8, "matmul_floor_s": 1e-5, "memory_floor_s": 2e-4,
+           "adam_update_s": 3e-4, "flops_per_step_xla": 2e6, "bytes_per_param_xla": 63.5, "xla_traffic_s": 6.35e-4}
+    for name, rows in (("traffic", traffic), ("ensemble", [ens])):
+        with open(tmp_path / "results" / f"{name}.json", "w") as fh:
+            json.dump({"rows": rows, "machine": {"cpu_model": "test cpu", "jax": "0.x"}, "date": "2026-12-01",
+                       "threads": 2,
+                       "command": f"python -m benchmarks.bench_{name}"}, fh)
+    monkeypatch.setattr(run_all, "HERE", str(tmp_path))
+    text = run_all.report()
+    assert "## 15. Memory traffic of hmljax's compiled steps" in text and "compiled 2026-12-01 on test cpu" in text
+    assert "| C-HMCNN E=10 | cellcycle_FUN | 4 | 1,000 | 63,500 | 63.5 | 1.76 |" in text
+    assert "| C-HMCNN | cellcycle_GO | 64 | 1,000 | 130,000 | 130 |  |" in text  # no one-pass ratio at B = 64
+    # 63,500 bytes at 1e8 B/s: 0.635 ms of the 1.0 ms step
+    assert "moves 63.5 bytes per parameter, 0 MB, which alone takes 0.6 ms of the 1.0 ms step" in text
+    assert "| XLA bytes/param | hmljax traffic ms |" in text and "| 63.5 | 0.635 |" in text
