@@ -64,6 +64,16 @@ def run_checks(build, problem, method0, X, Y, B: int, args, skip: dict | None = 
     return checks, params0
 
 
+def first_batch(X, Y, B: int):
+    """The engine's :class:`Batch` of the first ``B`` rows, every row real: what the step benchmarks feed."""
+    import jax.numpy as jnp
+
+    from hmljax.engine import Batch
+
+    return Batch(jnp.asarray(X[:B]), jnp.asarray(Y[:B]), jnp.ones(B, bool), jnp.arange(B, dtype=jnp.int32),
+                 jnp.asarray(0, jnp.int32))
+
+
 def engine_timings(method, X, Y, B: int, scan_steps: int, args, *, step_repeats: int | None = None) -> dict:
     """hmljax's jit step (donated state) and scan-fused epoch over ``scan_steps`` batches: seconds per step.
 
@@ -71,13 +81,11 @@ def engine_timings(method, X, Y, B: int, scan_steps: int, args, *, step_repeats:
     step and the trained parameters (for the optimiser's timing and size).
     """
     import jax
-    import jax.numpy as jnp
 
     from hmljax.data import EpochSampler
-    from hmljax.engine import Batch, init_train_state, jit_train, make_epoch, make_step
+    from hmljax.engine import init_train_state, jit_train, make_epoch, make_step
 
-    batch = Batch(jnp.asarray(X[:B]), jnp.asarray(Y[:B]), jnp.ones(B, bool), jnp.arange(B, dtype=jnp.int32),
-                  jnp.asarray(0, jnp.int32))
+    batch = first_batch(X, Y, B)
     state = init_train_state(method, jax.random.key(0))
     c_s, compiled = C.compile_seconds(jit_train(make_step(method)), state, batch, jax.random.key(2))
     step = jit_train(make_step(method), donate_argnums=(0,))

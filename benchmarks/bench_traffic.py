@@ -37,44 +37,36 @@ def _count(compiled, params) -> dict:
 
 
 def chmcnn_case(name: str, hidden: int, B: int, members: int, data_dir) -> dict:
-    """C-HMCNN's step (``members`` > 0: an E-member vmapped ensemble), as bench_train / bench_ensemble build it."""
+    """C-HMCNN's step (``members`` > 0: an E-member vmapped ensemble), built as the timing benchmarks build it."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks import bench_train as T
-    from hmljax.constraints import constraint_graph
+    from benchmarks.bench_train import hmljax_step
     from hmljax.data import load_dataset
-    from hmljax.models import ChmcnnMLP, stacked_forward
-    from hmljax.training import init_state, jit_train, make_optimizer, make_train_step
+    from hmljax.training import jit_train
 
     ds = load_dataset(name, data_dir=data_dir)
     X, Y = (np.asarray(a, np.float32) for a in ds.split("train+valid"))
-    h = ds.hierarchy
-    model = ChmcnnMLP(hidden=hidden, num_outputs=h.num_nodes, dropout=T.DROPOUT)
-    opt = make_optimizer(lr=T.LR, weight_decay=T.WD)
-    step = make_train_step(model, opt, ancestry=constraint_graph(h), evaluated=h.evaluated,
-                           forward=stacked_forward(model, members) if members else None)
-    state = init_state(model, opt, X.shape[1], key=jax.random.key(0), members=members)
+    _, _, step, state = hmljax_step(ds.hierarchy, X.shape[1], hidden, members)
     args = (state, jnp.asarray(X[:B]), jnp.asarray(Y[:B]), jnp.ones(B, bool), jax.random.key(2))
     compiled = jit_train(step, donate_argnums=(0,)).lower(*args).compile()
     return {"case": f"C-HMCNN E={members}" if members else "C-HMCNN", "dataset": name, "B": B,
-            "hidden": model.hidden} | _count(compiled, state.params)
+            "hidden": hidden} | _count(compiled, state.params)
 
 
 def hlstm_case(name: str, B: int, data_dir) -> dict:
     """HLSTM's engine step, as bench_hlstm builds it."""
     import jax
-    import jax.numpy as jnp
 
     from benchmarks import bench_hlstm as H
-    from hmljax.engine import Batch, init_train_state, jit_train, make_step
+    from benchmarks._engine_levels import first_batch
+    from hmljax.engine import init_train_state, jit_train, make_step
 
     problem, method, X, Y, _ = H.setup(name, B, data_dir)
-    batch = Batch(jnp.asarray(X[:B]), jnp.asarray(Y[:B]), jnp.ones(B, bool), jnp.arange(B, dtype=jnp.int32),
-                  jnp.asarray(0, jnp.int32))
     state = init_train_state(method, jax.random.key(0))
-    compiled = jit_train(make_step(method), donate_argnums=(0,)).lower(state, batch, jax.random.key(2)).compile()
+    compiled = jit_train(make_step(method), donate_argnums=(0,)).lower(state, first_batch(X, Y, B),
+                                                                       jax.random.key(2)).compile()
     return {"case": "HLSTM", "dataset": name, "B": B, "hidden": problem.hidden} | _count(compiled, state.params)
 
 
