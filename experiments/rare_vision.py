@@ -1,8 +1,8 @@
 """RARE's vision model (paper §5.4, Appendices A.2, I and J) on any tensorflow-datasets image dataset.
 
-A frozen ResNet encoder shared by E MLP heads (3 layers, hidden = the embedding size, dropout 0.7),
-trained with RARE's loss (MCLoss with node imbalance weights and a focal term from the heads'
-disagreement), with the two ways the paper makes the task harder:
+A frozen image encoder (a ResNet or a ViT, torchvision's networks) shared by E MLP heads (3 layers, hidden =
+the embedding size, dropout 0.7), trained with RARE's loss (MCLoss with node imbalance weights and a focal
+term from the heads' disagreement), with the two ways the paper makes the task harder:
 
 - the **training factor** (§5.4, Appendix I): the encoder's weights are
   ``factor * pretrained + (1 - factor) * random`` (the released code's ``noise = 1 - factor``), leaf by
@@ -32,7 +32,7 @@ ancestors. A bad line, an unknown leaf or a cycle stops the run with the file an
 
 Usage (BenthicNet-E, once it is packaged as a tfds dataset with an ``image`` and a multi-label ``labels``
 feature and prepared with ``--file_format=array_record``; ImageNet ResNet-50 weights converted once with
-``python -m hmljax.models.convert_torchvision resnet50-11ad3fa6.pth resnet50.npz --depth 50``, torchvision's
+``python -m hmljax.models.convert_torchvision resnet50-11ad3fa6.pth resnet50.npz --arch resnet50``, torchvision's
 ``DEFAULT`` ResNet-50 weights, which the released code loads)::
 
     python experiments/rare_vision.py --tfds benthicnet_e --tfds-data-dir ~/tensorflow_datasets \\
@@ -40,20 +40,26 @@ feature and prepared with ``--file_format=array_record``; ImageNet ResNet-50 wei
         --training-factor 0.5 --ensemble 20 --focal gmu --weights code --w0 0.25 \\
         --out runs/rare_vision/benthicnet_e-f0.5-gmu
     # baseline: --focal none --weights none; Appendix J: --training-factor 1 --data-fraction 0.01 ... 0.3
+    # the released script's default backbone, ViT-B/16 (torchvision's vit_b_16-c867db91.pth converted with
+    # --arch vit_b_16): --backbone vit_b_16 --pretrained vit_b_16.npz
 
 Writes ``OUT/config.json`` (the command line and every setting) and ``OUT/results.json`` (test metrics of
 :func:`hmljax.metrics.hierarchical_suite`: micro AUPRC, node-wise F1 / precision / recall, ...; the subset;
 the loss per epoch; timings).
 
 Defaults are the paper's echinoderm settings (Appendix A.2, the released ``echinoderms_run_focal_model.py``):
-ResNet-50, Adam lr 1e-3, weight decay 1e-4, 20 epochs, batch 128, 20 heads (the paper's text says 10 for its
-gene-data ensembles), GMU with u0 = 0.25 and k = 1, ``weights=code`` (the released code's weights: super-counts,
+ResNet-50 (the paper's; the released script's default is ViT-B/16: ``--backbone vit_b_16``), Adam lr 1e-3,
+weight decay 1e-4, 20 epochs, batch 128, 20 heads (the paper's text says 10 for its gene-data ensembles), GMU
+with u0 = 0.25 and k = 1, ``weights=code`` (the released code's weights: super-counts,
 ``w0 + w_max (w - w_min)/(w_max - w_min)``, put on the negatives) with w0 = 0.25, and the loss summed over
 heads x batch x nodes, as that code does.
 
 Differences from the paper and its code (deliberate, or not done):
 
-- ViT-B/16 (the released script's default backbone) is not implemented: ResNets only.
+- ``--backbone`` takes torchvision's ResNets and ViTs (:func:`hmljax.models.image_encoder`); the ViT's
+  embedding is its class token after the final LayerNorm (torchvision's ``heads`` dropped), its image size
+  fixed by the position embeddings (224 for ImageNet weights). A ViT has no BatchNorm: ``--bn-stats`` does
+  not apply to it.
 - Features are computed in eval mode. The released code puts the frozen encoder in ``train()`` mode, so its
   BatchNorm normalises each training batch with that batch's statistics (and updates the running ones);
   caching features needs a deterministic encoder.
@@ -102,7 +108,7 @@ from hmljax.hierarchy import Hierarchy, HierarchyError
 from hmljax.losses import WEIGHT_PRESETS, constrained_probs, imbalance_weights, node_counts
 from hmljax.methods import RareLoss, chmcnn_model, hierarchy_constraint, make_rare_loss
 from hmljax.metrics import hierarchical_suite
-from hmljax.models import IMAGENET_MEAN, IMAGENET_STD, RESNET_DEPTHS, ChmcnnMLP, load_resnet_npz, resnet_encoder
+from hmljax.models import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, ChmcnnMLP, image_encoder, load_encoder_npz
 
 BENTHICNET_MEAN = (0.359, 0.413, 0.386)  # the released echinoderm script's normalisation
 BENTHICNET_STD = (0.219, 0.215, 0.209)
@@ -437,11 +443,11 @@ def train(method: Method, *, epochs: int, seed: int, progress: bool = True) -> t
 def _features_path(args, split: str, resize: int) -> str:
     key = {"tfds": args.tfds, "data_dir": os.path.abspath(args.tfds_data_dir) if args.tfds_data_dir else None,
            "split": split, "label_key": args.label_key, "image_size": args.image_size, "resize": resize,
-           "depth": args.depth, "width": args.width, "norm": args.norm, "factor": args.training_factor,
+           "backbone": args.backbone, "width": args.width, "norm": args.norm, "factor": args.training_factor,
            "bn_stats": args.bn_stats, "pretrained": os.path.abspath(args.pretrained) if args.pretrained else None,
            "seed": args.seed if args.training_factor < 1.0 or not args.pretrained else None}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{args.tfds}-{split}-resnet{args.depth}-f{args.training_factor:g}")
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{args.tfds}-{split}-{args.backbone}-f{args.training_factor:g}")
     return os.path.join(args.feature_cache or os.path.join(cache_dir(), "rare_vision"), f"{stem}-{digest}.npy")
 
 
@@ -456,9 +462,12 @@ def parse_args(argv):
     a("--label-key", default="auto", help="the class-label feature (auto: labels, label, then objects/label)")
     a("--image-key", default="image")
     a("--unlisted", choices=("error", "drop"), default="error", help="classes missing from the hierarchy")
-    a("--pretrained", default=None, help="encoder weights, an .npz of hmljax.models.save_resnet_npz")
-    a("--depth", type=int, default=50, choices=sorted(RESNET_DEPTHS))
-    a("--width", type=float, default=1.0, help="ResNet channel multiplier (small values for tests)")
+    a("--pretrained", default=None, help="encoder weights: an .npz of python -m hmljax.models.convert_torchvision "
+      "(hmljax.models.save_encoder_npz) for --backbone")
+    a("--backbone", choices=BACKBONES, default="resnet50", help="torchvision's encoder (the paper: resnet50; the "
+      "released script's default: vit_b_16)")
+    a("--width", type=float, default=1.0, help="a ResNet's channel or a ViT's head-count multiplier (small values "
+      "for tests)")
     a("--norm", choices=sorted(NORMS), default="imagenet", help="input normalisation (benthicnet: the echinoderm "
       "script's)")
     a("--image-size", type=int, default=224, help="S, the centre crop the encoder sees")
@@ -541,19 +550,19 @@ def _run(args, argv) -> int:
 
     # The frozen encoder at this training factor, its features cached once per split.
     mean, std = NORMS[args.norm]
-    enc = resnet_encoder(args.depth, width=args.width, mean=mean, std=std)
+    enc = image_encoder(args.backbone, image_size=size, width=args.width, mean=mean, std=std)
     pretrained = None
     if args.pretrained:
         try:
-            pretrained = load_resnet_npz(args.pretrained, depth=args.depth, width=args.width)
-        except ValueError as err:  # names the file: unreadable, damaged, or another depth or width
+            pretrained = load_encoder_npz(args.pretrained, backbone=args.backbone, image_size=size, width=args.width)
+        except ValueError as err:  # names the file: unreadable, damaged, or another backbone or width
             raise DataError(str(err)) from None
     enc_key = jax.random.fold_in(jax.random.key(args.seed), 0)
     variables = encoder_variables(enc, key=enc_key, image_size=size, pretrained=pretrained,
                                   factor=args.training_factor, bn_stats=args.bn_stats)
     off = (resize - size) // 2
 
-    def encode(v, x):  # Resize(R) was done when decoding; CenterCrop(S) here, eval-mode BatchNorm
+    def encode(v, x):  # Resize(R) was done when decoding; CenterCrop(S) here, eval-mode BatchNorm (ResNets)
         x = eval_transform(x[:, off:off + size, off:off + size], out_size=size)
         return enc.apply(v["params"], v["batch_stats"], x, train=False)[0]
 
@@ -572,7 +581,7 @@ def _run(args, argv) -> int:
     print(f"{args.tfds}: train rows {len(rows)} of {len(Y_all)} (fraction {args.data_fraction:g}, {args.subset}), "
           f"test rows {len(Y_test)}; nodes {h.num_nodes} ({int(ev.sum())} evaluated, {with_pos} with a train "
           f"positive){f', classes dropped: {dropped}' if dropped else ''}; features {X.shape[1]} "
-          f"(ResNet-{args.depth}, factor {args.training_factor:g}); heads {args.ensemble} x "
+          f"({args.backbone}, factor {args.training_factor:g}); heads {args.ensemble} x "
           f"[{X.shape[1]}-{hidden}-{hidden}-{h.num_nodes}], batch {min(len(rows), args.batch_size)}", flush=True)
 
     method = build_method(h, X, Y, args, hidden=hidden)

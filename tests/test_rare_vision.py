@@ -1,4 +1,4 @@
-"""experiments/rare_vision.py (RARE's vision model): end to end on mock VOC 2007 with a tiny ResNet, the
+"""experiments/rare_vision.py (RARE's vision model): end to end on mock VOC 2007 with a tiny ResNet and a tiny ViT, the
 edge-list errors, the training-factor interpolation and the data-fraction subset."""
 
 import json
@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from hmljax.models import resnet_encoder, save_resnet_npz
+from hmljax.models import image_encoder, save_encoder_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
@@ -35,23 +35,26 @@ def _cache_in_tmp(monkeypatch, tmp_path):
     monkeypatch.setenv("HMLJAX_CACHE", str(tmp_path / "cache"))
 
 
-def test_mock_voc2007_end_to_end(tmp_path, capsys):
+@pytest.mark.parametrize("backbone, width", [("resnet18", 0.125), ("vit_b_16", 0.1)])
+def test_mock_voc2007_end_to_end(tmp_path, capsys, backbone, width):
     tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
     edges = tmp_path / "edges.csv"
     edges.write_text(VOC_TREE)
-    # A stand-in "pretrained" encoder: the same tiny ResNet from another seed, through the .npz format.
-    enc = resnet_encoder(18, width=0.125)
+    # A stand-in "pretrained" encoder: the same tiny network from another seed, through the .npz format.
+    enc = image_encoder(backbone, image_size=32, width=width)
     params, stats = enc.init(jax.random.key(123), np.zeros((1, 32, 32, 3), np.uint8))
-    save_resnet_npz(tmp_path / "pre.npz", {"params": params, "batch_stats": stats})
+    save_encoder_npz(tmp_path / "pre.npz", {"params": params, "batch_stats": stats}, backbone=backbone)
     out = tmp_path / "run"
     argv = ["--tfds", "voc/2007", "--hierarchy", str(edges), "--tfds-data-dir", str(tmp_path / "tfds"),
-            "--unlisted", "drop", "--pretrained", str(tmp_path / "pre.npz"), "--depth", "18", "--width", "0.125",
+            "--unlisted", "drop", "--pretrained", str(tmp_path / "pre.npz"), "--backbone", backbone,
+            "--width", str(width),
             "--image-size", "32", "--ensemble", "2", "--epochs", "2", "--training-factor", "0.5",
             "--data-fraction", "0.5", "--focal", "gmu", "--weights", "code", "--out", str(out), "--quiet"]
     with tfds.testing.mock_data(num_examples=12):
         assert rare_vision.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "train rows 6 of 12" in printed and "nodes 9 (8 evaluated" in printed and "features 64" in printed
+    assert "train rows 6 of 12" in printed and "nodes 9 (8 evaluated" in printed
+    assert f"features 64 ({backbone}" in printed
     res = json.loads((out / "results.json").read_text())
     for k in ("auprc", "node_f1", "node_precision", "node_recall"):
         assert np.isfinite(res["test"][k]), (k, res["test"])

@@ -13,8 +13,6 @@ BatchNorm statistics live in the ``batch_stats`` collection, which is the engine
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 import os
 import re
@@ -27,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Real
 
-from hmljax.data import atomic_write_bytes
+from hmljax.models._weights import flat as _flat
+from hmljax.models._weights import load_npz, save_npz
+from hmljax.models._weights import nest as _nest
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -278,26 +278,6 @@ def _torch_name(collection: str, path: tuple[str, ...]) -> str:
     return ".".join([*mods, _LEAF_TO_TORCH[collection, path[-1]]])
 
 
-def _flat(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, (*prefix, k)))
-        else:
-            out[(*prefix, k)] = v
-    return out
-
-
-def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict:
-    out: dict = {}
-    for path, v in flat.items():
-        d = out
-        for k in path[:-1]:
-            d = d.setdefault(k, {})
-        d[path[-1]] = v
-    return out
-
-
 def resnet_variables_from_torch(state_dict: Mapping[str, Any], *, depth: int, width: float = 1.0) -> dict:
     """Converts a torchvision ResNet ``state_dict`` (numpy arrays) to this module's variables.
 
@@ -347,24 +327,12 @@ def resnet_variables_from_torch(state_dict: Mapping[str, Any], *, depth: int, wi
 _FORMAT = "hmljax-resnet-v1"
 
 
-def _digest(flat: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(flat):
-        a = np.ascontiguousarray(flat[k])
-        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def save_resnet_npz(path: str | os.PathLike, variables: Mapping) -> None:
     """Writes ``{"params", "batch_stats"}`` to ``path`` as an ``.npz``, atomically, with a SHA-256 of the arrays.
 
     Keys are the variables' paths joined with ``/`` (``params/layer1_0/conv1/kernel``).
     """
-    flat = {"/".join(p): np.asarray(v, np.float32) for p, v in _flat(variables).items()}
-    buf = io.BytesIO()
-    np.savez(buf, __format__=np.array(_FORMAT), __sha256__=np.array(_digest(flat)), **flat)
-    atomic_write_bytes(os.fspath(path), buf.getvalue())
+    save_npz(path, variables, fmt=_FORMAT)
 
 
 def load_resnet_npz(path: str | os.PathLike, *, depth: int, width: float = 1.0) -> dict:
@@ -377,26 +345,5 @@ def load_resnet_npz(path: str | os.PathLike, *, depth: int, width: float = 1.0) 
     Raises:
         ValueError: naming the file, when it is unreadable, damaged, or for another depth or width.
     """
-    path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as err:  # OSError, zipfile.BadZipFile, a CRC error in a damaged member, ...
-        raise ValueError(f"{path}: not a readable ResNet weights file ({type(err).__name__}: {err})") from None
-    if str(arrays.pop("__format__", "")) != _FORMAT or "__sha256__" not in arrays:
-        raise ValueError(f"{path}: not written by hmljax.models.save_resnet_npz (no {_FORMAT} header)")
-    want = str(arrays.pop("__sha256__"))
-    if _digest(arrays) != want:
-        raise ValueError(f"{path}: damaged (its arrays' SHA-256 differs from the one written with them); "
-                         "convert the weights again")
-    expected = {"/".join(p): s.shape for p, s in _flat(_expected_variables(depth, width)).items()}
-    missing, unexpected = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{path}: does not hold ResNet-{depth} (width {width}) weights: "
-                         f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                         f"(e.g. {unexpected[:3]})")
-    for k, shape in expected.items():
-        if arrays[k].shape != tuple(shape):
-            raise ValueError(f"{path}: {k} has shape {arrays[k].shape}, ResNet-{depth} (width {width}) needs "
-                             f"{tuple(shape)}")
-    return _nest({tuple(k.split("/")): v for k, v in arrays.items()})
+    return load_npz(path, fmt=_FORMAT, writer="hmljax.models.save_resnet_npz",
+                    expected=_expected_variables(depth, width), what=f"ResNet-{depth} (width {width})")

@@ -1,13 +1,15 @@
-"""Converts a torchvision ResNet checkpoint to hmljax's ``.npz`` (the only place torch is used).
+"""Converts a torchvision ResNet or ViT checkpoint to hmljax's ``.npz`` (the only place torch is used).
 
 Usage::
 
-    python -m hmljax.models.convert_torchvision resnet50-0676ba61.pth resnet50.npz --depth 50
+    python -m hmljax.models.convert_torchvision resnet50-11ad3fa6.pth resnet50.npz --arch resnet50
+    python -m hmljax.models.convert_torchvision vit_b_16-c867db91.pth vit_b_16.npz --arch vit_b_16
 
 ``IN`` is a ``state_dict`` saved with ``torch.save`` (torchvision's downloaded ``.pth`` files are exactly
 that), or a checkpoint dict holding one under ``state_dict`` or ``model``; a ``module.`` prefix (from
-``DataParallel``) is stripped. Load the result with :func:`hmljax.models.load_resnet_npz`: no torch and no
-download at run time.
+``DataParallel``) is stripped. ``--depth D`` is the older spelling of ``--arch resnetD``. Load the result with
+:func:`hmljax.models.load_encoder_npz` (a ResNet's also with :func:`hmljax.models.load_resnet_npz`): no torch
+and no download at run time.
 """
 
 from __future__ import annotations
@@ -17,19 +19,25 @@ import sys
 
 import numpy as np
 
-from hmljax.models._resnet import RESNET_DEPTHS, resnet_variables_from_torch, save_resnet_npz
+from hmljax.models._encoders import BACKBONES, count_params, encoder_variables_from_torch, save_encoder_npz
+from hmljax.models._resnet import RESNET_DEPTHS
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: ``IN.pth OUT.npz --depth D [--width W]``; returns the exit status."""
+    """The command line: ``IN.pth OUT.npz --arch NAME [--width W] [--image-size S]``; returns the exit status."""
     ap = argparse.ArgumentParser(prog="python -m hmljax.models.convert_torchvision", description=__doc__.split("\n")[0])
-    ap.add_argument("src", metavar="IN.pth", help="a torchvision ResNet state_dict saved with torch.save")
+    ap.add_argument("src", metavar="IN.pth", help="a torchvision ResNet or ViT state_dict saved with torch.save")
     ap.add_argument("dst", metavar="OUT.npz", help="where to write the converted weights (atomically)")
-    ap.add_argument("--depth", type=int, required=True, choices=sorted(RESNET_DEPTHS))
-    ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 for torchvision's nets)")
+    arch = ap.add_mutually_exclusive_group(required=True)
+    arch.add_argument("--arch", choices=BACKBONES, help="torchvision's model name")
+    arch.add_argument("--depth", type=int, choices=sorted(RESNET_DEPTHS), help="the same as --arch resnetDEPTH")
+    ap.add_argument("--width", type=float, default=1.0, help="channel (ResNet) or head-count (ViT) multiplier; "
+                    "1.0 for torchvision's nets")
+    ap.add_argument("--image-size", type=int, default=224, help="ViT: the image side its position embeddings fit")
     args = ap.parse_args(argv)
+    backbone = args.arch or f"resnet{args.depth}"
     try:
         import torch
     except ImportError:
@@ -46,19 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     state = {k.removeprefix("module."): np.asarray(v.detach().cpu().float().numpy()) for k, v in obj.items()
              if hasattr(v, "detach")}
     try:
-        variables = resnet_variables_from_torch(state, depth=args.depth, width=args.width)
+        variables = encoder_variables_from_torch(state, backbone=backbone, image_size=args.image_size,
+                                                 width=args.width)
     except ValueError as err:
         print(f"{args.src}: {err}", file=sys.stderr)
         return 1
-    save_resnet_npz(args.dst, variables)
-    n = sum(a.size for a in _leaves(variables["params"]))
-    print(f"wrote {args.dst}: ResNet-{args.depth}, {n:,} parameters (fc ignored)")
+    save_encoder_npz(args.dst, variables, backbone=backbone)
+    dropped = "fc" if backbone.startswith("resnet") else "heads"
+    print(f"wrote {args.dst}: {backbone}, {count_params(variables):,} parameters ({dropped} ignored)")
     return 0
-
-
-def _leaves(tree):
-    for v in tree.values():
-        yield from (_leaves(v) if isinstance(v, dict) else [v])
 
 
 if __name__ == "__main__":
