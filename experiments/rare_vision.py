@@ -63,7 +63,9 @@ Differences from the paper and its code (deliberate, or not done):
 - Features are computed in eval mode. The released code puts the frozen encoder in ``train()`` mode, so its
   BatchNorm normalises each training batch with that batch's statistics (and updates the running ones);
   caching features needs a deterministic encoder.
-- Appendix J trains the encoder too ("all weights trainable"); here it stays frozen at every fraction.
+- Appendix J trains the encoder too ("all weights trainable"): ``--train-encoder`` does (encoder and heads
+  end to end on the images, one Adam over all weights, the encoder's BatchNorm in training mode in training
+  and in eval mode at test; no feature cache); without it the encoder stays frozen at every fraction.
 - ``--data-fraction`` keeps a seeded subset (see :func:`subset_rows`), not a plain random one, unless
   ``--subset random``; the node weights are counted on the rows kept.
 - ``--norm`` defaults to ImageNet's statistics (those of the weights); the released script normalises with
@@ -103,7 +105,7 @@ from hmljax.data import (
     tfds_data_dir,
     tfds_prepared_folder,
 )
-from hmljax.engine import Method, init_train_state, jit_train, make_epoch, make_optimizer, make_predict_fn
+from hmljax.engine import Method, Model, init_train_state, jit_train, make_epoch, make_optimizer, make_predict_fn
 from hmljax.hierarchy import Hierarchy, HierarchyError
 from hmljax.losses import WEIGHT_PRESETS, constrained_probs, imbalance_weights, node_counts
 from hmljax.methods import RareLoss, chmcnn_model, hierarchy_constraint, make_rare_loss
@@ -392,8 +394,11 @@ def load_split(name: str, split: str, *, size: int, data_dir: str | None, label_
 # --- training ------------------------------------------------------------------------------------------------
 
 
-def build_method(h: Hierarchy, X: np.ndarray, Y: np.ndarray, args, *, hidden: int) -> Method:
-    """E heads on cached features ``X [d, F]`` with RARE's loss, as an engine :class:`Method`."""
+def build_method(h: Hierarchy, X: np.ndarray, Y: np.ndarray, args, *, hidden: int, num_features: int,
+                 encoder: tuple | None = None) -> Method:
+    """E heads with RARE's loss, as an engine :class:`Method`: on cached features ``X [d, F]``, or with
+    ``encoder = (enc, variables, crop)`` on images ``X [d, R, R, 3]`` through that encoder, trained with the
+    heads (:func:`encoder_heads_model`)."""
     ancestry = hierarchy_constraint(h)
     node_weights, apply_to = None, "positive"
     if args.weights != "none":
@@ -410,13 +415,44 @@ def build_method(h: Hierarchy, X: np.ndarray, Y: np.ndarray, args, *, hidden: in
     def predict(out):  # the mean over heads of the constrained sigmoids, as the released code
         return jax.vmap(lambda z: constrained_probs(z, ancestry))(out.logits).mean(0)
 
-    return Method(model=chmcnn_model(net, X.shape[1], members=args.ensemble),
+    model = chmcnn_model(net, num_features, members=args.ensemble)
+    if encoder is not None:
+        model = encoder_heads_model(*encoder, model)
+    return Method(model=model,
                   loss=make_rare_loss(lc, ancestry=ancestry, evaluated=h.evaluated),
                   predict=predict,
                   optimizer=make_optimizer("adam", lr=args.lr, weight_decay=args.weight_decay),
                   sampler=EpochSampler(X.shape[0], batch, seed=args.seed, drop_remainder=False),
                   metrics=hierarchical_suite(h), train_x=X, train_y=Y,
                   info={"node_weights": None if node_weights is None else np.asarray(node_weights).tolist()})
+
+
+def center_crop(images, size: int):
+    """The centre ``size x size`` of uint8 (or [0, 255] float) images ``[B, R, R, 3]`` on the [0, 1] scale:
+    CenterCrop(S) after the Resize(R) done when decoding."""
+    off = (images.shape[1] - size) // 2
+    return eval_transform(images[:, off:off + size, off:off + size], out_size=size)
+
+
+def encoder_heads_model(enc, variables: dict, crop: int, heads: Model) -> Model:
+    """Appendix J's network, all weights trainable: the encoder (``variables``: its weights at the training
+    factor) under the E heads, on uint8 images ``[B, R, R, 3]``.
+
+    Both modes take the centre ``crop`` and the eval transform (the released code's Resize + CenterCrop: no
+    augmentation); the encoder's BatchNorm normalises with the batch's statistics in training (the updated
+    running statistics are the model state) and with the running ones at test.
+    """
+    def init(key):
+        head_params, _ = heads.init(key)
+        return ({"encoder": jax.tree.map(jnp.asarray, variables["params"]), "heads": head_params},
+                {"batch_stats": jax.tree.map(jnp.asarray, variables["batch_stats"])})
+
+    def apply(params, model_state, x, *, train, key=None):
+        feats, stats = enc.apply(params["encoder"], model_state["batch_stats"], center_crop(x, crop), train=train)
+        out = heads.apply(params["heads"], {}, feats, train=train, key=key)
+        return out._replace(model_state={"batch_stats": stats})
+
+    return Model(init, apply)
 
 
 def train(method: Method, *, epochs: int, seed: int, progress: bool = True) -> tuple:
@@ -473,6 +509,7 @@ def parse_args(argv):
     a("--image-size", type=int, default=224, help="S, the centre crop the encoder sees")
     a("--resize", type=int, default=None, help="R, the short side before the crop (default round(S * 256 / 224))")
     a("--training-factor", type=float, default=1.0, help="encoder = f * pretrained + (1 - f) * random")
+    a("--train-encoder", action="store_true", help="App. J: train the encoder with the heads (no feature cache)")
     a("--bn-stats", choices=("mix", "pretrained"), default="mix",
       help="BatchNorm running statistics: mixed like the weights (the released code) or the pretrained ones")
     a("--data-fraction", type=float, default=1.0, help="share of the train split trained on (App. J: 0.01-0.3)")
@@ -548,7 +585,7 @@ def _run(args, argv) -> int:
     Y_all = node_labels(train_labels, class_names, h)
     Y_test = node_labels(test_labels, class_names, h)
 
-    # The frozen encoder at this training factor, its features cached once per split.
+    # The encoder at this training factor: frozen, its features cached once per split; or trained (App. J).
     mean, std = NORMS[args.norm]
     enc = image_encoder(args.backbone, image_size=size, width=args.width, mean=mean, std=std)
     pretrained = None
@@ -560,33 +597,36 @@ def _run(args, argv) -> int:
     enc_key = jax.random.fold_in(jax.random.key(args.seed), 0)
     variables = encoder_variables(enc, key=enc_key, image_size=size, pretrained=pretrained,
                                   factor=args.training_factor, bn_stats=args.bn_stats)
-    off = (resize - size) // 2
-
-    def encode(v, x):  # Resize(R) was done when decoding; CenterCrop(S) here, eval-mode BatchNorm (ResNets)
-        x = eval_transform(x[:, off:off + size, off:off + size], out_size=size)
-        return enc.apply(v["params"], v["batch_stats"], x, train=False)[0]
-
-    t0 = time.perf_counter()
-    feats = {split: cache_features(encode, variables, images, batch_size=args.encode_batch,
-                                   path=_features_path(args, split, resize), progress=progress)
-             for split, images in ((args.train_split, train_images), (args.test_split, test_images))}
-    features_s = time.perf_counter() - t0
-
     rows = subset_rows(Y_all, fraction=args.data_fraction, seed=args.seed, evaluated=h.evaluated, mode=args.subset)
-    X, Y = np.asarray(feats[args.train_split][rows], np.float32), Y_all[rows]
-    X_test = np.asarray(feats[args.test_split], np.float32)
+    features_s = 0.0
+    if args.train_encoder:  # the heads see the encoder's output of each batch; nothing to cache
+        X, X_test = np.asarray(train_images[rows]), test_images
+    else:
+        def encode(v, x):  # Resize(R) was done when decoding; CenterCrop(S) here, eval-mode BatchNorm (ResNets)
+            return enc.apply(v["params"], v["batch_stats"], center_crop(x, size), train=False)[0]
+
+        t0 = time.perf_counter()
+        feats = {split: cache_features(encode, variables, images, batch_size=args.encode_batch,
+                                       path=_features_path(args, split, resize), progress=progress)
+                 for split, images in ((args.train_split, train_images), (args.test_split, test_images))}
+        features_s = time.perf_counter() - t0
+        X, X_test = np.asarray(feats[args.train_split][rows], np.float32), np.asarray(feats[args.test_split],
+                                                                                       np.float32)
+    Y = Y_all[rows]
     hidden = args.hidden or enc.num_features
     ev = np.asarray(h.evaluated, bool)
     with_pos = int((Y[:, ev].sum(0) > 0).sum())
     print(f"{args.tfds}: train rows {len(rows)} of {len(Y_all)} (fraction {args.data_fraction:g}, {args.subset}), "
           f"test rows {len(Y_test)}; nodes {h.num_nodes} ({int(ev.sum())} evaluated, {with_pos} with a train "
-          f"positive){f', classes dropped: {dropped}' if dropped else ''}; features {X.shape[1]} "
-          f"({args.backbone}, factor {args.training_factor:g}); heads {args.ensemble} x "
-          f"[{X.shape[1]}-{hidden}-{hidden}-{h.num_nodes}], batch {min(len(rows), args.batch_size)}", flush=True)
+          f"positive){f', classes dropped: {dropped}' if dropped else ''}; features {enc.num_features} "
+          f"({args.backbone}, factor {args.training_factor:g}, {'trained' if args.train_encoder else 'frozen'}); "
+          f"heads {args.ensemble} x [{enc.num_features}-{hidden}-{hidden}-{h.num_nodes}], batch "
+          f"{min(len(rows), args.batch_size)}", flush=True)
 
-    method = build_method(h, X, Y, args, hidden=hidden)
+    method = build_method(h, X, Y, args, hidden=hidden, num_features=enc.num_features,
+                          encoder=(enc, variables, size) if args.train_encoder else None)
     state, history, train_s = train(method, epochs=args.epochs, seed=args.seed, progress=progress)
-    probs = make_predict_fn(method)(state.params, state.model_state, X_test)
+    probs = make_predict_fn(method, batch_size=args.encode_batch)(state.params, state.model_state, X_test)
     metrics = method.metrics.evaluate(Y_test, probs)
     results = {
         "test": metrics, "command": command, "loss_per_epoch": history,
@@ -596,7 +636,8 @@ def _run(args, argv) -> int:
                    "evaluated_nodes_with_positive_in_split": int((Y_all[:, ev].sum(0) > 0).sum())},
         "hierarchy": {"nodes": h.num_nodes, "evaluated": int(ev.sum()), "names": list(h.names),
                       "dropped_classes": dropped},
-        "features": {"dim": int(X.shape[1]), "seconds": features_s, "paths": {
+        "encoder": {"backbone": args.backbone, "trained": bool(args.train_encoder)},
+        "features": {"dim": int(enc.num_features), "seconds": features_s, "paths": None if args.train_encoder else {
             s: _features_path(args, s, resize) for s in (args.train_split, args.test_split)}},
         "train_seconds": train_s, "node_weights": method.info["node_weights"],
     }

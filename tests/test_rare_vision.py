@@ -6,6 +6,7 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -35,8 +36,9 @@ def _cache_in_tmp(monkeypatch, tmp_path):
     monkeypatch.setenv("HMLJAX_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("backbone, width", [("resnet18", 0.125), ("vit_b_16", 0.1)])
-def test_mock_voc2007_end_to_end(tmp_path, capsys, backbone, width):
+@pytest.mark.parametrize("backbone, width, trained", [("resnet18", 0.125, False), ("vit_b_16", 0.1, False),
+                                                      ("resnet18", 0.125, True)])
+def test_mock_voc2007_end_to_end(tmp_path, capsys, backbone, width, trained):
     tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
     edges = tmp_path / "edges.csv"
     edges.write_text(VOC_TREE)
@@ -50,11 +52,12 @@ def test_mock_voc2007_end_to_end(tmp_path, capsys, backbone, width):
             "--width", str(width),
             "--image-size", "32", "--ensemble", "2", "--epochs", "2", "--training-factor", "0.5",
             "--data-fraction", "0.5", "--focal", "gmu", "--weights", "code", "--out", str(out), "--quiet"]
+    argv += ["--train-encoder"] if trained else []
     with tfds.testing.mock_data(num_examples=12):
         assert rare_vision.main(argv) == 0
     printed = capsys.readouterr().out
     assert "train rows 6 of 12" in printed and "nodes 9 (8 evaluated" in printed
-    assert f"features 64 ({backbone}" in printed
+    assert f"features 64 ({backbone}, factor 0.5, {'trained' if trained else 'frozen'})" in printed
     res = json.loads((out / "results.json").read_text())
     for k in ("auprc", "node_f1", "node_precision", "node_recall"):
         assert np.isfinite(res["test"][k]), (k, res["test"])
@@ -65,8 +68,40 @@ def test_mock_voc2007_end_to_end(tmp_path, capsys, backbone, width):
     config = json.loads((out / "config.json").read_text())
     assert config["command"].startswith("python experiments/rare_vision.py --tfds voc/2007 ")
     assert config["args"]["training_factor"] == 0.5
+    assert res["encoder"] == {"backbone": backbone, "trained": trained}
+    if trained:  # App. J's end-to-end network caches no features
+        assert res["features"]["paths"] is None and not (tmp_path / "cache" / "rare_vision").exists()
+        return
     for path in res["features"]["paths"].values():  # cached under HMLJAX_CACHE (tmp_path here)
         assert path.startswith(str(tmp_path / "cache")) and os.path.exists(path)
+
+
+def test_trained_encoder_gets_gradients_and_updates_its_statistics():
+    """--train-encoder's network: the loss reaches the encoder's weights, and a training forward returns the
+    BatchNorm statistics of the batch while evaluation leaves them as they were."""
+    from hmljax.methods import chmcnn_model
+    from hmljax.models import ChmcnnMLP
+
+    enc = image_encoder("resnet18", width=0.125)
+    params, stats = enc.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.uint8))
+    heads = chmcnn_model(ChmcnnMLP(hidden=16, num_outputs=5, num_layers=3, dropout=0.7), enc.num_features,
+                         members=2)
+    model = rare_vision.encoder_heads_model(enc, {"params": params, "batch_stats": stats}, 32, heads)
+    p, state = model.init(jax.random.key(1))
+    x = np.random.default_rng(0).integers(0, 256, (4, 36, 36, 3), dtype=np.uint8)  # R = 36, crop S = 32
+
+    def loss(q):
+        out = model.apply(q, state, x, train=True, key=jax.random.key(2))
+        return jnp.sum(out.logits), out
+
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(p)
+    assert out.logits.shape == (2, 4, 5)
+    moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), out.model_state, state)
+    assert all(jax.tree.leaves(moved))
+    ev = jax.jit(lambda p, s, x: model.apply(p, s, x, train=False))(p, state, x)
+    jax.tree.map(np.testing.assert_array_equal, ev.model_state, state)
+    assert float(jnp.abs(grads["encoder"]["conv1"]["kernel"]).sum()) > 0
+    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads["heads"]) if g.ndim == 3)  # [E, in, out]
 
 
 @pytest.mark.parametrize("text, line, match", [
