@@ -64,15 +64,20 @@ PAPER = json.load(open(os.path.join(HERE, "adaptive_batch_paper.json")))["table2
 MODEL_NAMES = {"mlp": "MLP", "c2ae": "C2AE", "dela": "DELA", "mpvae": "MPVAE"}
 
 
+def default_datasets(name: str) -> list[str]:
+    """The datasets an experiment runs when ``--datasets`` is not given."""
+    return FUN if name == "hierarchy" else DEFAULT if name in ("table2", "table4") else ["scene", "bibtex"]
+
+
 def cells(name: str, args) -> list[tuple[str, str, str, str, int]]:
     """``(dataset, model, arm, overrides, fold)`` for every run."""
     out = []
     if name == "hierarchy":
-        for d in args.datasets or FUN:
+        for d in args.datasets or default_datasets(name):
             for arm, keys in {"uniform": "sampler=epoch", "adaptive": "sampler=adaptive"}.items():
                 out += [(d, "chmcnn", arm, f"method=chmcnn {keys}", k) for k in range(args.seeds)]
         return out
-    ds = args.datasets or (DEFAULT if name in ("table2", "table4") else ["scene", "bibtex"])
+    ds = args.datasets or default_datasets(name)
     models = args.models or (["mlp"] if name != "table2" else ["mlp", "c2ae", "dela"])
     arms = {"table2": {"random": "sampler=random", "adaptive": "sampler=adaptive"},
             "table4": {"adaptive": "sampler=adaptive", "adac": "sampler=adac"},
@@ -115,9 +120,13 @@ def tasks(name: str, args) -> tuple[list, int]:
 
 
 def collect(name: str, args) -> dict:
-    """``{(dataset, model): {arm: [results with curve and machine]}}``."""
+    """``{(dataset, model): {arm: [results with curve and machine]}}`` for every finished run of the
+    experiment on its default datasets and any named with ``--datasets``, whatever command made it: a
+    command on some datasets (or a sitting's rows) adds to the tables and never shrinks them."""
     out: dict = {}
-    for d, m, arm, _keys, k in cells(name, args):
+    named = [d for d in args.datasets or [] if d not in default_datasets(name)]
+    wide = argparse.Namespace(**{**vars(args), "datasets": default_datasets(name) + named})
+    for d, m, arm, _keys, k in cells(name, wide):
         if (res := finished_run(run_dir(d, m, arm, k, args))) is not None:
             out.setdefault((d, m), {}).setdefault(arm, []).append(res)
     return out
@@ -134,12 +143,26 @@ def _stem(name: str, args) -> str:
     return f"adaptive_{name}" + (f"_{'_'.join(args.models)}" if args.models else "") + variant_suffix(args.override)
 
 
-def write_outputs(name: str, args, command: str) -> str:
+def full_command(args, datasets) -> str:
+    """The command that makes the rows of ``datasets`` (all an output holds: partial commands fill it)."""
+    named = list(datasets) if list(datasets) != default_datasets(args.experiment) else []
+    return (f"python experiments/adaptive_batch.py {args.experiment} --data-dir ../shared/data"
+            + (f" --datasets {' '.join(named)}" if named else "")
+            + (f" --models {' '.join(args.models)}" if args.models else "")
+            + (f" --folds {args.folds}" if args.folds != 5 else "")
+            + (f" --epochs {args.epochs}" if args.epochs != 100 else "")
+            + (" --clean" if args.clean else "")
+            + (f" --seeds {args.seeds}" if args.experiment == "hierarchy" and args.seeds != 1 else "")
+            + (f" --override {' '.join(args.override)}" if args.override else ""))
+
+
+def write_outputs(name: str, args) -> str:
     from hmljax.metrics import wilcoxon_signed_rank
 
     if name == "hierarchy":
-        return write_hierarchy(args, command)
+        return write_hierarchy(args)
     res = collect(name, args)
+    command = full_command(args, dict.fromkeys(d for d, _ in res))
     arms = list(dict.fromkeys(a for got in res.values() for a in got))
     where = sorted({where_trained(r["machine"]) for got in res.values() for rs in got.values() for r in rs})
     lines = [f"# Adaptive batch selection: {name}", "", f"Command: `{command}`  ",
@@ -210,10 +233,11 @@ def write_outputs(name: str, args, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_hierarchy(args, command: str) -> str:
+def write_hierarchy(args) -> str:
     """The adaptive sampler on hierarchical data: one row per dataset and arm, in percent, mean ± std over seeds;
     a paired sign count over datasets (seed means) for each metric."""
     res = collect("hierarchy", args)
+    command = full_command(args, dict.fromkeys(d for d, _ in res))
     where = sorted({where_trained(r["machine"]) for got in res.values() for rs in got.values() for r in rs})
     lines = ["# Adaptive batch selection on hierarchical data (C-HMCNN, FUN)", "", f"Command: `{command}`  ",
              f"Commit: `{source_commit()}`; written on {platform.platform()}, {os.cpu_count()} CPUs, "
@@ -321,14 +345,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    command = (f"python experiments/adaptive_batch.py {args.experiment} --data-dir ../shared/data"
-               + (f" --datasets {' '.join(args.datasets)}" if args.datasets else "")
-               + (f" --models {' '.join(args.models)}" if args.models else "")
-               + (f" --folds {args.folds}" if args.folds != 5 else "")
-               + (f" --epochs {args.epochs}" if args.epochs != 100 else "")
-               + (" --clean" if args.clean else "")
-               + (f" --seeds {args.seeds}" if args.experiment == "hierarchy" and args.seeds != 1 else "")
-               + (f" --override {' '.join(args.override)}" if args.override else ""))
     records = RunRecords(args.runs, args.results)
     records.sync()  # the runs finished in other checkouts and sittings
     todo, done = tasks(args.experiment, args)
@@ -337,8 +353,8 @@ def main(argv=None) -> int:
         return 0
     failures = [] if args.table_only else run_tasks(
         todo, workers=args.workers, desc=f"adaptive {args.experiment}",
-        on_done=lambda _: write_outputs(args.experiment, args, command), records=records)
-    print(write_outputs(args.experiment, args, command))
+        on_done=lambda _: write_outputs(args.experiment, args), records=records)
+    print(write_outputs(args.experiment, args))
     for rd, err in failures:
         print(f"FAILED {rd}: {err}")
     return 1 if failures else 0

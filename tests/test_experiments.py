@@ -283,9 +283,9 @@ def test_adaptive_hierarchy_table_from_partial_runs(tmp_path, monkeypatch):
 
     import adaptive_batch as ab
 
-    args = argparse.Namespace(datasets=["cellcycle_FUN", "spo_FUN"], models=None, folds=5, seeds=2, seed=0,
-                              epochs=100, clean=False, runs=str(tmp_path / "runs"), results=str(tmp_path),
-                              override=[], data_dir=None)
+    args = argparse.Namespace(experiment="hierarchy", datasets=["cellcycle_FUN", "spo_FUN"], models=None, folds=5,
+                              seeds=2, seed=0, epochs=100, clean=False, runs=str(tmp_path / "runs"),
+                              results=str(tmp_path), override=[], data_dir=None)
     cells = ab.cells("hierarchy", args)
     assert len(cells) == 8 and {c[2] for c in cells} == {"uniform", "adaptive"}
     cfg = ab.config("spo_FUN", cells[-1][3], cells[-1][4], args)
@@ -298,10 +298,42 @@ def test_adaptive_hierarchy_table_from_partial_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(ab, "collect", lambda n, a: {
         ("cellcycle_FUN", "chmcnn"): {"uniform": [res(0.01), res(0.03)], "adaptive": [res(0.05), res(0.05)]},
         ("spo_FUN", "chmcnn"): {"uniform": [res(0.02)]}})
-    md = ab.write_hierarchy(args, "cmd")
+    md = ab.write_hierarchy(args)
+    assert "hierarchy --data-dir ../shared/data --datasets cellcycle_FUN spo_FUN --seeds 2`" in md
     assert "| cellcycle_FUN | uniform | 2 | 2.00 ± 1.41 |" in md and "| spo_FUN | uniform | 1 | 2.00 |" in md
     assert "| F1 | 1/1 | +3.00 |" in md  # only datasets with both arms are compared
     assert (tmp_path / "adaptive_hierarchy.md").exists()
+
+
+def test_adaptive_tables_keep_the_rows_of_earlier_commands(tmp_path):
+    """A table2 command on one dataset rebuilds the outputs with every finished run of the experiment (the
+    default datasets and the one named), so it adds its rows instead of replacing the table; its header
+    names the command that makes them all."""
+    import json
+
+    import adaptive_batch as ab
+
+    base = ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path), "--models", "mlp", "--folds", "2"]
+    finished = {"emotions": ab.build_parser().parse_args(["table2", *base]),
+                "flags": ab.build_parser().parse_args(["table2", "--datasets", "flags", *base])}
+    for d, args in finished.items():
+        for arm in ("random", "adaptive"):
+            for k in range(2):
+                rd = ab.run_dir(d, "mlp", arm, k, args)
+                os.makedirs(rd)
+                for name, body in (("results.json", {"test": {m: 0.5 for m, _, _ in ab.METRICS}, "best_epoch": 3,
+                                                      "median_epoch_seconds": 0.1}),
+                                   ("config.json", {"machine": {}})):
+                    with open(os.path.join(rd, name), "w") as fh:
+                        json.dump(body, fh)
+                open(os.path.join(rd, "metrics.jsonl"), "w").close()
+    args = ab.build_parser().parse_args(["table2", "--datasets", "yeast", *base])  # no yeast run has finished
+    assert sorted(ab.collect("table2", args)) == [("emotions", "mlp")]  # a default dataset's rows stay
+    named = ab.build_parser().parse_args(["table2", "--datasets", "flags", *base])
+    assert sorted(ab.collect("table2", named)) == [("emotions", "mlp"), ("flags", "mlp")]
+    assert ab.full_command(named, ["emotions", "flags"]).startswith(
+        "python experiments/adaptive_batch.py table2 --data-dir ../shared/data --datasets emotions flags --models mlp")
+    assert " --datasets " not in ab.full_command(named, ab.DEFAULT)
 
 
 def test_dropout_savings_against_the_ensemble():
