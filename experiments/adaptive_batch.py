@@ -38,6 +38,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 
 import numpy as np
@@ -125,7 +126,14 @@ def collect(name: str, args) -> dict:
     command on some datasets (or a sitting's rows) adds to the tables and never shrinks them."""
     out: dict = {}
     named = [d for d in args.datasets or [] if d not in default_datasets(name)]
-    wide = argparse.Namespace(**{**vars(args), "datasets": default_datasets(name) + named})
+    seeds = args.seeds
+    if name == "hierarchy":  # every seed found, so a command with fewer seeds keeps the others' rows
+        root = os.path.join(args.runs, "hierarchy" + variant_suffix(args.override))
+        found = [int(m.group(1)) for d in (os.listdir(root) if os.path.isdir(root) else ())
+                 if os.path.isdir(os.path.join(root, d))
+                 for f in os.listdir(os.path.join(root, d)) if (m := re.fullmatch(r".+-s(\d+)", f))]
+        seeds = max([seeds, *(k + 1 for k in found)])
+    wide = argparse.Namespace(**{**vars(args), "datasets": default_datasets(name) + named, "seeds": seeds})
     for d, m, arm, _keys, k in cells(name, wide):
         if (res := finished_run(run_dir(d, m, arm, k, args))) is not None:
             out.setdefault((d, m), {}).setdefault(arm, []).append(res)
@@ -143,8 +151,10 @@ def _stem(name: str, args) -> str:
     return f"adaptive_{name}" + (f"_{'_'.join(args.models)}" if args.models else "") + variant_suffix(args.override)
 
 
-def full_command(args, datasets) -> str:
-    """The command that makes the rows of ``datasets`` (all an output holds: partial commands fill it)."""
+def full_command(args, datasets, *, seeds: int | None = None) -> str:
+    """The command that makes the rows of ``datasets`` (all an output holds: partial commands fill it), with
+    ``seeds`` seeds for ``hierarchy`` (default ``--seeds``)."""
+    seeds = args.seeds if seeds is None else seeds
     named = list(datasets) if list(datasets) != default_datasets(args.experiment) else []
     return (f"python experiments/adaptive_batch.py {args.experiment} --data-dir ../shared/data"
             + (f" --datasets {' '.join(named)}" if named else "")
@@ -152,7 +162,7 @@ def full_command(args, datasets) -> str:
             + (f" --folds {args.folds}" if args.folds != 5 else "")
             + (f" --epochs {args.epochs}" if args.epochs != 100 else "")
             + (" --clean" if args.clean else "")
-            + (f" --seeds {args.seeds}" if args.experiment == "hierarchy" and args.seeds != 1 else "")
+            + (f" --seeds {seeds}" if args.experiment == "hierarchy" and seeds != 1 else "")
             + (f" --override {' '.join(args.override)}" if args.override else ""))
 
 
@@ -237,7 +247,8 @@ def write_hierarchy(args) -> str:
     """The adaptive sampler on hierarchical data: one row per dataset and arm, in percent, mean ± std over seeds;
     a paired sign count over datasets (seed means) for each metric."""
     res = collect("hierarchy", args)
-    command = full_command(args, dict.fromkeys(d for d, _ in res))
+    command = full_command(args, dict.fromkeys(d for d, _ in res),
+                           seeds=max([len(rs) for got in res.values() for rs in got.values()] or [args.seeds]))
     where = sorted({where_trained(r["machine"]) for got in res.values() for rs in got.values() for r in rs})
     lines = ["# Adaptive batch selection on hierarchical data (C-HMCNN, FUN)", "", f"Command: `{command}`  ",
              f"Commit: `{source_commit()}`; written on {platform.platform()}, {os.cpu_count()} CPUs, "

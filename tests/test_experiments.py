@@ -334,6 +334,16 @@ def test_adaptive_tables_keep_the_rows_of_earlier_commands(tmp_path):
     assert ab.full_command(named, ["emotions", "flags"]).startswith(
         "python experiments/adaptive_batch.py table2 --data-dir ../shared/data --datasets emotions flags --models mlp")
     assert " --datasets " not in ab.full_command(named, ab.DEFAULT)
+    # hierarchy: seeds, no folds; a command with fewer seeds keeps the rows of every seed found
+    h3 = ab.build_parser().parse_args(["hierarchy", "--seeds", "3", *base])
+    for k in range(3):
+        rd = ab.run_dir("spo_FUN", "chmcnn", "uniform", k, h3)
+        os.makedirs(rd)
+        for name in ("results.json", "config.json", "metrics.jsonl"):
+            with open(os.path.join(rd, name), "w") as fh:
+                fh.write("{}" if name.endswith(".json") else "")
+    h1 = ab.build_parser().parse_args(["hierarchy", "--datasets", "cellcycle_FUN", *base])
+    assert [len(rs) for rs in ab.collect("hierarchy", h1)[("spo_FUN", "chmcnn")].values()] == [3]
 
 
 def test_dropout_savings_against_the_ensemble():
