@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Real
 
+from hmljax.models._weights import check_keys, load_npz, save_npz
 from hmljax.models._weights import flat as _flat
-from hmljax.models._weights import load_npz, save_npz
 from hmljax.models._weights import nest as _nest
 
 __all__ = [
@@ -299,14 +299,7 @@ def resnet_variables_from_torch(state_dict: Mapping[str, Any], *, depth: int, wi
     expected = _flat(_expected_variables(depth, width))
     by_torch = {_torch_name(p[0], p[1:]): p for p in expected}
     ignored = lambda k: k.startswith("fc.") or k.endswith("num_batches_tracked")  # noqa: E731
-    given = {k for k in state_dict if not ignored(k)}
-    missing, unexpected = sorted(set(by_torch) - given), sorted(given - set(by_torch))
-    if missing or unexpected:
-        show = lambda ks: ", ".join(ks[:8]) + (f", ... ({len(ks)} in all)" if len(ks) > 8 else "")  # noqa: E731
-        msg = [f"this state_dict does not fit a torchvision ResNet-{depth}"]
-        msg += [f"missing keys: {show(missing)}"] if missing else []
-        msg += [f"unexpected keys: {show(unexpected)}"] if unexpected else []
-        raise ValueError("; ".join(msg))
+    check_keys([k for k in state_dict if not ignored(k)], by_torch, what=f"a torchvision ResNet-{depth}")
     out = {}
     for name, path in by_torch.items():
         a = np.asarray(state_dict[name], dtype=np.float32)

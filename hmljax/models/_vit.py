@@ -26,6 +26,7 @@ import numpy as np
 from jaxtyping import Array, Float, Real
 
 from hmljax.models._resnet import IMAGENET_MEAN, IMAGENET_STD
+from hmljax.models._weights import check_keys
 from hmljax.models._weights import flat as _flat
 from hmljax.models._weights import nest as _nest
 
@@ -316,14 +317,7 @@ def vit_variables_from_torch(state_dict: Mapping[str, Any], *, variant: str, ima
     """
     expected = _flat(_expected_params(variant, image_size, width))
     by_torch = {_torch_name(p): p for p in expected}
-    given = {k for k in state_dict if not k.startswith("heads.")}
-    missing, unexpected = sorted(set(by_torch) - given), sorted(given - set(by_torch))
-    if missing or unexpected:
-        show = lambda ks: ", ".join(ks[:8]) + (f", ... ({len(ks)} in all)" if len(ks) > 8 else "")  # noqa: E731
-        msg = [f"this state_dict does not fit a torchvision ViT-{variant}"]
-        msg += [f"missing keys: {show(missing)}"] if missing else []
-        msg += [f"unexpected keys: {show(unexpected)}"] if unexpected else []
-        raise ValueError("; ".join(msg))
+    check_keys([k for k in state_dict if not k.startswith("heads.")], by_torch, what=f"a torchvision ViT-{variant}")
     out = {}
     for name, path in by_torch.items():
         a = _from_torch(path, np.asarray(state_dict[name], dtype=np.float32))

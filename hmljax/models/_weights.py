@@ -40,6 +40,17 @@ def nest(flat_tree: Mapping[tuple[str, ...], Any]) -> dict:
     return out
 
 
+def check_keys(given, expected, *, what: str) -> None:
+    """Raises ``ValueError`` naming the keys of a ``state_dict`` that ``what`` lacks or does not have."""
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    if missing or unexpected:
+        show = lambda ks: ", ".join(ks[:8]) + (f", ... ({len(ks)} in all)" if len(ks) > 8 else "")  # noqa: E731
+        msg = [f"this state_dict does not fit {what}"]
+        msg += [f"missing keys: {show(missing)}"] if missing else []
+        msg += [f"unexpected keys: {show(unexpected)}"] if unexpected else []
+        raise ValueError("; ".join(msg))
+
+
 def _digest(arrays: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for k in sorted(arrays):
