@@ -530,7 +530,7 @@ def parse_args(argv):
     a("--seed", type=int, default=0)
     a("--encode-batch", type=int, default=64, help="images per encoder call while caching features")
     a("--feature-cache", default=None, help="folder for cached features (default $HMLJAX_CACHE/rare_vision)")
-    a("--out", default=None, help="run folder (default runs/rare_vision/<dataset>-f<factor>-d<fraction>-...)")
+    a("--out", default=None, help="run folder (default runs/rare_vision/<dataset>-<backbone>-f<factor>-...)")
     a("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if args.ensemble < 1:
@@ -563,8 +563,8 @@ def _run(args, argv) -> int:
     progress = not args.quiet
     size = args.image_size
     resize = args.resize or int(round(size * 256 / 224))
-    name = re.sub(r"[^A-Za-z0-9.]+", "-", f"{args.tfds}-f{args.training_factor:g}-d{args.data_fraction:g}-"
-                  f"{args.focal}-{args.weights}-s{args.seed}")
+    name = re.sub(r"[^A-Za-z0-9.]+", "-", f"{args.tfds}-{args.backbone}{'-trained' if args.train_encoder else ''}-"
+                  f"f{args.training_factor:g}-d{args.data_fraction:g}-{args.focal}-{args.weights}-s{args.seed}")
     out = args.out or os.path.join("runs", "rare_vision", name)
     os.makedirs(out, exist_ok=True)
     command = "python experiments/rare_vision.py " + shlex.join(argv)
