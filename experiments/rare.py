@@ -81,7 +81,10 @@ FIG2_W0 = ("1.0", "0.75", "0.50", "0.25", "0.0")  # the paper's figure names no 
 def _imbalance_methods(conventions=("code", "paper"), hros=True):
     m = {"None": [], "LPROS": ["resample=lpros"]}
     if hros:
+        # The released code's rule (the default; it matches the code's copies term for term) and the
+        # one the tables used before (every root-to-node path oversampled on its own; hmljax.data.hros_pd).
         m["HROS-PD"] = ["resample=hros_pd"]
+        m["HROS-PD (paths)"] = ["resample=hros_pd", "hros_rule=paths"]
     for conv in conventions:
         for w0 in ("0.25", "0.50"):
             m[f"w0={w0} ({conv})"] = [f"weights={conv}", f"w0={w0}"]
@@ -121,7 +124,7 @@ def _experiment(name: str, args) -> dict:
     if name == "table1":
         return {d: _imbalance_methods() for d in ds or FUN}
     if name == "table5":
-        # HROS-PD on GO runs over the DAG's root-to-node paths, as the released code (hmljax.data.hros_pd).
+        # HROS-PD on GO counts over the DAG's root-to-node paths, as the released code (hmljax.data.hros_pd).
         return {d: _imbalance_methods() for d in ds or GO}
     if name in ("table2", "table4"):
         return {d: _focal_methods(E, mc_passes=getattr(args, "mc_passes", 0)) for d in ds or FUN}
@@ -247,7 +250,7 @@ def run_dir_for(name: str, d: str, method: str, seed: int, cfg, args) -> str:
     if os.path.exists(os.path.join(own, "results.json")) or name == "table8":  # table8 times its own runs
         return own
     return finished_runs(args.data_dir, args.runs, *args.other_runs).get(
-        _config_key(cfg.to_dict(), args.data_dir), own)
+        _config_key(cfg.resolved().to_dict(), args.data_dir), own)  # resolved: a key left unset is today's default
 
 
 def pending_tasks(name: str, args) -> tuple[list, int]:

@@ -389,13 +389,17 @@ def test_rare_config_errors():
     # Strict keys: RARE's conditional keys are errors where they do not apply, naming the setting they need.
     for key, value, need in (("w0", 0.1, "weights="), ("u0", 0.5, "focal"), ("focal_k", 2.0, "focal"),
                              ("lpros_p", 0.5, "resample=lpros"), ("hros_s", 0.2, "resample=hros_pd"),
+                             ("hros_rule", "paths", "resample=hros_pd"),
                              ("omega", 0.5, "schedule"), ("mix_lambda", 0.5, "weights=")):
-        with pytest.raises(ValueError, match=f"{key}={value} does not apply here.*{need}"):
+        with pytest.raises(ValueError, match=f"{key}={value!r} does not apply here.*{need}"):
             TrainConfig(dataset="synthetic", **{key: value}).resolved()
     with pytest.raises(ValueError, match="lpros_p=0.5 does not apply here.*resample=lpros"):
         TrainConfig(dataset="synthetic", resample="hros_pd", lpros_p=0.5).resolved()
     c = TrainConfig(dataset="synthetic").resolved()
     assert (c.w0, c.u0, c.lpros_p, c.omega) == (None, None, None, None)  # not applicable: left unset
+    assert TrainConfig(dataset="synthetic", resample="hros_pd").resolved().hros_rule == "code"
+    with pytest.raises(ValueError, match="bad value for hros_rule: 'tree'"):
+        TrainConfig(dataset="synthetic", resample="hros_pd", hros_rule="tree").resolved()
     c = TrainConfig(dataset="synthetic", resample="lpros", ensemble=2, focal="gmu").resolved()
     assert (c.lpros_p, c.lpros_rounding, c.u0, c.focal_k, c.focal_probs) == (0.25, "real", 0.25, 1.0, "raw")
     c = TrainConfig(dataset="synthetic", weights="code").resolved()
@@ -428,26 +432,48 @@ def test_lpros_roundings_hand_computed():
         lpros(Y * 2, seed=0)
 
 
-def test_hros_pd_hand_computed():
+@pytest.mark.parametrize("rule", ["code", "paths"])
+def test_hros_pd_hand_computed(rule):
     h = _tree()
     rows = [["a1"]] * 6 + [["a2"], ["a2", "b"], ["b"], ["b"]]
     Y = _closed(h, rows)
     # Most specific counts: a1 6, a2 2, b 3 -> a 8, root 11. IRLbP over {a, a1, a2, b} = 8/[8, 6, 2, 3]:
     # HMeanIR = (1 + 4/3 + 4 + 8/3) / 4 = 2.25 -> minority a2, b. samples = floor(1.1) = 1,
     # meanSize = ceil(11 / 4) = 3, maxIncrease = ceil(1 / 2) = 1. a2 (count 2) gets 1 copy; then
-    # b: IRLbP = 9 / 3 = 3 > 2.25 but meanSize - count = 0, so nothing.
-    r = hros_pd(Y, h, s=0.1, seed=0)
+    # b: IRLbP = 9 / 3 = 3 > 2.25 but meanSize - count = 0, so nothing. Both rules agree here.
+    r = hros_pd(Y, h, s=0.1, seed=0, rule=rule)
     assert r.num_added == 1
     assert r.indices[-1] in (6, 7)  # a row annotated with a2
     np.testing.assert_array_equal(r.labels[-1], _closed(h, [["a2"]])[0])  # relabelled: a2 and ancestors only
     np.testing.assert_array_equal(r.labels[:10], Y)
-    more = hros_pd(Y, h, s=1.0, seed=0)  # maxIncrease 6: a2 +1 (meanSize 3), b +0
+    more = hros_pd(Y, h, s=1.0, seed=0, rule=rule)  # maxIncrease 6: a2 +1 (meanSize 3), b +0
     assert more.num_added == 1
+    with pytest.raises(ValueError, match="rule must be one of"):
+        hros_pd(Y, h, seed=0, rule="tree")
 
 
-def test_hros_pd_on_a_dag_runs_over_its_paths():
-    """On a DAG the released code's HROS-PD runs on the tree of root-to-node paths: c, reachable through a
-    and through b, is counted, tested and oversampled once per path."""
+def test_hros_pd_code_rule_counts_a_trees_copies_one_level_up():
+    """On a tree the released code adds the copies to the term's count and its parent's only (its new-count
+    dict holds that one key, so the propagation stops a level up): a grandparent still looks rare and is
+    oversampled after its grandchild was. The paths rule counts them all the way up."""
+    h = Hierarchy.from_edges([("r", "x"), ("r", "y"), ("r", "z"), ("r", "a"), ("a", "b"), ("b", "c")], skip=())
+    Y = _closed(h, [["x"]] * 20 + [["y"]] * 20 + [["z"]] * 20 + [["a"], ["c"]])
+    # Counts x, y, z 20, a 2, b 1, c 1, root 62; IRLbP 1, 1, 1, 10, 20, 20, HMeanIR 53/6 = 8.83: minority a, b,
+    # c. samples = 31, meanSize = ceil(62 / 6) = 11, maxIncrease = ceil(31 / 3) = 11. Depth 3: c gets
+    # min(11, 11 - 1) = 10 copies -> c 11, b 11; a stays 2 under code (12 under paths). Depth 2: b, 20 / 11
+    # <= 8.83. Depth 1: code: a, 20 / 2 = 10 > 8.83, gets min(11, 11 - 2) = 9; paths: 20 / 12, none.
+    code = hros_pd(Y, h, s=0.5, seed=0, rule="code")
+    assert code.num_added == 19
+    np.testing.assert_array_equal(code.labels[62:72], np.repeat(_closed(h, [["c"]]), 10, axis=0))
+    np.testing.assert_array_equal(code.labels[72:], np.repeat(_closed(h, [["a"]]), 9, axis=0))
+    assert set(code.indices[62:72].tolist()) == {61} and set(code.indices[72:].tolist()) == {60}
+    assert hros_pd(Y, h, s=0.5, seed=0, rule="paths").num_added == 10
+
+
+def test_hros_pd_on_a_dag_counts_over_its_paths():
+    """On a DAG the statistics run on the tree of root-to-node paths (c, reachable through a and through b,
+    counts twice); the released code then oversamples each term once (``code``), the ``paths`` rule each
+    path."""
     from hmljax.data import hierarchy_paths
 
     dag = Hierarchy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")], skip=())
@@ -458,13 +484,47 @@ def test_hros_pd_on_a_dag_runs_over_its_paths():
     Y = _closed(dag, [["c"]] + [["a"]] * 4 + [["b"]] * 4)
     # Path counts: r/a/c 1, r/b/c 1, r/a 5, r/b 5, r 10 (c twice). IRLbP = 5/[5, 5, 1, 1], HMeanIR 3:
     # minority = both c paths. samples = floor(0.5 * 10) = 5, meanSize = ceil(10 / 4) = 3,
-    # maxIncrease = ceil(5 / 2) = 3. r/a/c: min(3, 3 - 1) = 2 copies (r/a -> 7, max 7); r/b/c: 7/1 > 3,
-    # 2 more. Depth 1: 7/7 <= 3, nothing.
-    r = hros_pd(Y, dag, s=0.5, seed=0)
+    # maxIncrease = ceil(5 / 2) = 3.
+    # paths: r/a/c: min(3, 3 - 1) = 2 copies (r/a -> 7, max 7); r/b/c: 7/1 > 3, 2 more. Depth 1: 7/7 <= 3.
+    r = hros_pd(Y, dag, s=0.5, seed=0, rule="paths")
     assert r.num_added == 4 and r.indices[9:].tolist() == [0] * 4
     np.testing.assert_array_equal(r.labels[9:], np.repeat(_closed(dag, [["c"]]), 4, axis=0))
+    # code: the term c once, min(3, 3 - 1) = 2 copies, counted on both its paths (r/a, r/b -> 7).
+    r = hros_pd(Y, dag, s=0.5, seed=0)
+    assert r.num_added == 2 and r.indices[9:].tolist() == [0] * 2
+    np.testing.assert_array_equal(r.labels[9:], np.repeat(_closed(dag, [["c"]]), 2, axis=0))
     with pytest.raises(ValueError, match="max_paths=4"):
         hros_pd(Y, dag, seed=0, max_paths=4)
+
+
+def test_a_run_saved_before_hros_rule_reads_as_the_paths_rule(tmp_path):
+    """HROS-PD's default changed to the released code's rule: a run saved without the key was made with
+    the paths rule, and must never pass for one of today's default (nor a run without resampling gain it)."""
+    import json
+
+    from hmljax.training import TrainConfig, config_diff
+
+    old = TrainConfig(dataset="synthetic", resample="hros_pd", hros_rule="paths").resolved().to_dict()
+    old.pop("hros_rule")
+    (tmp_path / "config.json").write_text(json.dumps({"config": old}))
+    assert TrainConfig.from_saved(old).resolved().hros_rule == "paths"
+    assert config_diff(str(tmp_path), TrainConfig(dataset="synthetic", resample="hros_pd").resolved()) == {
+        "hros_rule": ("paths", "code")}
+    assert not config_diff(str(tmp_path), TrainConfig(dataset="synthetic", resample="hros_pd", hros_rule="paths"))
+    plain = TrainConfig(dataset="synthetic").resolved().to_dict()
+    assert TrainConfig.from_saved(plain).resolved().hros_rule is None
+
+
+@needs_data
+@pytest.mark.parametrize("name, code, paths", [("cellcycle_FUN", 492, 560), ("eisen_GO", 632, 3798)])
+def test_hros_pd_code_rule_makes_the_released_codes_copies(name, code, paths):
+    """Copy counts on the train split, as the released ``oversampled_pd`` made them (run on the same ARFF on
+    2026-12-01, outside hmljax: the copies per term agreed on cellcycle_FUN, spo_FUN, eisen_GO and
+    cellcycle_GO; the counts do not depend on the seed)."""
+    ds = load(name)
+    Y = np.asarray(ds.Y["train"])
+    assert hros_pd(Y, ds.hierarchy, seed=0).num_added == code
+    assert hros_pd(Y, ds.hierarchy, seed=1, rule="paths").num_added == paths
 
 
 def test_resampling_feeds_training_and_weights(tmp_path):
@@ -500,8 +560,8 @@ def test_scheduler_target_defaults_to_w0_as_the_released_code():
 
 @needs_data
 def test_resample_rows_train_oversamples_before_valid_is_appended():
-    """The released code oversamples the train split, then appends valid: cellcycle_FUN's HROS-PD adds 560
-    copies (18.4 % of the rows) where resampling train+valid adds 840 (25.3 %)."""
+    """The released code oversamples the train split, then appends valid: cellcycle_FUN's HROS-PD adds 492
+    copies (16.6 % of the rows) where resampling train+valid adds 816 (24.8 %)."""
     from hmljax.training import TrainConfig, build_method
 
     added = {}
@@ -510,7 +570,7 @@ def test_resample_rows_train_oversamples_before_valid_is_appended():
         _, m, split = build_method(cfg)
         assert split == "train+valid"
         added[rows] = (m.info["added"], m.train_x.shape[0])
-    assert added == {"all": (840, 3316), "train": (560, 3036)}
+    assert added == {"all": (816, 3292), "train": (492, 2968)}
 
 
 def test_mc_loss_all_takes_the_loss_on_every_pass():

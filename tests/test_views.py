@@ -11,8 +11,9 @@ from hmljax.training import TrainConfig, train_and_evaluate
 
 def _flat(tmp_path, rng, n=60):
     rows = []
-    for _ in range(n):
-        labels = [int(rng.random() < p) for p in (0.5, 0.3, 0.05)]
+    for i in range(n):
+        # Every label gets a positive (row 0), so the rarest count is a real threshold, never 0 ("nothing asked").
+        labels = [int(i == 0 or rng.random() < p) for p in (0.5, 0.3, 0.05)]
         rows.append(",".join([*map(str, labels), *(f"{rng.normal():.3f}" for _ in range(4))]))
     text = ("@relation 'toy: -C 3'\n" + "".join(f"@attribute l{j} {{0,1}}\n" for j in range(3))
             + "".join(f"@attribute f{j} numeric\n" for j in range(4)) + "@data\n" + "\n".join(rows) + "\n")
@@ -42,6 +43,7 @@ def test_folds_partition_the_rows_and_refit_the_preprocessing():
 def test_label_filter_and_feature_selection(tmp_path, rng):
     ds = _flat(tmp_path, rng)
     counts = np.concatenate([ds.Y[k] for k in ds.splits]).sum(0)
+    assert counts.min() >= 1
     v = dataset_view(ds, min_label_count=int(counts.min()))
     assert v.hierarchy.num_nodes == int((counts > counts.min()).sum())
     assert all(v.Y[k].shape[1] == v.hierarchy.num_nodes for k in v.splits)

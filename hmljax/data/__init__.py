@@ -52,7 +52,7 @@ from hmljax.data._registry import (
     load_dataset,
     resolve_data_dir,
 )
-from hmljax.data._resampling import LPROS_ROUNDINGS, Resampled, hierarchy_paths, hros_pd, lpros
+from hmljax.data._resampling import HROS_RULES, LPROS_ROUNDINGS, Resampled, hierarchy_paths, hros_pd, lpros
 from hmljax.data._samplers import ClassAwareSampler, EpochBatches, EpochSampler, Sampler
 from hmljax.data._stratify import iterative_stratification, kfold_splits
 from hmljax.data._synthetic import make_synthetic
@@ -79,6 +79,7 @@ __all__ = [
     "ClassAwareSampler",
     "PREPROCESSING_MODES",
     "LPROS_ROUNDINGS",
+    "HROS_RULES",
     "Resampled",
     "hros_pd",
     "hierarchy_paths",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hmljax.data import LPROS_ROUNDINGS, hros_pd, lpros
+from hmljax.data import HROS_RULES, LPROS_ROUNDINGS, hros_pd, lpros
 from hmljax.engine import LossOutput
 from hmljax.losses import (
     SCHEDULES,
@@ -45,10 +46,15 @@ class RareConfig:
     """RARE's keys. ``None`` means "not set": it takes its default where it applies, and is an error
     where it does not (``w0`` without ``weights``, ``u0`` without ``focal``, ...)."""
 
-    resample: str = "none"  # 'none', 'lpros' or 'hros_pd' (on a DAG: over its root-to-node paths)
+    # What a key meant in runs saved before it existed, where that is not its default today: read by
+    # TrainConfig.from_saved, so an old run is never taken for one of today's default.
+    SAVED_BEFORE: ClassVar[dict] = {"hros_rule": "paths"}  # HROS-PD before the key existed: the paths rule
+
+    resample: str = "none"  # 'none', 'lpros' or 'hros_pd' (on a DAG: counted over its root-to-node paths)
     lpros_p: float | None = None  # 0.25
     lpros_rounding: str | None = None  # 'real'; see hmljax.data.lpros
     hros_s: float | None = None  # 0.1
+    hros_rule: str | None = None  # 'code' (the released code, copy for copy) or 'paths'; see hmljax.data.hros_pd
     resample_rows: str | None = None  # 'all' (every row trained on, train+valid) or 'train' (released code)
     weights: str = "none"  # 'none', 'paper' (eq. 7-9) or 'code' (the released code's conventions)
     w0: float | None = None  # 0.25
@@ -78,6 +84,7 @@ class RareConfig:
             "lpros_p": (self.resample == "lpros", "resample=lpros", 0.25),
             "lpros_rounding": (self.resample == "lpros", "resample=lpros", "real"),
             "hros_s": (self.resample == "hros_pd", "resample=hros_pd", 0.1),
+            "hros_rule": (self.resample == "hros_pd", "resample=hros_pd", "code"),
             "resample_rows": (self.resample != "none", "resample=lpros or hros_pd", "all"),
             "w0": (w, "weights=paper or weights=code", 0.25),
             "weight_counts": (w, "weights=paper or weights=code", preset.get("counts")),
@@ -114,6 +121,7 @@ class RareConfig:
             ("lpros_p", self.lpros_p is None or (_finite(self.lpros_p) and self.lpros_p >= 0), "a number >= 0"),
             ("lpros_rounding", self.lpros_rounding in (None, *LPROS_ROUNDINGS), f"one of {LPROS_ROUNDINGS}"),
             ("hros_s", self.hros_s is None or (_finite(self.hros_s) and self.hros_s >= 0), "a number >= 0"),
+            ("hros_rule", self.hros_rule in (None, *HROS_RULES), f"one of {', '.join(HROS_RULES)}"),
             ("resample_rows", self.resample_rows in (None, "all", "train"), "all or train"),
             ("weights", self.weights in ("none", *WEIGHT_PRESETS), f"one of none, {', '.join(WEIGHT_PRESETS)}"),
             ("w0", self.w0 is None or (_finite(self.w0) and self.w0 >= 0), "a number >= 0"),
@@ -173,7 +181,7 @@ def training_rows(cfg: RareConfig, ds, split: str, *, seed: int) -> tuple[np.nda
     if cfg.resample == "lpros":
         r = lpros(Yr, p=cfg.lpros_p, seed=seed, rounding=cfg.lpros_rounding)
     else:
-        r = hros_pd(Yr, ds.hierarchy, s=cfg.hros_s, seed=seed)
+        r = hros_pd(Yr, ds.hierarchy, s=cfg.hros_s, seed=seed, rule=cfg.hros_rule)
     info["added"] = r.num_added
     info["resampled_rows"] = int(Yr.shape[0])
     rest = slice(resampled.stop, X.shape[0])

@@ -327,8 +327,9 @@ class TrainConfig:
     @classmethod
     def from_saved(cls, saved: dict) -> TrainConfig:
         """The config a run directory's ``config.json`` saved, read leniently: keys added since the run take
-        their defaults, keys since removed are dropped, and so are keys saved with a value where they did
-        not apply (runs saved before keys became strict recorded every key)."""
+        their defaults (or, where today's default is not what older runs did, the value in the section's
+        ``SAVED_BEFORE``), keys since removed are dropped, and so are keys saved with a value where they
+        did not apply (runs saved before keys became strict recorded every key)."""
         saved = {k: v for k, v in saved.items() if v is not None}
         saved.setdefault("method", "chmcnn")
         saved.setdefault("sampler", "epoch")
@@ -336,6 +337,9 @@ class TrainConfig:
             saved.pop("devices")
         mf = _fields(get_method(saved["method"]).config)
         sf = _fields(get_sampler(saved["sampler"]).config)
+        for section in (get_method(saved["method"]).config, get_sampler(saved["sampler"]).config):
+            for k, v in getattr(section, "SAVED_BEFORE", {}).items():
+                saved.setdefault(k, v)  # dropped below where it does not apply
         cfg = cls(**{k: v for k, v in saved.items() if k in _RUN_FIELDS or k in mf or k in sf})
         for section in (cfg.run, cfg.method_config, cfg.sampler_config):
             for k in (section.inapplicable() if hasattr(section, "inapplicable") else {}):
