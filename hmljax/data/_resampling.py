@@ -221,7 +221,7 @@ def hros_pd(labels_NxC, hierarchy, *, s: float = 0.1, seed: int, rule: str = "co
                     continue
                 copy_rows(int(node_P[p]), n_dup)
                 add_up(int(p), n_dup)
-                max_count = max(max_count, int(counts[live].max()))
+                max_count = int(counts[live].max())
     else:
         first_path = np.full(C, -1, np.int64)
         first_path[node_P[::-1]] = np.arange(len(node_P))[::-1]  # any path will do: they share a count
