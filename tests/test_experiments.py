@@ -426,6 +426,34 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     assert f"| {half} | 20 | 30 | 7.00 | 0.06 |" in other
 
 
+def test_plan_keeps_hros_rules_apart_and_reads_old_runs_as_the_paths_rule(tmp_path):
+    from _runner import plan
+
+    from hmljax.training import TrainConfig
+
+    here = {"backend": "cpu", "cpus": 2, "compiler_options": {}}
+
+    def timed(name, saved, epoch_s):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"config": saved, "machine": here}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
+                                                   for i, t in enumerate([99.0] + epoch_s)))
+
+    base = TrainConfig(dataset="synthetic", epochs=10, resample="hros_pd")
+    code = base.resolved().to_dict()
+    assert code["hros_rule"] == "code"
+    timed("code", code, [3.0, 3.0])
+    # saved before the key existed: HROS-PD then was the paths rule (its copies: 2-3x the code rule's on GO)
+    timed("old", {k: v for k, v in code.items() if k != "hros_rule"}, [7.0, 7.0])
+    tasks = [(base.to_dict(), str(tmp_path / "new_code")),
+             (TrainConfig(dataset="synthetic", epochs=10, resample="hros_pd", hros_rule="paths").to_dict(),
+              str(tmp_path / "new_paths"))]
+    text = plan(tasks, timing_roots=[str(tmp_path / "runs")], machine=here, ratios={})
+    assert f"| {tasks[0][1]} | 0 | 10 | 3.00 | 0.01 |" in text
+    assert f"| {tasks[1][1]} | 0 | 10 | 7.00 | 0.02 |" in text
+
+
 def test_plan_scales_an_untimed_dataset_by_chmcnn_ratio_within_its_family(tmp_path):
     from _runner import plan
 
