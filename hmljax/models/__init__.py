@@ -19,7 +19,7 @@ from hmljax.models._ensemble import (
     stacked_forward,
 )
 from hmljax.models._group_heads import GroupHeadsNet
-from hmljax.models._lstm import LOCAL_INITS, LevelLSTM, local_kernel_init
+from hmljax.models._lstm import LOCAL_INITS, LevelLSTM, local_kernel_init, lstm_over_levels
 from hmljax.models._mlp import ChmcnnMLP, torch_linear_init
 from hmljax.models._mpvae import (
     Mpvae,
@@ -51,8 +51,8 @@ from hmljax.models._vit import (
     vit_variables_from_torch,
 )
 
-__all__ = ["GroupHeadsNet", "C2ae", "Dela", "dela_kl", "gumbel_sigmoid_hard", "LevelLSTM", "LOCAL_INITS",
-           "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward",
+__all__ = ["GroupHeadsNet", "C2ae", "Dela", "dela_kl", "gumbel_sigmoid_hard", "LevelLSTM", "lstm_over_levels",
+           "LOCAL_INITS", "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward",
            "init_stacked", "single_forward", "stacked_forward", "IMAGENET_MEAN", "IMAGENET_STD", "RESNET_DEPTHS",
            "ResNet", "ResNetEncoder", "load_resnet_npz", "resnet_encoder", "resnet_frozen_mask",
            "resnet_variables_from_torch", "save_resnet_npz",

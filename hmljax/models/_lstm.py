@@ -8,6 +8,8 @@ concatenation ``[A^{h-1}; x]`` (Wehrmann's HMCN notation), which is what is buil
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,7 @@ from jaxtyping import Array, Float
 
 from hmljax.models._mlp import dense_layer, torch_linear_init
 
-__all__ = ["LevelLSTM", "LOCAL_INITS", "local_kernel_init"]
+__all__ = ["LevelLSTM", "LOCAL_INITS", "local_kernel_init", "lstm_over_levels"]
 
 LOCAL_INITS = ("constant", "zeros", "ones", "normal", "xavier", "he")
 
@@ -35,6 +37,83 @@ def local_kernel_init(kind: str, value: float = 0.1):
     if kind == "he":
         return nn.initializers.he_uniform()
     raise ValueError(f"bad value for local_init: {kind!r} (one of {', '.join(LOCAL_INITS)})")
+
+
+def _cell(z, c):
+    """One LSTM cell from its pre-activations ``z [B, 4H]`` (gate order F, I, Ĉ, O) and ``c [B, H]``."""
+    f_g, i_g, c_g, o_g = jnp.split(z, 4, axis=-1)
+    sf, si, tg, so = jax.nn.sigmoid(f_g), jax.nn.sigmoid(i_g), jnp.tanh(c_g), jax.nn.sigmoid(o_g)
+    c_new = sf * c + si * tg
+    tc = jnp.tanh(c_new)
+    return so * tc, c_new, (sf, si, tg, so, tc)
+
+
+def _levels_forward(x_proj, w_a, levels: int):
+    batch, hidden = x_proj.shape[0], x_proj.shape[1] // 4
+    a = c = jnp.zeros((batch, hidden), x_proj.dtype)
+    out, saved = [], []
+    for level in range(levels):
+        z = x_proj if level == 0 else x_proj + a @ w_a  # A^0 = 0: level 1 needs no recurrent product
+        c_prev = c
+        a, c, acts = _cell(z, c_prev)
+        out.append(a)
+        saved.append((c_prev, acts))
+    return jnp.stack(out), saved
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def lstm_over_levels(x_proj: Float[Array, "B 4H"], w_a: Float[Array, "H 4H"], levels: int) -> Float[Array, "L B H"]:
+    """Every level's hidden state ``A^h`` of an LSTM fed the same input at each of ``levels`` steps from zero state.
+
+    ``x_proj = W_x x + b`` (the input's share of the gates, the same at every step) and ``w_a`` the recurrent
+    kernel; gates in the order F, I, Ĉ, O. Differentiable in both; its VJP is plain backpropagation through
+    the levels, except that ``w_a``'s gradient is one ``[H, (L-1)B] x [(L-1)B, 4H]`` product over all levels'
+    states at once. Autodiff of the unrolled loop forms one ``[H, 4H]`` outer product per level and sums them:
+    at batch 4 each is a rank-4 update that writes the whole kernel (4 MB at H = 500), L - 1 times a step.
+    """
+    return _levels_forward(x_proj, w_a, levels)[0]
+
+
+def _lstm_fwd(x_proj, w_a, levels):
+    out, saved = _levels_forward(x_proj, w_a, levels)
+    return out, (out, saved, w_a)
+
+
+def _lstm_bwd(levels, res, d_out):
+    out, saved, w_a = res
+    d_a = jnp.zeros_like(out[0])
+    d_c = jnp.zeros_like(out[0])
+    d_z = [None] * levels
+    for level in reversed(range(levels)):
+        c_prev, (sf, si, tg, so, tc) = saved[level]
+        d_a = d_out[level] + d_a
+        d_c = d_c + d_a * so * (1 - tc * tc)
+        d_z[level] = jnp.concatenate([d_c * c_prev * sf * (1 - sf), d_c * tg * si * (1 - si),
+                                      d_c * si * (1 - tg * tg), d_a * tc * so * (1 - so)], axis=-1)
+        d_c = d_c * sf
+        d_a = d_z[level] @ w_a.T if level else None
+    d_x = functools.reduce(jnp.add, d_z)
+    if levels == 1:
+        return d_x, jnp.zeros_like(w_a)
+    states = out[:-1].reshape(-1, out.shape[-1])  # A^1..A^{L-1}: the inputs of levels 2..L's products
+    d_w = states.T @ jnp.concatenate(d_z[1:], axis=0)
+    return d_x, d_w
+
+
+lstm_over_levels.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+class _Kernel(nn.Module):
+    """A bare weight matrix, held as ``{"kernel": [fan_in, features]}`` (an ``nn.Dense`` without bias's layout and
+    initialisation, so checkpoints and initial values are those of the Dense it replaces)."""
+
+    fan_in: int
+    features: int
+    kernel_init: object = nn.linear.default_kernel_init
+
+    @nn.compact
+    def __call__(self):
+        return self.param("kernel", self.kernel_init, (self.fan_in, self.features), jnp.float32)
 
 
 class LevelLSTM(nn.Module):
@@ -82,27 +161,21 @@ class LevelLSTM(nn.Module):
         batch = x.shape[0]
         drop = nn.Dropout(self.dropout, deterministic=not train)
         # W [A; x] + b = W_a A + (W_x x + b): the same x enters every level, so its projection is
-        # computed once, and level 1 (A^0 = 0) needs no recurrent product. Two Dense layers hold W_a
-        # and (W_x, b); a step is memory-bound on reading W, so this saves real time at batch 4.
+        # computed once, and level 1 (A^0 = 0) needs no recurrent product. A Dense holds (W_x, b) and a
+        # bare kernel W_a (a bias-free Dense's layout); a step is memory-bound on reading W, so this saves
+        # real time at batch 4, as does lstm_over_levels's single product for W_a's gradient.
         if self.init_scheme == "torch":  # nn.LSTM: every weight and bias uniform(±1/sqrt(H))
             f = torch_linear_init(H)
             gates_x = nn.Dense(4 * H, kernel_init=f, bias_init=f, name="gates_x")
-            gates_a = nn.Dense(4 * H, use_bias=False, kernel_init=f, name="gates_a")
+            w_a = _Kernel(H, 4 * H, kernel_init=f, name="gates_a")()
         else:
             gates_x = nn.Dense(4 * H, name="gates_x")
-            gates_a = nn.Dense(4 * H, use_bias=False, name="gates_a")
+            w_a = _Kernel(H, 4 * H, name="gates_a")()
         kernel_local = local_kernel_init(self.local_init, self.local_init_value)
-        x_proj = gates_x(x)
-        a = jnp.zeros((batch, H), x.dtype)
-        c = jnp.zeros((batch, H), x.dtype)
+        states = lstm_over_levels(gates_x(x), w_a.astype(x.dtype), len(self.level_index))
         local_parts = []
         for level, nodes in enumerate(self.level_index):  # L is small and static: unrolled
-            z = x_proj if level == 0 else x_proj + gates_a(a)
-            if level == 0 and len(self.level_index) == 1:
-                gates_a(a)  # create W_a even for a one-level hierarchy, so every model has the same params
-            f_g, i_g, c_g, o_g = jnp.split(z, 4, axis=-1)
-            c = jax.nn.sigmoid(f_g) * c + jax.nn.sigmoid(i_g) * jnp.tanh(c_g)
-            a = jax.nn.sigmoid(o_g) * jnp.tanh(c)
+            a = states[level]
             if self.local_heads:
                 t = nn.relu(self._dense(self.transition, H, f"transition_{level}")(drop(a)))
                 head = nn.Dense(len(nodes), kernel_init=kernel_local, name=f"local_{level}")
