@@ -52,7 +52,8 @@ from hmljax.models._vit import (
 )
 
 __all__ = ["GroupHeadsNet", "C2ae", "Dela", "dela_kl", "gumbel_sigmoid_hard", "LevelLSTM", "lstm_over_levels",
-           "LOCAL_INITS", "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads", "heads_forward",
+           "LOCAL_INITS", "local_kernel_init", "ChmcnnMLP", "torch_linear_init", "Forward", "SharedEncoderHeads",
+           "heads_forward",
            "init_stacked", "single_forward", "stacked_forward", "IMAGENET_MEAN", "IMAGENET_STD", "RESNET_DEPTHS",
            "ResNet", "ResNetEncoder", "load_resnet_npz", "resnet_encoder", "resnet_frozen_mask",
            "resnet_variables_from_torch", "save_resnet_npz",
