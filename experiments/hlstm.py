@@ -114,8 +114,14 @@ def run_dir(name: str, d: str, label: str, seed: int, args) -> str:
 
 
 def tasks(name: str, args) -> tuple[list, int]:
-    return pending([(config(d, keys, s, args), run_dir(name, d, label, s, args))
-                    for d, label, keys, s in cells(name, args)])
+    chosen = cells(name, args)
+    if wanted := getattr(args, "labels", None):  # only these cells, in this order (datasets, then seeds, kept)
+        known = list(dict.fromkeys(label for _, label, _, _ in chosen))
+        if bad := [w for w in wanted if w not in known]:
+            raise SystemExit(f"--labels: no cell named {', '.join(map(repr, bad))} in {name} "
+                             f"(its labels: {', '.join(map(repr, known))})")
+        chosen = sorted((c for c in chosen if c[1] in wanted), key=lambda c: wanted.index(c[1]))
+    return pending([(config(d, keys, s, args), run_dir(name, d, label, s, args)) for d, label, keys, s in chosen])
 
 
 def collect(name: str, args) -> dict:
@@ -338,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=os.path.join("runs", "hlstm"))
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--override", nargs="*", default=[], help="extra key=value for every run")
+    p.add_argument("--labels", nargs="*", default=None,
+                   help="train only these cells (labels as in the outputs, e.g. 'constant 0.1' zeros), in this order")
     p.add_argument("--plan", action="store_true", help="train nothing: the runs left and an estimate")
     p.add_argument("--table-only", action="store_true", help="rebuild the outputs from finished runs")
     return p

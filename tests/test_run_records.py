@@ -142,6 +142,19 @@ def test_a_partial_hlstm_command_never_shrinks_its_table(tmp_path):
         hlstm.main(argv)
 
 
+def test_hlstm_labels_pick_cells_in_the_order_given(tmp_path):
+    import hlstm
+
+    base = ["init", "--data-dir", "unused", "--runs", str(tmp_path / "runs"), "--seeds", "2"]
+    args = hlstm.build_parser().parse_args([*base, "--labels", "xavier", "constant 0.1"])
+    todo, done = hlstm.tasks("init", args)
+    assert done == 0
+    assert [os.path.basename(rd) for _, rd in todo] == ["xavier-s0", "xavier-s1", "constant_0p1-s0", "constant_0p1-s1"]
+    assert todo[0][0]["local_init"] == "xavier" and todo[2][0]["local_init_value"] == 0.1
+    with pytest.raises(SystemExit, match=r"no cell named 'constant 0.3' in init \(its labels: 'constant 0.1'"):
+        hlstm.tasks("init", hlstm.build_parser().parse_args([*base, "--labels", "constant 0.3"]))
+
+
 def test_an_override_is_another_experiment_with_its_own_runs_and_outputs(tmp_path):
     """``--override`` (HLSTM under early stopping, MPVAE at its own lr) neither refuses nor overwrites the
     plain experiment's runs and tables: its runs, records and outputs carry the override in their names."""
