@@ -13,7 +13,9 @@ HLSTM has no released code, so the three levels of issue 19 read:
   means; the default ``torch.optim.Adam``.
 - ``same algorithm``: hmljax's algorithm in PyTorch. The input's gate projection
   computed once (``x`` is the same at every level; ``nn.LSTM`` would project it
-  L times) and the cell written out per level; both constraints in logit space
+  L times) and the cell written out per level, its backward by hand so that the
+  recurrent kernel's gradient is one product over all levels (``_LevelStates``,
+  as hmljax's ``lstm_over_levels``); both constraints in logit space
   (``min``/``max`` commute with the sigmoid): MCLoss with the sparse
   ``scatter_reduce(amax)`` pass of ``_torch_levels`` and LHLoss with one gather
   of the parent table and ``amin``; BCE from logits; ``Adam(fused=True)``.
@@ -206,8 +208,57 @@ def as_published(problem: HlstmProblem, params, *, dropout: float) -> L.TorchSte
 # ---------------------------------------------------------------- same algorithm
 
 
+class _LevelStates(torch.autograd.Function):
+    """hmljax's ``lstm_over_levels``: every level's ``A^h [L, B, H]`` from ``x_proj [B, 4H]`` and ``W_a`` (torch's
+    ``[4H, H]``), backpropagated by hand so that W_a's gradient is one ``[4H, (L-1)B] x [(L-1)B, H]`` product over
+    all levels, where autograd would form and accumulate one ``[4H, H]`` product per level."""
+
+    @staticmethod
+    def forward(ctx, x_proj, w, levels: int):
+        a, c, outs, c_prevs, acts = None, None, [], [], []
+        for h in range(levels):
+            z = x_proj if h == 0 else x_proj + a @ w.t()
+            f, i, g, o = z.chunk(4, dim=-1)
+            sf, si, tg, so = torch.sigmoid(f), torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+            c_prev = torch.zeros_like(sf) if c is None else c
+            c = sf * c_prev + si * tg
+            tc = torch.tanh(c)
+            a = so * tc
+            outs.append(a)
+            c_prevs.append(c_prev)
+            acts.append(torch.stack([sf, si, tg, so, tc]))
+        states = torch.stack(outs)
+        ctx.save_for_backward(w, states, torch.stack(c_prevs), torch.stack(acts))
+        ctx.levels = levels
+        return states
+
+    @staticmethod
+    def backward(ctx, d_states):
+        w, states, c_prevs, acts = ctx.saved_tensors
+        d_a = torch.zeros_like(d_states[0])
+        d_c = torch.zeros_like(d_states[0])
+        d_z = [None] * ctx.levels
+        for h in reversed(range(ctx.levels)):
+            sf, si, tg, so, tc = acts[h].unbind(0)
+            d_a = d_states[h] + d_a
+            d_c = d_c + d_a * so * (1 - tc * tc)
+            d_z[h] = torch.cat([d_c * c_prevs[h] * sf * (1 - sf), d_c * tg * si * (1 - si),
+                                d_c * si * (1 - tg * tg), d_a * tc * so * (1 - so)], dim=-1)
+            d_c = d_c * sf
+            if h:
+                d_a = d_z[h] @ w
+        d_x = d_z[0]
+        for dz in d_z[1:]:
+            d_x = d_x + dz
+        if ctx.levels == 1:
+            return d_x, torch.zeros_like(w), None
+        d_w = torch.cat(d_z[1:]).t() @ states[:-1].reshape(-1, states.shape[-1])
+        return d_x, d_w, None
+
+
 class LevelLSTM(nn.Module):
-    """hmljax's ``LevelLSTM`` in torch: ``W_x x + b`` once, ``W_a A^{h-1}`` per level, the cell written out."""
+    """hmljax's ``LevelLSTM`` in torch: ``W_x x + b`` once, ``W_a A^{h-1}`` per level, the cell written out, and
+    W_a's gradient as one product over the levels (:class:`_LevelStates`, as hmljax's custom VJP)."""
 
     def __init__(self, problem: HlstmProblem, dropout: float):
         super().__init__()
@@ -218,16 +269,9 @@ class LevelLSTM(nn.Module):
         self.levels = len(problem.level_index)
 
     def forward(self, x_BxD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_proj = self.gates_x(x_BxD)
-        a = c = None
-        parts = []
-        for h in range(self.levels):
-            z = x_proj if h == 0 else x_proj + self.gates_a(a)
-            f, i, g, o = z.chunk(4, dim=-1)
-            c = torch.sigmoid(i) * torch.tanh(g) if h == 0 else torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            a = torch.sigmoid(o) * torch.tanh(c)
-            parts.append(self.heads.local_part(h, a))
-        return self.heads.assemble(a, parts)
+        states = _LevelStates.apply(self.gates_x(x_BxD), self.gates_a.weight, self.levels)
+        parts = [self.heads.local_part(h, states[h]) for h in range(self.levels)]
+        return self.heads.assemble(states[-1], parts)
 
     def load(self, params) -> None:
         _linear_from(self.gates_x, params["gates_x"]["kernel"], params["gates_x"]["bias"])

@@ -127,8 +127,10 @@ def _traffic_section(d: dict) -> list[str]:
              "compiled HLO, XLA's CPU backend updates each tensor in three loops (the first moment, the second "
              "moment, then the parameter; each moment's loop reads the parameter again for the coupled weight "
              "decay) after the weight-gradient dot has written the gradient, and does not merge them into one "
-             "multi-output loop as torch's fused Adam kernel is; HLSTM's shared recurrent kernel also gets "
-             "one gradient per level, summed inside those loops. Divide by the floor table's stream bandwidth "
+             "multi-output loop as torch's fused Adam kernel is (HLSTM's shared recurrent kernel gets one "
+             "gradient, a single product over all levels: `hmljax.models.lstm_over_levels`; autodiff of the "
+             "unrolled loop gave one per level, summed in those loops, 89 and 80 B/param on cellcycle_FUN "
+             "and _GO). Divide by the floor table's stream bandwidth "
              "for the time this traffic takes.", "",
              "| case | dataset | B | params | XLA bytes/step | bytes/param | x one fused pass (B = 4) |",
              "|---|---|---|---|---|---|---|"]
@@ -463,7 +465,9 @@ def report() -> str:
                   "written in stock modules (`benchmarks/_torch_hlstm.py`): `nn.LSTM` over x repeated L times, "
                   "LHLoss on probabilities through a parent table (`amin`), MCLoss as C-HMCNN's released float64 "
                   "dense `[B, C, C]` max, default Adam. **Same algorithm** is hmljax's: the input's gate projection "
-                  "once, the cell written out, both constraints in logit space (the sparse `scatter_reduce` max, a "
+                  "once, the cell written out with its backward by hand so that the recurrent kernel's gradient "
+                  "is one product over all levels (a `torch.autograd.Function`, as hmljax's custom VJP), both "
+                  "constraints in logit space (the sparse `scatter_reduce` max, a "
                   "gathered parent-table min), fused Adam; **best effort** compiles that step whole. The dataset's "
                   "dropout when timed; hmljax's scan epoch over a slice of the epoch's batches (per step).", "",
                   "The equality checks differ from the other benchmarks' in two ways, both found with a float64 run "

@@ -724,7 +724,7 @@ def _grouped_bars(plt, summary, panels, title):
     in order). A method the dataset has but with no finished runs gets a mark, so it never reads as 0."""
     datasets = list(summary)
     methods = list(dict.fromkeys(m for ms in summary.values() for m in ms))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 2, 4), squeeze=False)
     width = 0.8 / max(len(methods), 1)
     for ax, (label, mean_fn, std_fn) in zip(axes[0], panels):
         for i, m in enumerate(methods):
@@ -741,7 +741,8 @@ def _grouped_bars(plt, summary, panels, title):
         ax.set_xticklabels(datasets, rotation=30, ha="right")
         ax.set_ylabel(label)
         ax.set_title(f"{title}: {label}")
-    axes[0][0].legend(fontsize=7, title="× = not run", title_fontsize=7)
+    # beside the last panel, where it covers no bar (tight_layout makes room for it)
+    axes[0][-1].legend(fontsize=7, title="× = not run", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
