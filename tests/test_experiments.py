@@ -426,6 +426,15 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     assert f"| {half} | 20 | 30 | 7.00 | 0.06 |" in other
 
 
+def _timed_run(root, name, saved, epoch_s, machine):
+    """A finished run under ``root`` with a saved config and its epoch log (the first epoch, the compile, 99 s)."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": saved, "machine": machine}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
+                                               for i, t in enumerate([99.0] + epoch_s)))
+
+
 def test_plan_keeps_hros_rules_apart_and_reads_old_runs_as_the_paths_rule(tmp_path):
     from _runner import plan
 
@@ -434,11 +443,7 @@ def test_plan_keeps_hros_rules_apart_and_reads_old_runs_as_the_paths_rule(tmp_pa
     here = {"backend": "cpu", "cpus": 2, "compiler_options": {}}
 
     def timed(name, saved, epoch_s):
-        run = tmp_path / "runs" / name
-        run.mkdir(parents=True)
-        (run / "config.json").write_text(json.dumps({"config": saved, "machine": here}))
-        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
-                                                   for i, t in enumerate([99.0] + epoch_s)))
+        _timed_run(tmp_path / "runs", name, saved, epoch_s, here)
 
     base = TrainConfig(dataset="synthetic", epochs=10, resample="hros_pd")
     code = base.resolved().to_dict()
@@ -465,11 +470,7 @@ def test_plan_scales_an_untimed_dataset_by_chmcnn_ratio_within_its_family(tmp_pa
         return TrainConfig(dataset=dataset, epochs=10, **kw).to_dict()
 
     def timed(name, c, epoch_s):
-        run = tmp_path / "runs" / name
-        run.mkdir(parents=True)
-        (run / "config.json").write_text(json.dumps({"config": c, "machine": here}))
-        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
-                                                   for i, t in enumerate([99.0] + epoch_s)))
+        _timed_run(tmp_path / "runs", name, c, epoch_s, here)
 
     timed("a", cfg("a_FUN", method="hlstm"), [10.0, 10.0])
     timed("b", cfg("b_FUN", method="hlstm"), [30.0, 30.0])
