@@ -311,22 +311,25 @@ _MACHINE_KEYS = ("backend", "cpus", "compiler_options")
 
 
 def current_machine() -> dict:
-    """This machine's values of the ``_MACHINE_KEYS``, as a run made here now would record them."""
+    """This machine's values of the ``_MACHINE_KEYS`` and its CPU model, as a run made here now would record them."""
     import jax
 
-    from hmljax.training import train_compiler_options
+    from hmljax.training import cpu_model, train_compiler_options
 
-    return {"backend": jax.default_backend(), "cpus": os.cpu_count(), "compiler_options": train_compiler_options()}
+    return {"backend": jax.default_backend(), "cpus": os.cpu_count(), "compiler_options": train_compiler_options(),
+            "cpu_model": cpu_model()}
 
 
 def measured_epoch_seconds(roots, *, machine: dict | None = None) -> dict[tuple, float]:
     """``{cost key: median epoch seconds}`` over every run under the ``roots`` folders with a config and metrics.
 
     With ``machine`` (see :func:`current_machine`), a kind's estimate comes from the runs that recorded
-    that machine, if it has any, and from all its runs otherwise: times logged by older code (before
-    jit_train, or before runs recorded their compiler options) or on another machine can be 2-3x off.
+    that machine and its CPU model, if it has any; else from those that recorded that machine (runs made
+    before runs named their CPU model, or on another model); else from all its runs: times logged by older
+    code (before jit_train, or before runs recorded their compiler options) or on another machine can be
+    2-3x off.
     """
-    times: dict[tuple, tuple[list[float], list[float]]] = {}
+    times: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
     for root, _dirs, files in (w for r in roots for w in os.walk(r)):
         if "config.json" in files and "metrics.jsonl" in files:
             try:
@@ -336,8 +339,9 @@ def measured_epoch_seconds(roots, *, machine: dict | None = None) -> dict[tuple,
             except (OSError, ValueError, KeyError):
                 continue
             same = machine is not None and all(ran_on.get(k) == machine.get(k) for k in _MACHINE_KEYS)
-            times.setdefault(_cost_key(cfg, saved=True), ([], []))[0 if same else 1].extend(_epoch_seconds(root))
-    return {k: statistics.median(here or other) for k, (here, other) in times.items() if here or other}
+            tier = (0 if ran_on.get("cpu_model") == machine.get("cpu_model") else 1) if same else 2
+            times.setdefault(_cost_key(cfg, saved=True), ([], [], []))[tier].extend(_epoch_seconds(root))
+    return {k: statistics.median(next(t for t in tiers if t)) for k, tiers in times.items() if any(tiers)}
 
 
 def _scaled_from_other_sizes(measured: dict, cfg_dict) -> tuple[float, int] | None:

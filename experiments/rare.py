@@ -412,8 +412,8 @@ def where_trained(machine: dict) -> str:
     if not machine:
         return "unrecorded"
     backend = machine.get("backend", "?")
-    what = (f"{machine.get('cpus', '?')} CPUs" if backend == "cpu"
-            else machine.get("device_kind") or ", ".join(machine.get("devices", [])[:1]) or "?")
+    what = (f"{machine.get('cpus', '?')} CPUs" + (f", {machine['cpu_model']}" if machine.get("cpu_model") else "")
+            if backend == "cpu" else machine.get("device_kind") or ", ".join(machine.get("devices", [])[:1]) or "?")
     what = f"{backend} ({what})"
     return f"{what}, jax {machine.get('jax', '?')}"
 

@@ -459,6 +459,29 @@ def test_plan_keeps_hros_rules_apart_and_reads_old_runs_as_the_paths_rule(tmp_pa
     assert f"| {tasks[1][1]} | 0 | 10 | 7.00 | 0.02 |" in text
 
 
+def test_plan_prefers_runs_from_the_same_cpu_model(tmp_path):
+    from _runner import plan
+
+    from hmljax.training import TrainConfig
+
+    c = TrainConfig(dataset="synthetic", epochs=10).to_dict()
+    keys = {"backend": "cpu", "cpus": 2, "compiler_options": {}}
+    _timed_run(tmp_path / "runs", "epyc", c, [8.0, 8.0], {**keys, "cpu_model": "AMD EPYC"})
+    _timed_run(tmp_path / "runs", "older", c, [6.0, 6.0], keys)  # recorded before runs named their CPU
+    _timed_run(tmp_path / "runs", "xeon", c, [3.0, 3.0], {**keys, "cpu_model": "Intel Xeon"})
+    task = [(c, str(tmp_path / "new"))]
+
+    def per_epoch(machine):
+        row = next(ln for ln in plan(task, timing_roots=[str(tmp_path / "runs")], machine=machine,
+                                     ratios={}).splitlines() if ln.startswith(f"| {task[0][1]} |"))
+        return row.split(" | ")[3]
+
+    assert per_epoch({**keys, "cpu_model": "Intel Xeon"}) == "3.00"
+    assert per_epoch({**keys, "cpu_model": "AMD EPYC"}) == "8.00"
+    assert per_epoch({**keys, "cpu_model": "Other"}) == "6.00"  # no run of its model: its machine's, all of them
+    assert per_epoch({**keys, "cpus": 16, "cpu_model": "Intel Xeon"}) == "6.00"  # another machine: every run
+
+
 def test_plan_scales_an_untimed_dataset_by_chmcnn_ratio_within_its_family(tmp_path):
     from _runner import plan
 
@@ -493,6 +516,8 @@ def test_tables_say_where_their_runs_were_trained():
     cpu = {"backend": "cpu", "devices": ["TFRT_CPU_0"], "device_kind": "cpu", "cpus": 2, "jax": "0.10.2"}
     assert rare.where_trained(gpu) == "gpu (NVIDIA H100 80GB HBM3), jax 0.11.2"
     assert rare.where_trained(cpu) == "cpu (2 CPUs), jax 0.10.2"
+    assert rare.where_trained({**cpu, "cpu_model": "Intel(R) Xeon(R) Processor"}) == (
+        "cpu (2 CPUs, Intel(R) Xeon(R) Processor), jax 0.10.2")
     assert rare.where_trained({}) == "unrecorded"
     res = {"d": {"A": [{"machine": gpu}, {"machine": gpu}], "B": [{"machine": cpu}, {}]}}
     assert rare._trained_on(res) == ["Runs trained on: gpu (NVIDIA H100 80GB HBM3), jax 0.11.2: 2 runs; "

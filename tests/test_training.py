@@ -16,6 +16,7 @@ from hmljax.data import EpochSampler, load_dataset
 from hmljax.models import ChmcnnMLP
 from hmljax.training import (
     TrainConfig,
+    cpu_model,
     evaluate_run,
     init_state,
     jit_train,
@@ -143,6 +144,7 @@ def test_train_and_evaluate_is_deterministic_and_learns(tmp_path):
     # ... with the code that ran it: the commit and the compiler options (which change epoch times)
     assert saved_file["machine"]["compiler_options"] == train_compiler_options()
     assert saved_file["machine"]["hmljax_commit"].removesuffix("-dirty") == source_commit()
+    assert saved_file["machine"]["cpu_model"] == cpu_model() != ""  # estimates prefer runs of the same CPU
     again = evaluate_run(str(tmp_path / "a"))
     assert again["auprc"] == pytest.approx(ap, rel=1e-6)
     with pytest.raises(ValueError, match="already holds checkpoints"):

@@ -8,7 +8,14 @@ as functions, kept for code written against them.
 from hmljax.engine import TrainState, jit_train, train_compiler_options
 from hmljax.training._config import BOOKKEEPING, RunConfig, TrainConfig, config_diff, load_config
 from hmljax.training._load import LoadedRun, evaluate_run, load_run, predict_file
-from hmljax.training._run import build_method, load_run_dataset, run_lock, source_commit, train_and_evaluate
+from hmljax.training._run import (
+    build_method,
+    cpu_model,
+    load_run_dataset,
+    run_lock,
+    source_commit,
+    train_and_evaluate,
+)
 from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
 from hmljax.training._train import (
     LossConfig,
@@ -32,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "build_method",
+    "cpu_model",
     "load_run_dataset",
     "evaluate_run",
     "init_state",

@@ -26,7 +26,7 @@ from hmljax.engine import (
 from hmljax.training._config import TrainConfig, config_diff
 from hmljax.training._sharding import make_mesh, replicate, shard_epoch_batches, shard_members
 
-__all__ = ["train_and_evaluate", "build_method", "load_run_dataset", "source_commit", "run_lock"]
+__all__ = ["train_and_evaluate", "build_method", "load_run_dataset", "source_commit", "run_lock", "cpu_model"]
 
 
 def load_run_dataset(cfg: TrainConfig):
@@ -142,12 +142,28 @@ def source_commit(*, dirty: bool = False) -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The host CPU's model name (``/proc/cpuinfo``'s first ``model name``; elsewhere ``platform.processor()``).
+
+    Two "2-CPU" machines of this project's pool ran the same epochs 2x apart (an AMD EPYC and an Intel Xeon
+    with 2.6x its matmul rate), so epoch-time estimates prefer runs from the same model."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _machine() -> dict:
     # The commit and compiler options say which code made a run's numbers: epoch times taken before
     # jit_train (70ad98c) are 8-22% slower on CPU with bitwise-equal parameters.
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
