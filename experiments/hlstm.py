@@ -278,7 +278,8 @@ def write_curves(name: str, args) -> str:
              "speed": "Learning speed on eisen_FUN (Fig. 9)"}[name]
     lines = _header(title, command, res) + [
         "Test AU(PRC), mean over seeds." + (" Curves: test AU(PRC) logged every few epochs (`test_curve_every`); "
-                                             "they choose nothing." if name != "br" else ""), "",
+                                             "they choose nothing; a dot marks the final epoch's." if name != "br"
+                                             else ""), "",
         "| dataset | setting | n | final AU(PRC) | best logged AU(PRC) (epoch) | median s/epoch |",
         "|---|---|---|---|---|---|"]
     rows = {}
@@ -296,7 +297,12 @@ def write_curves(name: str, args) -> str:
             if name == "br":
                 continue
             ep, val = [p[0] for p in curve], [p[1] for p in curve]
-            axes[0, i * (2 if name == "speed" else 1)].plot(ep, val, label=label)
+            ax = axes[0, i * (2 if name == "speed" else 1)]
+            (line,) = ax.plot(ep, val, label=label)
+            last = max(m["epoch"] for r in rs for m in r["curve"])  # the final epoch: the table's AU(PRC)
+            if ep and last not in ep and np.isfinite(final).all():  # joined by a dotted line when not logged
+                ax.plot([ep[-1], last], [val[-1], float(np.mean(final))], ":", color=line.get_color())
+                ax.plot([last], [float(np.mean(final))], "o", ms=3, color=line.get_color())
             if name == "speed":
                 wall = np.cumsum([r["epoch_s"] for r in rs[0]["curve"]])
                 axes[0, 2 * i + 1].plot([wall[e - 1] for e in ep], val, label=label)
