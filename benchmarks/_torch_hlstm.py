@@ -327,25 +327,18 @@ def same_algorithm(problem: HlstmProblem, params, *, dropout: float) -> L.TorchS
 
 
 def best_effort(problem: HlstmProblem, params, *, dropout: float, x_np, y_np) -> L.TorchStep:
-    model = _network(problem, params, dropout)
-    fn, info = L._compile_whole(L._whole_step(model, problem, logit_loss(problem)), *L._float32_batch(x_np, y_np))
-    return L.TorchStep("best effort", model, L._float32_batch, fn,
-                       "torch.optim.adam.adam(foreach, capturable) in the graph", compile_s=info.get("compile_s"),
-                       graph_breaks=info.get("graph_breaks"), graphs=info.get("graphs"), error=info.get("error"),
-                       first_loss=info.get("first_loss"))
+    return L.compiled_step(_network(problem, params, dropout), problem, logit_loss(problem), x_np, y_np)
 
 
 def build(level: str, problem: HlstmProblem, params, *, dropout: float, x_np, y_np, members: int = 0) -> L.TorchStep:
     """The level's step from hmljax's HLSTM ``params``; ``(x_np, y_np)`` is the batch the compiled level compiles on."""
     if members:
         raise ValueError("HLSTM's benchmark trains one network (members=0)")
-    if level == "as published":
-        return as_published(problem, params, dropout=dropout)
-    if level == "same algorithm":
-        return same_algorithm(problem, params, dropout=dropout)
-    if level == "best effort":
-        return best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np)
-    raise ValueError(f"unknown level {level!r}; choose one of {LEVELS}")
+    return L.pick_level(level, {
+        "as published": lambda: as_published(problem, params, dropout=dropout),
+        "same algorithm": lambda: same_algorithm(problem, params, dropout=dropout),
+        "best effort": lambda: best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np),
+    })
 
 
 # ---------------------------------------------------------------- equality with hmljax

@@ -386,18 +386,31 @@ def _compile_whole(step, x, y) -> tuple[Callable | None, dict]:
                 "graphs": counters["stats"]["unique_graphs"], "first_loss": loss}
 
 
-def best_effort(problem: Problem, params, *, dropout: float, x_np, y_np, members: int = 0) -> TorchStep:
-    """The whole same-algorithm step under ``torch.compile``; compiled here on the batch ``(x_np, y_np)``.
+def compiled_step(model: nn.Module, problem, loss_fn: Callable, x_np, y_np) -> TorchStep:
+    """The best-effort level of any method: ``model``'s whole step (forward, ``loss_fn``, backward and
+    Adam; :func:`_whole_step`) under ``torch.compile``, compiled here on the batch ``(x_np, y_np)``.
 
     Compiling runs one step, so the returned step has already taken it (its
     loss is ``first_loss``); :func:`check_level` counts it as step 1.
     """
-    model = _network(problem, params, dropout=dropout, members=members)
-    fn, info = _compile_whole(_whole_step(model, problem, _loss_fn(problem, members)), *_float32_batch(x_np, y_np))
+    fn, info = _compile_whole(_whole_step(model, problem, loss_fn), *_float32_batch(x_np, y_np))
     impl = "torch.optim.adam.adam(foreach, capturable) in the graph"
     return TorchStep("best effort", model, _float32_batch, fn, impl, compile_s=info.get("compile_s"),
                      graph_breaks=info.get("graph_breaks"), graphs=info.get("graphs"), error=info.get("error"),
                      first_loss=info.get("first_loss"))
+
+
+def best_effort(problem: Problem, params, *, dropout: float, x_np, y_np, members: int = 0) -> TorchStep:
+    """The whole same-algorithm step under ``torch.compile`` (:func:`compiled_step`)."""
+    model = _network(problem, params, dropout=dropout, members=members)
+    return compiled_step(model, problem, _loss_fn(problem, members), x_np, y_np)
+
+
+def pick_level(level: str, builders: dict[str, Callable[[], TorchStep]]) -> TorchStep:
+    """``builders[level]()``: every method's ``build`` names its three levels' constructors here."""
+    if level not in builders:
+        raise ValueError(f"unknown level {level!r}; choose one of {LEVELS}")
+    return builders[level]()
 
 
 def build(level: str, problem: Problem, params, *, dropout: float, x_np, y_np, members: int = 0) -> TorchStep:
@@ -405,13 +418,11 @@ def build(level: str, problem: Problem, params, *, dropout: float, x_np, y_np, m
 
     ``members=E`` builds E networks trained together from stacked (``[E, ...]``) params.
     """
-    if level == "as published":
-        return as_published(problem, params, dropout=dropout, members=members)
-    if level == "same algorithm":
-        return same_algorithm(problem, params, dropout=dropout, members=members)
-    if level == "best effort":
-        return best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np, members=members)
-    raise ValueError(f"unknown level {level!r}; choose one of {LEVELS}")
+    return pick_level(level, {
+        "as published": lambda: as_published(problem, params, dropout=dropout, members=members),
+        "same algorithm": lambda: same_algorithm(problem, params, dropout=dropout, members=members),
+        "best effort": lambda: best_effort(problem, params, dropout=dropout, x_np=x_np, y_np=y_np, members=members),
+    })
 
 
 # ---------------------------------------------------------------- equality with hmljax
