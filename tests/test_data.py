@@ -124,8 +124,10 @@ def test_discovered_dataset_and_rebuild_on_change(tmp_path):
 
 def test_errors_name_the_problem(tmp_path, monkeypatch):
     monkeypatch.delenv("HMLJAX_DATA", raising=False)
-    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+    with pytest.raises(DataError, match="unknown dataset 'nope'; registered"):
         load_dataset("nope")
+    with pytest.raises(DataError, match=r"unknown dataset 'Cellcycle_FUNN' \(did you mean 'cellcycle_FUN'\?\)"):
+        load_dataset("Cellcycle_FUNN")
     with pytest.raises(DataError, match="needs a data directory"):
         load_dataset("cellcycle_FUN")
     with pytest.raises(DataError, match="does not exist"):

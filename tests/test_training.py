@@ -154,8 +154,13 @@ def test_train_and_evaluate_is_deterministic_and_learns(tmp_path):
 def test_config_errors():
     with pytest.raises(ValueError, match="bad value for dropout"):
         TrainConfig(dataset="synthetic", dropout=1.5).resolved()
-    with pytest.raises(ValueError, match="unknown config key"):
-        TrainConfig().override(["nope=1"])
+    with pytest.raises(ValueError, match="unknown config key 'nope' for method=chmcnn, sampler=epoch; known"):
+        TrainConfig().override(["nope=1"])  # nothing near it: no guess
+    # A near miss names the key it was probably meant to be, before the full list.
+    with pytest.raises(ValueError, match=r"unknown config key 'weight_dcay' .* \(did you mean 'weight_decay'\?\)"):
+        TrainConfig().override(["weight_dcay=1e-4"])
+    with pytest.raises(ValueError, match=r"unknown method 'hlstmm' \(did you mean 'hlstm'\?\)"):
+        TrainConfig().override(["method=hlstmm"]).resolved()
     with pytest.raises(ValueError, match="not an int"):
         TrainConfig().override(["hidden=big"])
     with pytest.raises(ValueError, match="unknown dataset"):

@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from hmljax._validate import did_you_mean
 from hmljax.data._arff import _MEKA_RE, ArffData, ArffError, read_arff, read_arff_header, read_mulan_xml
 from hmljax.data._cache import cached_arrays, hash_files
 from hmljax.data._errors import DataError
@@ -250,7 +251,8 @@ def get_spec(name: str, data_dir: str | None = None) -> DatasetSpec:
             return _discovered_spec(stem, files)
     known = ", ".join(sorted(REGISTRY))
     hint = "" if data_dir else " (no data directory given)"
-    raise DataError(f"unknown dataset {name!r}; registered: {known}{hint}")
+    guess = did_you_mean(name, [*REGISTRY, *found])
+    raise DataError(f"unknown dataset {name!r}{guess}; registered: {known}{hint}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from hmljax._validate import did_you_mean
+
 __all__ = ["MethodSpec", "SamplerSpec", "register_method", "register_sampler", "get_method", "get_sampler",
            "list_methods", "list_samplers"]
 
@@ -70,14 +72,16 @@ def _builtins() -> None:
 def get_method(name: str) -> MethodSpec:
     _builtins()
     if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(_METHODS))}")
+        raise ValueError(f"unknown method {name!r}{did_you_mean(name, _METHODS)}; "
+                         f"registered: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
 
 
 def get_sampler(name: str) -> SamplerSpec:
     _builtins()
     if name not in _SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; registered: {', '.join(sorted(_SAMPLERS))}")
+        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, _SAMPLERS)}; "
+                         f"registered: {', '.join(sorted(_SAMPLERS))}")
     return _SAMPLERS[name]
 
 

@@ -17,6 +17,7 @@ import os
 
 import jax
 
+from hmljax._validate import did_you_mean
 from hmljax.data import PREPROCESSING_MODES, get_spec, resolve_data_dir
 from hmljax.engine import OPTIMIZERS, get_method, get_sampler, list_methods
 
@@ -240,7 +241,7 @@ class TrainConfig:
         if owners:
             return f"config key {key!r} belongs to method {' / '.join(owners)}, not to {where}"
         known = sorted({*_RUN_FIELDS, *mf, *sf})
-        return f"unknown config key {key!r} for {where}; known keys: {', '.join(known)}"
+        return f"unknown config key {key!r} for {where}{did_you_mean(key, known)}; known keys: {', '.join(known)}"
 
     # ------------------------------------------------------------------ access
     def __getattr__(self, name):
