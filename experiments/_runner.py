@@ -30,6 +30,21 @@ import statistics
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def check_datasets(parser, names, data_dir: str | None) -> None:
+    """Stops the script with ``parser.error`` (its usage line, exit status 2) when ``--datasets`` names a dataset
+    hmljax does not know, before any run starts: a typo would otherwise plan zero-cost runs, or fail run by
+    run in the workers. Looked up as the runs will look them up (``hmljax.data.get_spec``, the data directory
+    included), so the message is the registry's, with its nearest-name guess."""
+    from hmljax.data import DataError, get_spec, resolve_data_dir
+
+    try:
+        data_dir = resolve_data_dir(data_dir)
+        for name in names or ():
+            get_spec(name, data_dir)
+    except DataError as err:
+        parser.error(f"--datasets: {err}")
+
+
 def variant_suffix(settings) -> str:
     """``"__a=1_b=x"`` for settings applied to every run of an experiment (``--override`` and the like), ``""``
     for none: a variant is another experiment, with its own run folders and outputs, so that neither refuses

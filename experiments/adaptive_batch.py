@@ -45,7 +45,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
+from _runner import RunRecords, check_datasets, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    check_datasets(p, args.datasets, args.data_dir)
     records = RunRecords(args.runs, args.results)
     records.sync()  # the runs finished in other checkouts and sittings
     todo, done = tasks(args.experiment, args)

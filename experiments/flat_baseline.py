@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, plan, run_tasks  # noqa: E402
+from _runner import RunRecords, check_datasets, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--override", nargs="*", default=[], help="extra config keys (key=value) for every run")
     p.add_argument("--plan", action="store_true", help="train nothing: list the runs left and an estimate")
     args = p.parse_args(argv)
+    check_datasets(p, args.datasets, args.data_dir)
     command = "python experiments/flat_baseline.py --data-dir ../shared/data" + (
         f" --datasets {' '.join(args.datasets)}" if args.datasets != MULAN else "") + (
         f" --folds {args.folds}" if args.folds != 5 else "") + (

@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
+from _runner import RunRecords, check_datasets, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -360,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    check_datasets(p, args.datasets, args.data_dir)
 
     def write(_=None):
         return write_tables(args) if args.experiment == "tables" else write_curves(args.experiment, args)

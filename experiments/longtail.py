@@ -45,7 +45,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
+from _runner import RunRecords, check_datasets, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -289,6 +289,7 @@ def main(argv=None) -> int:
     p.add_argument("--plan", action="store_true", help="train nothing: the runs left and an estimate")
     p.add_argument("--table-only", action="store_true", help="rebuild the outputs from finished runs")
     args = p.parse_args(argv)
+    check_datasets(p, args.datasets, args.data_dir)
     command = (f"python experiments/longtail.py {args.experiment} --data-dir ../shared/data"
                + (f" --seeds {args.seeds}" if args.seeds != 1 else "")
                + (f" --datasets {' '.join(args.datasets)}" if args.datasets else "")

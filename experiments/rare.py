@@ -43,7 +43,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import RunRecords, plan, run_tasks, variant_suffix  # noqa: E402
+from _runner import RunRecords, check_datasets, plan, run_tasks, variant_suffix  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -773,6 +773,7 @@ def main(argv=None) -> None:
                    help="more run folders: their finished runs of a wanted config are used instead of training "
                         "it again, and their logged epoch times inform --plan's estimates")
     args = p.parse_args(argv)
+    check_datasets(p, args.datasets, args.data_dir)
     if args.experiment == "table8" and args.tasks_per_worker is None:
         args.tasks_per_worker = 1
     if args.experiment == "table8" and args.workers > 1 and not (args.table_only or args.plan):

@@ -28,7 +28,7 @@ from hmljax.data import REGISTRY, atomic_write_text
 from hmljax.training import TrainConfig, config_diff, source_commit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import RunRecords, plan, run_tasks  # noqa: E402
+from _runner import RunRecords, check_datasets, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 HMC = [n for n, s in REGISTRY.items() if s.family == "hmc" and s.shipped]
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
                    help="more run folders whose logged epoch times inform --plan's estimates")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = p.parse_args(argv)
+    check_datasets(p, args.datasets, args.data_dir)
     # The table holds every run under --runs, so its header names the command that makes all of them
     # (the default datasets), not a partial sitting's --datasets or --workers.
     command = " ".join(["python experiments/reproduce_chmcnn.py", "--data-dir", args.data_dir or "$HMLJAX_DATA",

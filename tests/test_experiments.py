@@ -523,3 +523,21 @@ def test_tables_say_where_their_runs_were_trained():
     assert rare._trained_on(res) == ["Runs trained on: gpu (NVIDIA H100 80GB HBM3), jax 0.11.2: 2 runs; "
                                      "cpu (2 CPUs), jax 0.10.2: 1 run; unrecorded: 1 run.", ""]
     assert rare._trained_on({"d": {"A": []}}) == []
+
+
+@pytest.mark.parametrize("script, experiment", [("rare", "fig5"), ("hlstm", "tables"), ("adaptive_batch", "table2"),
+                                                ("longtail", "tables"), ("reproduce_chmcnn", None),
+                                                ("flat_baseline", None)])
+def test_a_mistyped_dataset_stops_the_script_before_any_run(tmp_path, capsys, monkeypatch, script, experiment):
+    import importlib
+
+    monkeypatch.delenv("HMLJAX_DATA", raising=False)
+    mod = importlib.import_module(script)
+    argv = ([experiment] if experiment else []) + ["--datasets", "synthetic_dagg", "--runs", str(tmp_path / "r"),
+                                                    "--plan"]
+    with pytest.raises(SystemExit) as exit_:
+        mod.main(argv)
+    assert exit_.value.code == 2  # argparse's usage error, not a traceback or a plan of runs that cannot start
+    err = capsys.readouterr().err
+    assert "--datasets: unknown dataset 'synthetic_dagg' (did you mean 'synthetic_dag'?)" in err
+    assert not (tmp_path / "r").exists()
