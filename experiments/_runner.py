@@ -163,6 +163,53 @@ def finished_run(run_dir: str) -> dict | None:
     return res
 
 
+CARRIED_NOTE = ("‡ carried from the committed table: these runs are not in this checkout (made before runs were "
+                "recorded, or elsewhere), so their values come from the table's JSON; a row is replaced once this "
+                "checkout has as many runs of it.")
+
+
+def committed_groups(committed_json: str) -> list[str]:
+    """The row groups (``"scene/mlp"``, ``"cellcycle_FUN"``) of a committed table's JSON, in its order; [] if none."""
+    try:
+        with open(committed_json) as fh:
+            rows = json.load(fh).get("rows", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    return list(rows) if isinstance(rows, dict) else []
+
+
+def carry_committed_runs(found: dict, committed_json: str, key_of=lambda group: group) -> list[str]:
+    """Adds to ``found`` (``{key: {arm: [run results]}}``) the runs a committed table holds and this checkout
+    does not, so rebuilding a table never drops its rows; returns the ``"group / arm"`` cells carried.
+
+    ``committed_json`` is the table's JSON, ``{"rows": {group: {arm: {metric: [one value per run], ...}}}}``
+    (``key_of(group)`` is ``found``'s key for a group). A cell is carried when the committed table had more
+    runs of it than are found here: each run becomes a result ``{"test": {metric: value}, "best_epoch",
+    "median_epoch_seconds", "machine": None, "carried": True}`` (no ``curve``), enough for the tables and
+    their tests. Without this, a table whose runs predate the run records, rebuilt by ``--table-only`` or
+    by a command on another dataset, lost every such row."""
+    try:
+        with open(committed_json) as fh:
+            rows = json.load(fh).get("rows", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    carried = []
+    for group, arms in rows.items():
+        for arm, vals in (arms.items() if isinstance(arms, dict) else ()):
+            lists = {k: v for k, v in vals.items() if isinstance(v, list)}
+            n = max((len(v) for v in lists.values()), default=0)
+            key = key_of(group)
+            if n <= len(found.get(key, {}).get(arm, [])):
+                continue
+            scalars = {k: v for k, v in vals.items() if not isinstance(v, list)}
+            best = lists.pop("best_epoch", [None] * n)
+            found.setdefault(key, {})[arm] = [
+                {"test": {k: v[i] for k, v in lists.items() if i < len(v)}, "best_epoch": best[i], **scalars,
+                 "machine": None, "carried": True} for i in range(n)]
+            carried.append(f"{group} / {arm}")
+    return carried
+
+
 def _epochs_planned(cfg_dict) -> int:
     from hmljax.training import TrainConfig
 

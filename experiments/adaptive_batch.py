@@ -45,7 +45,19 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, check_datasets, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
+from _runner import (  # noqa: E402
+    CARRIED_NOTE,
+    RunRecords,
+    carry_committed_runs,
+    check_datasets,
+    committed_groups,
+    finished_run,
+    pending,
+    plan,
+    run_tasks,
+    save_png,
+    variant_suffix,
+)
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -140,6 +152,38 @@ def collect(name: str, args) -> dict:
     return out
 
 
+def collect_with_committed(name: str, args, stem: str, *, key_of) -> tuple[dict, list[str]]:
+    """:func:`collect`, plus the rows of the committed ``<stem>.json`` whose runs this checkout lacks
+    (:func:`_runner.carry_committed_runs`), in the experiment's order of datasets and arms; and the cells
+    carried."""
+    path = os.path.join(args.results, stem + ".json")
+    # The committed table's datasets are looked up too: their runs may be here (recorded) though not named.
+    committed = [key_of(g)[0] for g in committed_groups(path)]
+    res = collect(name, argparse.Namespace(**{**vars(args), "datasets": list(dict.fromkeys(
+        [*(args.datasets or []), *(d for d in committed if d not in default_datasets(name))]))}))
+    carried = carry_committed_runs(res, path, key_of=key_of)
+    if carried:
+        wide = argparse.Namespace(**{**vars(args), "datasets": list(dict.fromkeys(
+            [*default_datasets(name), *(d for d, _ in res)])), "seeds": max(args.seeds, 1)})
+        order = list(dict.fromkeys(arm for _, _, arm, _, _ in cells(name, wide)))
+        rank = {a: i for i, a in enumerate(order)}
+        keys = sorted(res, key=lambda k: wide.datasets.index(k[0]) if k[0] in wide.datasets else len(wide.datasets))
+        res = {k: dict(sorted(res[k].items(), key=lambda kv: rank.get(kv[0], len(rank)))) for k in keys}
+    return res, carried
+
+
+def _where(res) -> list[str]:
+    """Where the runs were trained, as the header says it (carried runs, whose machine is not recorded here,
+    say so instead)."""
+    return sorted({"carried from the committed table" if r.get("carried") else where_trained(r["machine"])
+                   for got in res.values() for rs in got.values() for r in rs})
+
+
+def _n(rs) -> str:
+    """A row's run count, marked ‡ when the runs are carried from the committed table."""
+    return f"{len(rs)} ‡" if any(r.get("carried") for r in rs) else str(len(rs))
+
+
 def _ms(v, digits: int = 4) -> str:
     v = np.asarray(v, float)
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if v.size > 1 else f"{v.mean():.{digits}f}"
@@ -171,10 +215,10 @@ def write_outputs(name: str, args) -> str:
 
     if name == "hierarchy":
         return write_hierarchy(args)
-    res = collect(name, args)
+    res, carried = collect_with_committed(name, args, _stem(name, args), key_of=lambda g: tuple(g.split("/", 1)))
     command = full_command(args, dict.fromkeys(d for d, _ in res))
     arms = list(dict.fromkeys(a for got in res.values() for a in got))
-    where = sorted({where_trained(r["machine"]) for got in res.values() for rs in got.values() for r in rs})
+    where = _where(res)
     lines = [f"# Adaptive batch selection: {name}", "", f"Command: `{command}`  ",
              f"Commit: `{source_commit()}`; written on {platform.platform()}, {os.cpu_count()} CPUs, "
              f"{datetime.date.today().isoformat()}; runs trained on: {'; '.join(where) or '—'}", "",
@@ -202,7 +246,7 @@ def write_outputs(name: str, args) -> str:
                 cells_.append(f"**{txt}**" if strictly else txt)
             ep = np.median([r["best_epoch"] or 0 for r in rs])
             sec = np.median([r["median_epoch_seconds"] for r in rs])
-            lines.append(f"| {d} | {MODEL_NAMES.get(m, m)} | {a} | {len(rs)} | " + " | ".join(cells_)
+            lines.append(f"| {d} | {MODEL_NAMES.get(m, m)} | {a} | {_n(rs)} | " + " | ".join(cells_)
                          + f" | {ep:.0f} | {sec:.3f} |")
             rows.setdefault(f"{d}/{m}", {})[a] = {k: [r["test"][k] for r in rs] for k, _, _ in METRICS} | {
                 "best_epoch": [r["best_epoch"] for r in rs], "median_epoch_seconds": sec}
@@ -234,8 +278,12 @@ def write_outputs(name: str, args) -> str:
                 except ValueError as e:  # all differences zero
                     out.append(f"— ({e})")
             lines.append(f"| {MODEL_NAMES.get(m, m)} | {len(pairs)} | " + " | ".join(out) + " |")
+    if carried:
+        lines += ["", CARRIED_NOTE]
     if name in ("curves", "pressure") and res:
-        _curves_figure(res, os.path.join(args.results, f"{_stem(name, args)}.png"))
+        # The curves come from the runs' logs, which carried rows do not have: the committed figure stays.
+        if not carried:
+            _curves_figure(res, os.path.join(args.results, f"{_stem(name, args)}.png"))
         lines += ["", f"![{name}](./{_stem(name, args)}.png)"]
     base = os.path.join(args.results, _stem(name, args))
     atomic_write_text(base + ".md", "\n".join(lines) + "\n")
@@ -246,10 +294,11 @@ def write_outputs(name: str, args) -> str:
 def write_hierarchy(args) -> str:
     """The adaptive sampler on hierarchical data: one row per dataset and arm, in percent, mean ± std over seeds;
     a paired sign count over datasets (seed means) for each metric."""
-    res = collect("hierarchy", args)
+    res, carried = collect_with_committed("hierarchy", args, "adaptive_hierarchy" + variant_suffix(args.override),
+                                          key_of=lambda g: (g, "chmcnn"))
     command = full_command(args, dict.fromkeys(d for d, _ in res),
                            seeds=max([len(rs) for got in res.values() for rs in got.values()] or [args.seeds]))
-    where = sorted({where_trained(r["machine"]) for got in res.values() for rs in got.values() for r in rs})
+    where = _where(res)
     lines = ["# Adaptive batch selection on hierarchical data (C-HMCNN, FUN)", "", f"Command: `{command}`  ",
              f"Commit: `{source_commit()}`; written on {platform.platform()}, {os.cpu_count()} CPUs, "
              f"{datetime.date.today().isoformat()}; runs trained on: {'; '.join(where) or '—'}", "",
@@ -264,7 +313,7 @@ def write_hierarchy(args) -> str:
         for a, rs in got.items():
             cells_ = [_ms([100 * r["test"][k] for r in rs], digits=2) for k, _ in HIER_METRICS]
             sec = float(np.median([r["median_epoch_seconds"] for r in rs]))
-            lines.append(f"| {d} | {a} | {len(rs)} | " + " | ".join(cells_) + f" | {sec:.2f} |")
+            lines.append(f"| {d} | {a} | {_n(rs)} | " + " | ".join(cells_) + f" | {sec:.2f} |")
             rows.setdefault(d, {})[a] = {k: [r["test"][k] for r in rs] for k, _ in HIER_METRICS} | {
                 "median_epoch_seconds": sec}
     both = [d for d, arms in rows.items() if {"uniform", "adaptive"} <= set(arms)]
@@ -274,6 +323,8 @@ def write_hierarchy(args) -> str:
         for k, n in HIER_METRICS:
             diff = [100 * (np.mean(rows[d]["adaptive"][k]) - np.mean(rows[d]["uniform"][k])) for d in both]
             lines.append(f"| {n} | {sum(x > 0 for x in diff)}/{len(diff)} | {np.mean(diff):+.2f} |")
+    if carried:
+        lines += ["", CARRIED_NOTE]
     base = os.path.join(args.results, "adaptive_hierarchy" + variant_suffix(args.override))
     if rows:
         _hierarchy_figure(rows, base + ".png")

@@ -45,7 +45,18 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, check_datasets, finished_run, pending, plan, run_tasks, save_png  # noqa: E402
+from _runner import (  # noqa: E402
+    CARRIED_NOTE,
+    RunRecords,
+    carry_committed_runs,
+    check_datasets,
+    committed_groups,
+    finished_run,
+    pending,
+    plan,
+    run_tasks,
+    save_png,
+)
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -85,20 +96,24 @@ def _rs_reduce(d: str, data_dir: str | None) -> float:
     return round(float(counts.max() * (counts > 0).sum() / Y.shape[0]), 4)
 
 
+def default_datasets(name: str) -> list[str]:
+    return FUN if name == "hierarchy" else list(SUBSETS) if name == "tables" else ["bibtex", "tmc2007-500", "Corel5k"]
+
+
 def cells(name: str, args) -> list[tuple[str, str, str, int]]:
     """``(dataset, label, overrides, seed)`` for every run the experiment needs."""
     out = []
     if name == "hierarchy":
         from hmljax.data import get_spec
 
-        for d in args.datasets or FUN:
+        for d in args.datasets or default_datasets(name):
             spec = get_spec(d, args.data_dir)
             for s in range(args.seeds):
                 for label, keys in HIER_METHODS.items():
                     size = f" hidden={spec.hidden} dropout={spec.dropout}" if "hmt" in keys else ""
                     out.append((d, label, keys + size, s))
         return out
-    for d in args.datasets or (list(SUBSETS) if name == "tables" else ["bibtex", "tmc2007-500", "Corel5k"]):
+    for d in args.datasets or default_datasets(name):
         base = f"{BUDGET} {_subset_keys(d)}"
         for s in range(args.seeds):
             if name == "tables":
@@ -122,11 +137,25 @@ def run_dir(d: str, label: str, seed: int, args) -> str:
 
 
 def collect(name: str, args) -> dict:
+    """``{dataset: {label: [run results]}}``: the finished runs here, plus the committed table's rows whose runs
+    this checkout lacks (``carried``, :func:`_runner.carry_committed_runs`), so a rebuild never drops a row."""
     out: dict = {}
-    for d, label, _keys, s in cells(name, args):
+    path = os.path.join(args.results, f"longtail_{name}.json")
+    asked = args.datasets or default_datasets(name)
+    wide = argparse.Namespace(**{**vars(args), "datasets": list(dict.fromkeys([*asked, *committed_groups(path)]))})
+    for d, label, _keys, s in cells(name, wide):  # the committed table's datasets too: their runs may be here
         if (res := finished_run(run_dir(d, label, s, args))) is not None:
             out.setdefault(d, {}).setdefault(label, []).append(res)
+    carry_committed_runs(out, path)
     return out
+
+
+def _carried(res) -> bool:
+    return any(r.get("carried") for got in res.values() for rs in got.values() for r in rs)
+
+
+def _n(rs) -> str:
+    return f"{len(rs)} ‡" if any(r.get("carried") for r in rs) else str(len(rs))
 
 
 def _vals(rs, key: str) -> np.ndarray:
@@ -141,7 +170,8 @@ def _fmt(v: np.ndarray) -> str:
 
 
 def _header(title: str, command: str, res: dict) -> list[str]:
-    where = sorted({where_trained(r["machine"]) for d in res.values() for rs in d.values() for r in rs})
+    where = sorted({"carried from the committed table" if r.get("carried") else where_trained(r["machine"])
+                    for d in res.values() for rs in d.values() for r in rs})
     return [f"# {title}", "", f"Command: `{command}`  ",
             f"Commit: `{source_commit()}`; written on {platform.platform()}, {os.cpu_count()} CPUs, "
             f"{datetime.date.today().isoformat()}; runs trained on: {'; '.join(where) or '—'}", ""]
@@ -160,10 +190,9 @@ def write(name: str, args, command: str) -> str:
         ""]
     rows: dict = {}
     for d, got in res.items():
-        r0 = next(iter(got.values()))[0]
-        info = r0.get("train_rows", {})
+        info = next((r["train_rows"] for rs in got.values() for r in rs if r.get("train_rows")), {})
         sub = SUBSETS.get(d)
-        lines += [f"## {d}: {info.get('rows', '?')} train rows "
+        lines += [f"## {d}: " + (f"{info['rows']} train rows " if "rows" in info else "train rows ‡ ")
                   + (f"(subset, max {sub[0]}, min {sub[1]})" if sub else "(natural)")
                   + (f"; groups head/middle/tail {'/'.join(str(info['groups'][g]) for g in GROUPS)}"
                      if "groups" in info else ""), "",
@@ -183,11 +212,13 @@ def write(name: str, args, command: str) -> str:
                 best = np.isfinite(means[k][lab]) and means[k][lab] == max(means[k].values())
                 return f"**{s}**" if best and s != "—" else s
 
-            lines.append(f"| {lab} | {len(rs)} | {cell('map_head')} | {cell('map_middle')} | {cell('map_tail')} | "
+            lines.append(f"| {lab} | {_n(rs)} | {cell('map_head')} | {cell('map_middle')} | {cell('map_tail')} | "
                          f"{cell('map')} |")
         lines.append("")
     if name == "tables" and rows:
         lines += _orderings(rows)
+    if _carried(res):
+        lines += ["", CARRIED_NOTE]
     out = os.path.join(args.results, f"longtail_{name}")
     if rows:
         _figure(name, rows, out + ".png", labels)
@@ -213,9 +244,11 @@ def write_hierarchy(args, command: str) -> str:
                 continue
             rs = got[lab]
             rows.setdefault(d, {})[lab] = {k: _vals(rs, k).tolist() for k in keys}
-            lines.append(f"| {lab} | {len(rs)} | " + " | ".join(
+            lines.append(f"| {lab} | {_n(rs)} | " + " | ".join(
                 f"{np.nanmean(_vals(rs, k)):.3f}" if np.isfinite(_vals(rs, k)).any() else "—" for k in keys) + " |")
         lines.append("")
+    if _carried(res):
+        lines += [CARRIED_NOTE]
     out = os.path.join(args.results, "longtail_hierarchy")
     atomic_write_text(out + ".md", "\n".join(lines) + "\n")
     atomic_write_text(out + ".json", json.dumps({"command": command, "rows": rows}, indent=2))

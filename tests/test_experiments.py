@@ -541,3 +541,59 @@ def test_a_mistyped_dataset_stops_the_script_before_any_run(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "--datasets: unknown dataset 'synthetic_dagg' (did you mean 'synthetic_dag'?)" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_carry_committed_runs_fills_only_cells_with_fewer_runs_here(tmp_path):
+    from _runner import carry_committed_runs
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"command": "x", "rows": {
+        "scene/mlp": {"random": {"macro_auc": [0.9, 0.8], "best_epoch": [3, 4], "median_epoch_seconds": 0.5},
+                      "adaptive": {"macro_auc": [0.7], "best_epoch": [5], "median_epoch_seconds": 0.6}}}}))
+    here = {"test": {"macro_auc": 0.1}, "best_epoch": 1, "machine": {}}
+    found = {("scene", "mlp"): {"adaptive": [here]}}
+    carried = carry_committed_runs(found, str(path), key_of=lambda g: tuple(g.split("/")))
+    assert carried == ["scene/mlp / random"]  # adaptive has as many runs here (1) as committed: kept as found
+    assert found[("scene", "mlp")]["adaptive"] == [here]
+    rs = found[("scene", "mlp")]["random"]
+    assert [r["test"]["macro_auc"] for r in rs] == [0.9, 0.8] and [r["best_epoch"] for r in rs] == [3, 4]
+    assert all(r["carried"] and r["median_epoch_seconds"] == 0.5 and "curve" not in r for r in rs)
+    assert carry_committed_runs(found, str(tmp_path / "missing.json")) == []
+
+
+def test_rebuilding_a_table_whose_runs_are_gone_keeps_its_rows(tmp_path):
+    # A table made before runs were recorded (its run folders gone): --table-only used to rewrite it empty.
+    import adaptive_batch
+
+    res = tmp_path / "res"
+    res.mkdir()
+    vals = {"macro_f1": [0.5, 0.6], "micro_f1": [0.5, 0.6], "macro_auc": [0.9, 0.92], "ranking_loss": [0.1, 0.1],
+            "hamming_loss": [0.1, 0.1], "one_error": [0.2, 0.2], "best_epoch": [9, 10], "median_epoch_seconds": 0.1}
+    committed = {"command": "c", "rows": {"scene/mlp": {"s_e=2": vals, "s_e=8": vals}}}
+    (res / "adaptive_pressure.json").write_text(json.dumps(committed))
+    (res / "adaptive_pressure.png").write_bytes(b"committed figure")
+    argv = ["pressure", "--table-only", "--runs", str(tmp_path / "runs"), "--results", str(res)]
+    assert adaptive_batch.main(argv) == 0
+    md = (res / "adaptive_pressure.md").read_text()
+    assert "| scene | MLP | s_e=2 | 2 ‡ | 0.5500 ± 0.0707 |" in md and "| scene | MLP | s_e=8 | 2 ‡ |" in md
+    assert "‡ carried from the committed table" in md and "runs trained on: carried from the committed table" in md
+    assert json.loads((res / "adaptive_pressure.json").read_text())["rows"] == committed["rows"]
+    assert (res / "adaptive_pressure.png").read_bytes() == b"committed figure"  # no curves to redraw it from
+
+
+def test_longtail_rebuild_keeps_committed_rows_without_runs(tmp_path):
+    import argparse
+
+    import longtail
+
+    res = tmp_path / "res"
+    res.mkdir()
+    row = {"map_head": [0.5, 0.7], "map_middle": [0.4, 0.4], "map_tail": [0.1, 0.3], "map": [0.3, 0.5],
+           "macro_auc": [0.8, 0.8], "median_epoch_seconds": 1.0}
+    (res / "longtail_lambda.json").write_text(json.dumps({"command": "c", "rows": {"bibtex": {"lambda=0.0": row}}}))
+    args = argparse.Namespace(datasets=None, seeds=1, runs=str(tmp_path / "runs"), results=str(res), override=[],
+                              data_dir=None)
+    md = longtail.write("lambda", args, "python experiments/longtail.py lambda")
+    assert "| lambda=0.0 | 2 ‡ | **60.00 ± 14.14** | **40.00 ± 0.00** | **20.00 ± 14.14** | **40.00 ± 14.14** |" in md
+    assert "## bibtex: train rows ‡" in md and "‡ carried from the committed table" in md
+    assert json.loads((res / "longtail_lambda.json").read_text())["rows"]["bibtex"]["lambda=0.0"] == row
