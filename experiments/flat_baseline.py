@@ -77,8 +77,30 @@ def collect(args) -> dict:
     return out
 
 
+def carry_committed(res: dict, committed_json: str) -> dict:
+    """Adds to ``res`` the folds of the committed table's datasets that have fewer finished runs here (runs made
+    before runs were recorded, or elsewhere), from its per-fold values, marked ``carried``; returns the committed
+    rows carried, by dataset. Without it, a command on one dataset rewrote the table with that row alone."""
+    try:
+        with open(committed_json) as fh:
+            rows = json.load(fh).get("rows", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    carried = {}
+    for d, row in (rows.items() if isinstance(rows, dict) else ()):
+        n = int(row.get("folds") or 0) if isinstance(row, dict) else 0
+        if n <= len(res.get(d, [])):
+            continue
+        res[d] = [{"test": {key: row[key][i] for key, _, _ in METRICS if key in row},
+                   "train_seconds_this_session": row["train_seconds"][i], "eval_seconds": 0.0,
+                   "best_epoch": row["best_epoch"][i], "machine": None, "carried": True} for i in range(n)]
+        carried[d] = row
+    return carried
+
+
 def write_table(args, command: str) -> str:
     res = collect(args)
+    carried = carry_committed(res, os.path.join(args.results, "flat_baseline.json"))
     lines = ["# Flat MLP baseline (hmljax, method=mlp)", "", f"Command: `{command}`  ",
              f"Commit: `{source_commit()}`; table written on {platform.platform()}, {os.cpu_count()} CPUs; "
              f"date: {datetime.date.today().isoformat()}", "",
@@ -91,7 +113,8 @@ def write_table(args, command: str) -> str:
              + " | best epoch | train s per fold | trained on |",
              "|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
     rows = {}
-    for d in args.datasets:
+    shown = {*args.datasets, *carried}
+    for d in dict.fromkeys([*(d for d in MULAN if d in shown), *args.datasets, *carried]):
         rs = res.get(d)
         if not rs:
             continue
@@ -102,11 +125,15 @@ def write_table(args, command: str) -> str:
             cells.append(f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}")
         secs = np.array([r["train_seconds_this_session"] + r["eval_seconds"] for r in rs])
         best = [r["best_epoch"] for r in rs]
-        where = sorted({where_trained(r["machine"]) for r in rs})
+        where = carried[d].get("trained_on") or ["not recorded"] if d in carried else sorted(
+            {where_trained(r["machine"]) for r in rs})
         row.update(train_seconds=secs.tolist(), best_epoch=best, trained_on=where)
         rows[d] = row
-        lines.append(f"| {d} | {len(rs)} | " + " | ".join(cells)
+        lines.append(f"| {d} | {len(rs)}{' ‡' if d in carried else ''} | " + " | ".join(cells)
                      + f" | {np.median(best):.0f} | {np.median(secs):.1f} | {'; '.join(where)} |")
+    if carried:
+        lines += ["", "‡ carried from the committed table: these folds' runs are not in this checkout, so their "
+                  "values come from the table's JSON; a row is replaced once this checkout has as many folds of it."]
     lines += ["", "Train seconds include the per-epoch validation scoring that picks the best epoch (median over "
               "folds, as the runs logged them; runs made side by side with `--workers 2` share the 2 cores)."]
     out = os.path.join(args.results, "flat_baseline")

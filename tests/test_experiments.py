@@ -597,3 +597,32 @@ def test_longtail_rebuild_keeps_committed_rows_without_runs(tmp_path):
     assert "| lambda=0.0 | 2 ‡ | **60.00 ± 14.14** | **40.00 ± 0.00** | **20.00 ± 14.14** | **40.00 ± 14.14** |" in md
     assert "## bibtex: train rows ‡" in md and "‡ carried from the committed table" in md
     assert json.loads((res / "longtail_lambda.json").read_text())["rows"]["bibtex"]["lambda=0.0"] == row
+
+
+def test_chmcnn_table_keeps_committed_datasets_whose_runs_are_not_here(tmp_path):
+    import reproduce_chmcnn
+
+    out = tmp_path / "chmcnn_reproduction.md"
+    row = {"seeds": [0, 1], "auprc": [0.256, 0.258], "published": 0.255, "rerun_auprc": None,
+           "node_f1": [0.02, 0.03], "median_epoch_seconds": 0.5, "trained_on": {"cpu": 2}}
+    (tmp_path / "chmcnn_reproduction.json").write_text(json.dumps({"cellcycle_FUN": row}))
+    md = reproduce_chmcnn.write_table(str(tmp_path / "no_runs"), str(out), "cmd")
+    assert "| cellcycle_FUN | 2 ‡ | 0.257 ± 0.001 | 0.255 | +0.002 |" in md and "‡ carried" in md
+    saved = json.loads((tmp_path / "chmcnn_reproduction.json").read_text())["cellcycle_FUN"]
+    assert saved["auprc"] == row["auprc"] and saved["seeds"] == [0, 1] and saved["trained_on"] == {"cpu": 2}
+
+
+def test_flat_baseline_table_keeps_committed_datasets_whose_runs_are_not_here(tmp_path):
+    import argparse
+
+    import flat_baseline
+
+    keys = [k for k, _, _ in flat_baseline.METRICS]
+    row = {"folds": 2, **{k: [0.5, 0.7] for k in keys}, "train_seconds": [3.0, 5.0], "best_epoch": [9, 11],
+           "trained_on": ["cpu (2 CPUs), jax 0.10.2"]}
+    (tmp_path / "flat_baseline.json").write_text(json.dumps({"command": "c", "rows": {"scene": row}}))
+    args = argparse.Namespace(datasets=["yeast"], folds=5, seed=0, runs=str(tmp_path / "no_runs"),
+                              results=str(tmp_path), epochs=100)
+    md = flat_baseline.write_table(args, "cmd")
+    assert "| scene | 2 ‡ | 0.6000 ± 0.1414 |" in md and "| 10 | 4.0 | cpu (2 CPUs), jax 0.10.2 |" in md
+    assert json.loads((tmp_path / "flat_baseline.json").read_text())["rows"]["scene"] == row
