@@ -474,7 +474,7 @@ def _resumes_from(run_dir: str) -> int:
 
 
 def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: dict | None = None,
-         ratios: dict[str, float] | None = None) -> str:
+         ratios: dict[str, float] | None = None, replacing_carried: int = 0) -> str:
     """A report of the runs still to do: where each resumes, its epochs left and an estimated time.
 
     Estimates use the median epoch time logged by runs under ``timing_roots`` with
@@ -486,11 +486,17 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
     reproduction table's; see :func:`dataset_cost_ratios`). Those times were measured
     under whatever load their sittings had, so treat the total as a guide.
     Side-by-side workers help FUN-sized runs but not memory-bound ones (see
-    this module's docstring), so the wall time is quoted for one worker.
+    this module's docstring), so the wall time is quoted for one worker. ``replacing_carried`` of the tasks
+    belong to rows the committed table already shows from runs not in this checkout (‡): said apart, since
+    training them replaces values rather than adding any.
     """
     measured = measured_epoch_seconds(timing_roots, machine=current_machine() if machine is None else machine)
     ratios = dataset_cost_ratios() if ratios is None else ratios
-    lines = [f"{finished} runs finished, {len(tasks)} to do", "",
+    some = "all" if replacing_carried == len(tasks) else str(replacing_carried)
+    lines = [f"{finished} runs finished, {len(tasks)} to do"
+             + (f" ({some} of them would retrain rows the committed table already shows, carried ‡ from runs not "
+                "in this checkout" + ("" if some == "all" else "; the rest are new") + ")" if replacing_carried
+                else ""), "",
              "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
     total_s, unknown, scaled, rescaled = 0.0, 0, 0, 0
     for cfg, run_dir in tasks:

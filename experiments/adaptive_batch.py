@@ -172,6 +172,19 @@ def collect_with_committed(name: str, args, stem: str, *, key_of) -> tuple[dict,
     return res, carried
 
 
+def _replacing_carried(name: str, args, todo) -> int:
+    """How many of the ``todo`` runs belong to rows the committed table shows from runs not here (‡)."""
+    if name == "hierarchy":
+        stem, key_of = "adaptive_hierarchy" + variant_suffix(args.override), lambda g: (g, "chmcnn")
+    else:
+        stem, key_of = _stem(name, args), lambda g: tuple(g.split("/", 1))
+    _, carried = collect_with_committed(name, args, stem, key_of=key_of)
+    cells_carried = {(*key_of(c.split(" / ")[0]), c.split(" / ", 1)[1]) for c in carried}
+    left = {rd for _, rd in todo}
+    return sum(run_dir(d, m, arm, k, args) in left for d, m, arm, _, k in cells(name, args)
+               if (d, m, arm) in cells_carried)
+
+
 def _where(res) -> list[str]:
     """Where the runs were trained, as the header says it (carried runs, whose machine is not recorded here,
     say so instead)."""
@@ -412,7 +425,8 @@ def main(argv=None) -> int:
     records.sync()  # the runs finished in other checkouts and sittings
     todo, done = tasks(args.experiment, args)
     if args.plan:
-        print(plan(todo, timing_roots=[args.runs], finished=done, workers=args.workers))
+        print(plan(todo, timing_roots=[args.runs], finished=done, workers=args.workers,
+                   replacing_carried=_replacing_carried(args.experiment, args, todo)))
         return 0
     failures = [] if args.table_only else run_tasks(
         todo, workers=args.workers, desc=f"adaptive {args.experiment}",

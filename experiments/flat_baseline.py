@@ -165,8 +165,11 @@ def main(argv=None) -> int:
     records.sync()  # the runs finished in other checkouts and sittings
     todo = tasks(args)
     if args.plan:
-        done = sum(len(v) for v in collect(args).values())
-        print(plan(todo, timing_roots=[args.runs], finished=done, workers=args.workers))
+        found = collect(args)
+        done = sum(len(v) for v in found.values())
+        carried = carry_committed(found, os.path.join(args.results, "flat_baseline.json"))
+        replacing = sum(os.path.basename(os.path.dirname(rd)) in carried for _, rd in todo)
+        print(plan(todo, timing_roots=[args.runs], finished=done, workers=args.workers, replacing_carried=replacing))
         return 0
     failures = run_tasks(todo, workers=args.workers, desc="flat baseline", on_done=lambda _: write_table(args, command),
                          records=records)

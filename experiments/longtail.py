@@ -333,7 +333,12 @@ def main(argv=None) -> int:
     todo, done = pending([(config(d, keys, s, args), run_dir(d, label, s, args))
                           for d, label, keys, s in cells(args.experiment, args)])
     if args.plan:
-        print(plan(todo, timing_roots=timing, finished=done, workers=args.workers))
+        found = collect(args.experiment, args)
+        carried = {(d, lab) for d, got in found.items() for lab, rs in got.items() if any(r.get("carried") for r in rs)}
+        left = {rd for _, rd in todo}
+        replacing = sum(run_dir(d, lab, s, args) in left for d, lab, _, s in cells(args.experiment, args)
+                        if (d, lab) in carried)
+        print(plan(todo, timing_roots=timing, finished=done, workers=args.workers, replacing_carried=replacing))
         return 0
     def table(_=None):
         return write_hierarchy(args, command) if args.experiment == "hierarchy" else write(args.experiment, args,

@@ -268,6 +268,26 @@ def pending_tasks(name: str, args) -> tuple[list, int]:
     return tasks, finished
 
 
+def carried_task_count(name: str, args) -> int:
+    """How many of :func:`pending_tasks`' runs belong to cells the committed table shows from runs this
+    checkout lacks (``carried``, marked ‡): training them replaces rows that exist, it adds none."""
+    try:
+        with open(os.path.join(args.results, f"rare_{_tag(name, args)}.json")) as fh:
+            committed = json.load(fh)
+    except (OSError, ValueError):
+        return 0
+    count = 0
+    for d, methods in experiment(name, args).items():
+        for method, overrides in methods.items():
+            prev = committed.get(d, {}).get(method) if isinstance(committed.get(d), dict) else None
+            n_before = int(prev.get("n") or 0) if isinstance(prev, dict) else 0
+            here = sum(os.path.exists(os.path.join(run_dir_for(name, d, method, seed, _config(d, overrides, seed, args),
+                                                               args), "results.json")) for seed in range(args.seeds))
+            if n_before > here:
+                count += args.seeds - here
+    return count
+
+
 def run(name: str, args) -> None:
     tasks, _ = pending_tasks(name, args)
     print(f"{name}: {len(tasks)} runs to do ({args.workers} workers)", flush=True)
@@ -799,7 +819,8 @@ def main(argv=None) -> None:
         RunRecords(root, args.results).sync()
     if args.plan:
         tasks, finished = pending_tasks(name, args)
-        print(plan(tasks, timing_roots=[args.runs, *args.other_runs], finished=finished, workers=args.workers))
+        print(plan(tasks, timing_roots=[args.runs, *args.other_runs], finished=finished, workers=args.workers,
+                   replacing_carried=carried_task_count(name, args)))
     elif args.table_only:
         write_outputs(name, args)
     else:

@@ -626,3 +626,16 @@ def test_flat_baseline_table_keeps_committed_datasets_whose_runs_are_not_here(tm
     md = flat_baseline.write_table(args, "cmd")
     assert "| scene | 2 ‡ | 0.6000 ± 0.1414 |" in md and "| 10 | 4.0 | cpu (2 CPUs), jax 0.10.2 |" in md
     assert json.loads((tmp_path / "flat_baseline.json").read_text())["rows"]["scene"] == row
+
+
+def test_plan_says_which_runs_only_replace_carried_rows(tmp_path):
+    from _runner import plan
+
+    from hmljax.training import TrainConfig
+
+    tasks = [(TrainConfig(dataset="synthetic", epochs=5).to_dict(), str(tmp_path / f"r{k}")) for k in range(3)]
+    some = plan(tasks, timing_roots=[], machine={}, ratios={}, replacing_carried=2).splitlines()[0]
+    assert some == ("0 runs finished, 3 to do (2 of them would retrain rows the committed table already shows, "
+                    "carried ‡ from runs not in this checkout; the rest are new)")
+    assert "(all of them would retrain" in plan(tasks, timing_roots=[], machine={}, ratios={}, replacing_carried=3)
+    assert plan(tasks, timing_roots=[], machine={}, ratios={}).splitlines()[0] == "0 runs finished, 3 to do"
