@@ -639,3 +639,24 @@ def test_plan_says_which_runs_only_replace_carried_rows(tmp_path):
                     "carried ‡ from runs not in this checkout; the rest are new)")
     assert "(all of them would retrain" in plan(tasks, timing_roots=[], machine={}, ratios={}, replacing_carried=3)
     assert plan(tasks, timing_roots=[], machine={}, ratios={}).splitlines()[0] == "0 runs finished, 3 to do"
+
+
+def test_status_reads_each_plan_and_writes_one_table(tmp_path, monkeypatch):
+    import status
+
+    text = ("3 runs finished, 5 to do (2 of them would retrain rows the committed table already shows, carried ‡ "
+            "from runs not in this checkout; the rest are new)\n\n| run |\n\nEstimated 1.5 hours for 4 runs; 1 runs "
+            "have no measured epoch time of their kind (dataset) yet.")
+    assert status.parse_plan(text) == {"finished": 3, "todo": 5, "carried": 2, "hours": 1.5, "untimed": 1}
+    assert status.parse_plan("0 runs finished, 2 to do (all of them would retrain ...)\nEstimated 0.0 hours for 0 "
+                             "runs.")["carried"] == 2
+    with pytest.raises(ValueError, match="not a --plan report"):
+        status.parse_plan("Traceback ...")
+    grid = [("C-HMCNN", "synthetic", f"reproduce_chmcnn.py --datasets synthetic --seeds 2 --runs {tmp_path / 'r'}"),
+            ("C-HMCNN", "broken", "reproduce_chmcnn.py --datasets no_such_data")]
+    monkeypatch.setattr(status, "GRID", grid)
+    out = tmp_path / "STATUS.md"
+    assert status.main(["--write", "--out", str(out)]) == 1  # one row could not plan: the exit status says so
+    md = out.read_text()
+    assert "| C-HMCNN | synthetic | 0 | 2 |  |" in md and "no plan: exit 2" in md
+    assert json.loads((tmp_path / "STATUS.json").read_text())["rows"][0]["todo"] == 2
