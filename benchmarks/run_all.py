@@ -130,7 +130,13 @@ def _traffic_section(d: dict) -> list[str]:
              "multi-output loop as torch's fused Adam kernel is (HLSTM's shared recurrent kernel gets one "
              "gradient, a single product over all levels: `hmljax.models.lstm_over_levels`; autodiff of the "
              "unrolled loop gave one per level, summed in those loops, 89 and 80 B/param on cellcycle_FUN "
-             "and _GO). Divide by the floor table's stream bandwidth "
+             "and _GO). XLA:CPU's multi-output fusion, off by default and reachable only through XLA_FLAGS "
+             "(`--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`; jax's per-compile options cannot "
+             "set that map field), does merge them when the moments and the update are written as sibling "
+             "expressions of (g, p, m, v): one loop, 28 B/param, bitwise optax's results over 30 steps and about "
+             "2x faster on a 1M-parameter tensor alone; but with it jaxlib 0.10.2 aborts compiling hmljax's "
+             "train epoch (`symbolic_map.cc:196 Check failed` in the loop-fusion emitter, 2026-12-02), so it "
+             "is not used. Divide by the floor table's stream bandwidth "
              "for the time this traffic takes.", "",
              "| case | dataset | B | params | XLA bytes/step | bytes/param | x one fused pass (B = 4) |",
              "|---|---|---|---|---|---|---|"]
