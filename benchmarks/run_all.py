@@ -135,8 +135,9 @@ def _traffic_section(d: dict) -> list[str]:
              "set that map field), does merge them when the moments and the update are written as sibling "
              "expressions of (g, p, m, v): one loop, 28 B/param, bitwise optax's results over 30 steps and about "
              "2x faster on a 1M-parameter tensor alone; but with it jaxlib 0.10.2 aborts compiling hmljax's "
-             "train epoch (`symbolic_map.cc:196 Check failed` in the loop-fusion emitter, 2026-12-02), so it "
-             "is not used. Divide by the floor table's stream bandwidth "
+             "train epoch (`symbolic_map.cc:196 Check failed` in the loop-fusion emitter, 2026-12-02), and with "
+             "the older emitters (`--xla_cpu_use_fusion_emitters=false`) it compiles but changes other fusions' "
+             "results (the E = 10 GMU ensemble's regression hash), so it is not used. Divide by the floor table's stream bandwidth "
              "for the time this traffic takes.", "",
              "| case | dataset | B | params | XLA bytes/step | bytes/param | x one fused pass (B = 4) |",
              "|---|---|---|---|---|---|---|"]
