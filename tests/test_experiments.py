@@ -660,3 +660,18 @@ def test_status_reads_each_plan_and_writes_one_table(tmp_path, monkeypatch):
     md = out.read_text()
     assert "| C-HMCNN | synthetic | 0 | 2 |  |" in md and "no plan: exit 2" in md
     assert json.loads((tmp_path / "STATUS.json").read_text())["rows"][0]["todo"] == 2
+
+
+def test_rare_tables_keep_the_datasets_earlier_commands_added(tmp_path):
+    # Fig. 5's GO datasets are not among its defaults: each was made by its own --datasets command, and a
+    # later command on another one must keep them (it used to rebuild the table without them).
+    import argparse
+
+    import rare
+
+    (tmp_path / "rare_fig5.json").write_text(json.dumps({"cellcycle_FUN": {}, "derisi_GO": {}}))
+    args = argparse.Namespace(datasets=["spo_GO"], methods=None, ensemble=10, sizes=[1], results=str(tmp_path),
+                              override=[], data_dir="D", seeds=1)
+    cells = rare._table_cells("fig5", args)
+    assert list(cells) == [*rare.FUN, "derisi_GO", "spo_GO"]
+    assert "--datasets " + " ".join([*rare.FUN, "derisi_GO", "spo_GO"]) in rare._header("fig5", args)[0]
