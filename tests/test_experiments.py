@@ -673,5 +673,5 @@ def test_rare_tables_keep_the_datasets_earlier_commands_added(tmp_path):
     args = argparse.Namespace(datasets=["spo_GO"], methods=None, ensemble=10, sizes=[1], results=str(tmp_path),
                               override=[], data_dir="D", seeds=1)
     cells = rare._table_cells("fig5", args)
-    assert list(cells) == [*rare.FUN, "derisi_GO", "spo_GO"]
+    assert list(cells) == [*rare.FUN, "derisi_GO", "spo_GO"]  # the paper's order
     assert "--datasets " + " ".join([*rare.FUN, "derisi_GO", "spo_GO"]) in rare._header("fig5", args)[0]
