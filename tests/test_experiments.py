@@ -58,24 +58,26 @@ def test_rare_table1_runs_resumes_and_writes_outputs(tmp_path):
            "--other-runs", str(tmp_path / "other")]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "7 runs to do" in out.stdout
+    assert "10 runs to do" in out.stdout
     # --override makes its own experiment: its table is named after the overrides.
     tag = "__epochs=1_hidden=16_batch_size=64"
     assert (tmp_path / "runs" / f"table1{tag}" / "synthetic" / "None" / "s0" / "results.json").exists()
     md = (tmp_path / "res" / f"rare_table1{tag}.md").read_text()
-    for method in ("None", "LPROS", "HROS-PD", "w0=0.25 (code)", "w0=0.50 (paper)"):
+    for method in ("None", "LPROS", "HROS-PD", "LPROS (train rows, code)", "HROS-PD (train rows, code)",
+                   "w0=0.25 (code)", "w0=0.50 (paper)"):
         assert f"| synthetic | {method} | 1 |" in md
     summary = json.loads((tmp_path / "res" / f"rare_table1{tag}.json").read_text())
     assert summary["synthetic"]["None"]["n"] == 1
     assert (tmp_path / "res" / f"rare_table1{tag}.png").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert "0 runs to do" in again.stdout  # finished runs are skipped
-    # Table 7 shares Table 1's None, LPROS and w0 = 0.25 (code) runs: only LPROS + weights is new.
+    # Table 7 shares Table 1's None, LPROS and w0 = 0.25 (code) runs: only its two LPROS + weights rows are new.
     t7 = subprocess.run([*cmd[:2], "table7", *cmd[3:]], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert t7.returncode == 0, t7.stderr[-3000:]
-    assert "table7: 1 runs to do" in t7.stdout
+    assert "table7: 2 runs to do" in t7.stdout
     md7 = (tmp_path / "res" / f"rare_table7{tag}.md").read_text()
-    for method in ("None", "LPROS", "w0=0.25 (code)", "LPROS + w0=0.25 (code)"):
+    for method in ("None", "LPROS", "w0=0.25 (code)", "LPROS + w0=0.25 (code, weights from train)",
+                   "LPROS + w0=0.25 (code, weights on resampled rows)"):
         assert f"| synthetic | {method} | 1 |" in md7
 
 
