@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from hmljax._validate import did_you_mean
+from hmljax._suggest import did_you_mean
 from hmljax.data._arff import _MEKA_RE, ArffData, ArffError, read_arff, read_arff_header, read_mulan_xml
 from hmljax.data._cache import cached_arrays, hash_files
 from hmljax.data._errors import DataError

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from hmljax._validate import did_you_mean
+from hmljax._suggest import did_you_mean
 
 __all__ = ["MethodSpec", "SamplerSpec", "register_method", "register_sampler", "get_method", "get_sampler",
            "list_methods", "list_samplers"]

@@ -17,7 +17,7 @@ import os
 
 import jax
 
-from hmljax._validate import did_you_mean
+from hmljax._suggest import did_you_mean
 from hmljax.data import PREPROCESSING_MODES, get_spec, resolve_data_dir
 from hmljax.engine import OPTIMIZERS, get_method, get_sampler, list_methods
 
