@@ -20,14 +20,13 @@ Each failed check raises ``ValueError`` naming the function, the argument and th
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 
 import jax
 import numpy as np
 
 __all__ = ["set_validation", "validation", "validation_enabled", "check_finite", "check_binary", "check_closed",
-           "check_probabilities", "check_nonnegative", "check_parent_closed", "did_you_mean"]
+           "check_probabilities", "check_nonnegative", "check_parent_closed"]
 
 _ENABLED = os.environ.get("HMLJAX_VALIDATE", "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -166,14 +165,3 @@ def check_nonnegative(fn: str, name: str, v) -> None:
     if bad.any():
         raise ValueError(f"{fn}: {name} must be >= 0; found {_val(a, bad)!r}"
                          + (f" at {_first(bad)}" if a.ndim else ""))
-
-
-def did_you_mean(name: str, choices) -> str:
-    """``" (did you mean 'x'?)"`` for the nearest of ``choices`` to a mistyped ``name`` (case ignored), else ``""``.
-
-    For the messages that reject a name (a config key, a dataset, a method) and then list every valid one:
-    the list can run to a hundred entries, the likely fix is one of them.
-    """
-    by_lower = {str(c).lower(): str(c) for c in choices}
-    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.75)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
