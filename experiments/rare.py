@@ -19,7 +19,8 @@ experiment's table is rebuilt from every finished run found:
 percent, with the paper's > 2σ bolding) plus a PNG figure.
 
 "> 2σ" here: a mean is bold when it exceeds every compared mean by more than
-twice the larger of the two standard deviations (Table 1: all other methods of
+twice the larger of the two standard deviations (a one-seed row's value: by
+twice the bold row's own; Table 1: all other methods of
 the dataset; Tables 2/4: the baseline; App. G, as the paper's Table 9: both the
 unweighted and the imbalance-only ensembles).
 
@@ -376,10 +377,13 @@ def _stats(rows, key):
 
 
 def significantly_greater(a, b) -> bool:
-    """mean_a - mean_b > 2 max(std_a, std_b); False unless both have >= 2 seeds."""
-    if a is None or b is None or a[2] < 2 or b[2] < 2:
+    """mean_a - mean_b > 2 max(std_a, std_b); False unless a has >= 2 seeds.
+
+    A one-seed b has no spread of its own: its value is held against a's alone (mean_a - b > 2 std_a).
+    Without that, one seed of a new row in a dataset vetoed the bolding of every other row there."""
+    if a is None or b is None or a[2] < 2:
         return False
-    return a[0] - b[0] > 2 * max(a[1], b[1])
+    return a[0] - b[0] > 2 * (max(a[1], b[1]) if b[2] >= 2 else a[1])
 
 
 def beats_baseline(summary: dict, key: str = "F1") -> list[tuple[str, int, int, int]]:
@@ -462,11 +466,18 @@ def where_trained(machine: dict) -> str:
     return f"{what}, jax {machine.get('jax', '?')}"
 
 
-def _trained_on(res: dict) -> list[str]:
-    """The header's line saying where the runs were trained: the table is built here, its runs may come from
-    another machine (a GPU's runs copied back), and epoch times only compare within one kind."""
-    counts = collections.Counter(where_trained(r.get("machine", {})) for ms in res.values() for rows in ms.values()
-                                 for r in rows)
+NOT_RECORDED = "not recorded (carried ‡)"
+
+
+def _trained_on(summary: dict) -> list[str]:
+    """The header's line saying where the table's runs were trained: the table is built here, its runs may come
+    from another machine (a GPU's runs copied back), and epoch times only compare within one kind. Each cell's
+    ``trained_on`` counts its runs by backend; a carried cell brings the committed table's (``NOT_RECORDED``
+    where that table did not keep it), so rebuilding a table does not forget where its carried rows came from."""
+    counts = collections.Counter()
+    for methods in summary.values():
+        for st in methods.values():
+            counts.update(st.get("trained_on") or ({NOT_RECORDED: st["n"]} if st.get("n") else {}))
     if not counts:
         return []
     return ["Runs trained on: " + "; ".join(f"{w}: {n} run{'s' * (n > 1)}" for w, n in counts.most_common())
@@ -628,11 +639,12 @@ def write_outputs(name: str, args, *, echo: bool = True) -> None:
                "device_peak_MiB": _median_mib(rows, "device_peak"),
                # Runs from before 70ad98c record no compiler options: jax.jit, 12-33% slower epochs on CPU
                # (benchmarks section 9).
-               "timed_with_jit_train": all("compiler_options" in r.get("machine", {}) for r in rows) if rows else None}
+               "timed_with_jit_train": all("compiler_options" in r.get("machine", {}) for r in rows) if rows else None,
+               "trained_on": dict(collections.Counter(where_trained(r.get("machine", {})) for r in rows))}
                    for m, rows in methods.items()} for d, methods in res.items()}
     stem = os.path.join(args.results, f"rare_{_tag(name, args)}")
     carried = carry_committed(summary, stem + ".json")
-    lines = [f"# RARE {name} (hmljax)", "", *_header(name, args), *_trained_on(res)]
+    lines = [f"# RARE {name} (hmljax)", "", *_header(name, args), *_trained_on(summary)]
     if carried:
         lines += [f"‡ {len(carried)} rows carried from the committed table: their runs were made before runs were "
                   "recorded (`experiments/results/runs/`) and are not in this checkout; the rest come from the "

@@ -39,6 +39,9 @@ def test_two_sigma_rule():
     assert rare.significantly_greater((5.0, 0.1, 3), (4.0, 0.2, 3))  # 1.0 > 2 * 0.2
     assert not rare.significantly_greater((5.0, 0.6, 3), (4.0, 0.2, 3))  # 1.0 < 2 * 0.6
     assert not rare.significantly_greater((5.0, 0.0, 1), (4.0, 0.0, 3))  # one seed: no claim
+    # A one-seed rival has no spread: held against the claimant's own (it used to veto every bold).
+    assert rare.significantly_greater((5.0, 0.3, 3), (4.0, 0.0, 1))  # 1.0 > 2 * 0.3
+    assert not rare.significantly_greater((5.0, 0.6, 3), (4.0, 0.0, 1))  # 1.0 < 2 * 0.6
 
 
 def test_beats_baseline_counts_datasets_with_both_runs():
@@ -521,10 +524,18 @@ def test_tables_say_where_their_runs_were_trained():
     assert rare.where_trained({**cpu, "cpu_model": "Intel(R) Xeon(R) Processor"}) == (
         "cpu (2 CPUs, Intel(R) Xeon(R) Processor), jax 0.10.2")
     assert rare.where_trained({}) == "unrecorded"
-    res = {"d": {"A": [{"machine": gpu}, {"machine": gpu}], "B": [{"machine": cpu}, {}]}}
-    assert rare._trained_on(res) == ["Runs trained on: gpu (NVIDIA H100 80GB HBM3), jax 0.11.2: 2 runs; "
-                                     "cpu (2 CPUs), jax 0.10.2: 1 run; unrecorded: 1 run.", ""]
-    assert rare._trained_on({"d": {"A": []}}) == []
+    summary = {"d": {"A": {"n": 2, "trained_on": {rare.where_trained(gpu): 2}},
+                     "B": {"n": 2, "trained_on": {rare.where_trained(cpu): 1, rare.where_trained({}): 1}}}}
+    assert rare._trained_on(summary) == ["Runs trained on: gpu (NVIDIA H100 80GB HBM3), jax 0.11.2: 2 runs; "
+                                         "cpu (2 CPUs), jax 0.10.2: 1 run; unrecorded: 1 run.", ""]
+    assert rare._trained_on({"d": {"A": {"n": 0, "trained_on": {}}}}) == []
+    # A carried cell keeps the committed table's count (rebuilding used to drop it from the line), or says it
+    # was not recorded; the runs found here for a cell it replaces are not counted twice.
+    summary["d"]["C"] = {"n": 3, "carried": True}
+    summary["d"]["A"] = {"n": 3, "carried": True, "trained_on": {rare.where_trained(gpu): 3}}
+    assert rare._trained_on(summary)[0] == ("Runs trained on: gpu (NVIDIA H100 80GB HBM3), jax 0.11.2: 3 runs; "
+                                            f"{rare.NOT_RECORDED}: 3 runs; cpu (2 CPUs), jax 0.10.2: 1 run; "
+                                            "unrecorded: 1 run.")
 
 
 @pytest.mark.parametrize("script, experiment", [("rare", "fig5"), ("hlstm", "tables"), ("adaptive_batch", "table2"),
