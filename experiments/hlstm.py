@@ -39,7 +39,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _runner import RunRecords, check_datasets, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
-from rare import where_trained  # noqa: E402
+from rare import significantly_greater, where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
 from hmljax.training import TrainConfig, source_commit  # noqa: E402
@@ -169,6 +169,12 @@ def _auprc(rs) -> np.ndarray:
     return np.array([r["test"]["auprc"] for r in rs], float)
 
 
+def _stat(rs) -> tuple[float, float, int]:
+    """(mean, sample std, n) of a cell's AU(PRC), as the RARE tables' > 2σ rule takes it."""
+    v = _auprc(rs)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
 def _header(title: str, command: str, res: dict) -> list[str]:
     where = sorted({where_trained(r["machine"]) for d in res.values() for rs in d.values() for r in rs})
     return [f"# {title}", "", f"Command: `{command}`  ",
@@ -208,7 +214,12 @@ def write_tables(args) -> str:
                    "median_epoch_seconds": secs}
         if all(m in got for m in METHODS):
             complete.append(d)
-        cell = lambda m: _fmt(_auprc(got[m])) if m in got else "—"  # noqa: E731, B023
+        st = {m: _stat(got[m]) for m in METHODS if m in got}
+        # Bold: above each other method of the row by > 2σ (the RARE tables' rule; it needs >= 2 seeds).
+        bold = {m: len(st) > 1 and all(significantly_greater(st[m], o) for m2, o in st.items() if m2 != m) for m in st}
+        rows[d]["above_2sigma"] = {m: [m2 for m2, o in st.items() if m2 != m and significantly_greater(st[m], o)]
+                                   for m in st}
+        cell = lambda m: (f"**{_fmt(_auprc(got[m]))}**" if bold[m] else _fmt(_auprc(got[m]))) if m in got else "—"  # noqa: E731, B023
         f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
         lines.append(f"| {d} | {n} | {cell('HLSTM')} | {cell('CHMC-LSTM')} | {cell('C-HMCNN')} | {f(pub[0])} | "
                      f"{f(pub[1])} | {f(pub[2])} | {f(lift, 1)} | {f(lift_pub, 1)} | "
@@ -226,6 +237,15 @@ def write_tables(args) -> str:
                   + ", ".join(f"{m} {r:.2f}" for m, r in stats["avg_ranks"].items())
                   + f" (Nemenyi CD = {cd:.2f} at α = 0.05). HLSTM > CHMC-LSTM on {h_wins} of {len(complete)} "
                   "(the paper: 17 of 20)."]
+        seeded = [d for d in complete if min(len(rows[d]["auprc"][m]) for m in METHODS) > 1]
+        if seeded:
+            sig = lambda a, b: [d for d in seeded if b in rows[d]["above_2sigma"][a]]  # noqa: E731
+            lines += ["", f"Bold: above the row's other methods by more than twice the larger std (n >= 2). On the "
+                      f"{len(seeded)} datasets with >= 2 seeds of each method ({', '.join(seeded)}): HLSTM above "
+                      f"CHMC-LSTM by > 2σ on {len(sig('HLSTM', 'CHMC-LSTM'))} "
+                      f"({', '.join(sig('HLSTM', 'CHMC-LSTM')) or 'none'}), CHMC-LSTM above HLSTM on "
+                      f"{len(sig('CHMC-LSTM', 'HLSTM'))}; C-HMCNN above HLSTM on {len(sig('C-HMCNN', 'HLSTM'))}, "
+                      f"HLSTM above C-HMCNN on {len(sig('HLSTM', 'C-HMCNN'))}."]
         out = f"hlstm_{tag('tables', args)}"
         _figures_tables(rows, stats, os.path.join(args.results, out))
         lines += ["", f"![Fig. 5: CD diagram]({out}_cd.png)", "", f"![Fig. 6: lift]({out}.png)"]

@@ -135,6 +135,15 @@ def test_a_partial_hlstm_command_never_shrinks_its_table(tmp_path):
     assert "| spo_FUN | 2 | 0.250 ± 0.071 |" in md and "| Diatoms | 1 | 0.700 |" in md
     saved = json.loads((tmp_path / "res" / "hlstm_tables.json").read_text())["rows"]
     assert saved["spo_FUN"]["auprc"]["HLSTM"] == [0.2, 0.3]
+    assert "**" not in md and "HLSTM above CHMC-LSTM by > 2σ on 0 (none)" in md  # equal cells: nothing bold
+    # HLSTM 0.5 and 0.51 against 0.2 and 0.3 (std 0.071): above both others by > 2σ, so bold and counted.
+    for s, v in ((0, 0.5), (1, 0.51)):
+        with open(os.path.join(hlstm.run_dir("tables", "spo_FUN", "HLSTM", s, args), "results.json"), "w") as fh:
+            json.dump({"test": {"auprc": v}, "median_epoch_seconds": 1.0}, fh)
+    assert hlstm.main(argv) == 0
+    md = (tmp_path / "res" / "hlstm_tables.md").read_text()
+    assert "| spo_FUN | 2 | **0.505 ± 0.007** | 0.250 ± 0.071 |" in md
+    assert "HLSTM above CHMC-LSTM by > 2σ on 1 (spo_FUN)" in md
     # Another config under a cell's name: refused with the folder named.
     rd = hlstm.run_dir("tables", "spo_FUN", "HLSTM", 1, args)
     _fake_run(rd, hlstm.config("spo_FUN", "method=hlstm b_r=0.9", 1, args), 0.9, checkpoints=False)
