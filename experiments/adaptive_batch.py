@@ -174,6 +174,9 @@ def collect_with_committed(name: str, args, stem: str, *, key_of) -> tuple[dict,
 
 def _replacing_carried(name: str, args, todo) -> int:
     """How many of the ``todo`` runs belong to rows the committed table shows from runs not here (‡)."""
+    if name == "table2" and len(args.models or [None, None]) > 1:  # each model's own table (write_all)
+        return sum(_replacing_carried(name, argparse.Namespace(**{**vars(args), "models": [m]}), todo)
+                   for m in args.models or ["mlp", "c2ae", "dela"])
     if name == "hierarchy":
         stem, key_of = "adaptive_hierarchy" + variant_suffix(args.override), lambda g: (g, "chmcnn")
     else:
@@ -200,6 +203,16 @@ def _n(rs) -> str:
 def _ms(v, digits: int = 4) -> str:
     v = np.asarray(v, float)
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if v.size > 1 else f"{v.mean():.{digits}f}"
+
+
+def write_all(name: str, args) -> str:
+    """Table 2's outputs one per model (``adaptive_table2_mlp``, ``_c2ae``, ``_dela``, ...) whatever models the
+    command names, so a command on several models updates the tables the README cites (it used to write a
+    combined ``adaptive_table2_mlp_c2ae_dela`` beside them, and left them stale); other experiments: one."""
+    if name != "table2":
+        return write_outputs(name, args)
+    models = args.models or ["mlp", "c2ae", "dela"]
+    return "\n\n".join(write_outputs(name, argparse.Namespace(**{**vars(args), "models": [m]})) for m in models)
 
 
 def _stem(name: str, args) -> str:
@@ -271,12 +284,15 @@ def write_outputs(name: str, args) -> str:
     if len(arms) >= 2:
         a0, a1 = arms[0], arms[1]
         lines += ["", f"Wilcoxon signed-rank test, {a1} against {a0}, over the datasets with both arms finished "
-                  f"(fold means paired by dataset; two-sided; 'win' = {a1} better at p < 0.05):", "",
+                  f"on all {args.folds} folds (fold means paired by dataset; two-sided; 'win' = {a1} better at "
+                  "p < 0.05):", "",
                   "| model | datasets | " + " | ".join(n for _, n, _ in METRICS) + " |",
                   "|---|---|" + "---|" * len(METRICS)]
         for m in dict.fromkeys(m for _, m in res):
+            # A dataset still training (one arm's folds done, the other's partly) would pair means over
+            # different folds: only complete pairs count.
             pairs = [(res[(d, mm)][a0], res[(d, mm)][a1]) for (d, mm) in res if mm == m
-                     and a0 in res[(d, mm)] and a1 in res[(d, mm)]]
+                     and len(res[(d, mm)].get(a0, ())) >= args.folds and len(res[(d, mm)].get(a1, ())) >= args.folds]
             if len(pairs) < 2:
                 continue
             out = []
@@ -430,8 +446,8 @@ def main(argv=None) -> int:
         return 0
     failures = [] if args.table_only else run_tasks(
         todo, workers=args.workers, desc=f"adaptive {args.experiment}",
-        on_done=lambda _: write_outputs(args.experiment, args), records=records)
-    print(write_outputs(args.experiment, args))
+        on_done=lambda _: write_all(args.experiment, args), records=records)
+    print(write_all(args.experiment, args))
     for rd, err in failures:
         print(f"FAILED {rd}: {err}")
     return 1 if failures else 0

@@ -688,3 +688,44 @@ def test_rare_tables_keep_the_datasets_earlier_commands_added(tmp_path):
     cells = rare._table_cells("fig5", args)
     assert list(cells) == [*rare.FUN, "derisi_GO", "spo_GO"]  # the paper's order
     assert "--datasets " + " ".join([*rare.FUN, "derisi_GO", "spo_GO"]) in rare._header("fig5", args)[0]
+
+
+def test_wilcoxon_pairs_only_datasets_with_every_fold_of_both_arms(tmp_path):
+    # A dataset still training (random's 5 folds done, adaptive's 2) paired means over different folds.
+    import adaptive_batch
+
+    res = tmp_path / "res"
+    res.mkdir()
+
+    def arm(v, n):
+        return {k: [v + 0.01 * i for i in range(n)] for k in ("macro_f1", "micro_f1", "macro_auc", "ranking_loss",
+                                                              "hamming_loss", "one_error")} | {
+            "best_epoch": [9] * n, "median_epoch_seconds": 0.1}
+
+    rows = {f"{d}/mlp": {"random": arm(0.5, 5), "adaptive": arm(0.6, 5)} for d in ("yeast", "scene", "emotions")}
+    rows["emotions/mlp"]["adaptive"] = arm(0.6, 2)
+    (res / "adaptive_table2_mlp.json").write_text(json.dumps({"command": "c", "rows": rows}))
+    argv = ["table2", "--models", "mlp", "--datasets", "yeast", "scene", "emotions", "--table-only",
+            "--runs", str(tmp_path / "runs"), "--results", str(res)]
+    assert adaptive_batch.main(argv) == 0
+    md = (res / "adaptive_table2_mlp.md").read_text()
+    assert "| emotions | MLP | adaptive | 2 ‡ |" in md and "both arms finished on all 5 folds" in md
+    assert "| MLP | 2 | " in md  # yeast and scene only
+
+
+def test_table2_on_several_models_writes_each_models_table(tmp_path):
+    import adaptive_batch
+
+    res = tmp_path / "res"
+    res.mkdir()
+    vals = {k: [0.5, 0.6] for k in ("macro_f1", "micro_f1", "macro_auc", "ranking_loss", "hamming_loss",
+                                     "one_error")} | {"best_epoch": [9, 10], "median_epoch_seconds": 0.1}
+    for m in ("mlp", "c2ae"):
+        (res / f"adaptive_table2_{m}.json").write_text(json.dumps({"command": "c", "rows": {
+            f"scene/{m}": {"random": vals, "adaptive": vals}}}))
+    argv = ["table2", "--models", "mlp", "c2ae", "--datasets", "scene", "--table-only", "--runs",
+            str(tmp_path / "runs"), "--results", str(res)]
+    assert adaptive_batch.main(argv) == 0
+    assert "| scene | MLP | random | 2 ‡ |" in (res / "adaptive_table2_mlp.md").read_text()
+    assert "| scene | C2AE | random | 2 ‡ |" in (res / "adaptive_table2_c2ae.md").read_text()
+    assert not list(res.glob("adaptive_table2_mlp_c2ae*"))
