@@ -114,13 +114,18 @@ def check_closed(fn: str, name: str, y, ancestry, *, where=None) -> None:
     a = _concrete(y)
     if a is None or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(ancestry)):
         return
+    # A traced mask (concrete labels closed over by a jitted caller that broadcast its ``where``, as
+    # hybrid_loss does) skips the check like traced labels: np.asarray on it raised a tracer error.
+    w = None if where is None else _concrete(where)
+    if where is not None and w is None:
+        return
     from hmljax.constraints import apply_constraint
 
     with jax.ensure_compile_time_eval():
         closed = np.asarray(apply_constraint(jax.numpy.asarray(a, jax.numpy.float32), ancestry)) > 0.5
     bad = closed != (a > 0.5)
-    if where is not None:
-        bad &= np.broadcast_to(np.asarray(where, bool), bad.shape)
+    if w is not None:
+        bad &= np.broadcast_to(w.astype(bool), bad.shape)
     if bad.any():
         raise ValueError(f"{fn}: {name} are not closed under ancestors: entry {_first(bad)} is "
                          f"{int(_val(a, bad) > 0.5)} but a descendant is positive "

@@ -86,6 +86,15 @@ def test_under_jit_vmap_grad_nothing_is_checked_or_synced():
     assert v.shape == Z.shape
 
 
+def test_a_jitted_caller_closing_over_concrete_labels_and_mask_compiles():
+    # hybrid_loss broadcasts `where` before mc_loss checks closure: under jit the mask becomes a tracer while the
+    # closed-over labels stay concrete; np.asarray on the traced mask raised TracerArrayConversionError.
+    loss = jax.jit(lambda z: hybrid_loss(z, CLOSED, SPARSE, PARENTS, where=H.evaluated))
+    assert np.isfinite(float(loss(Z))) and np.isfinite(np.asarray(jax.grad(loss)(Z))).all()
+    with pytest.raises(ValueError, match="not closed"):  # eagerly the same call still checks
+        hybrid_loss(Z, _y("a", "b", "c").at[0, I["a"]].set(0.0), SPARSE, PARENTS, where=H.evaluated)
+
+
 def test_the_switch_and_the_context_manager():
     assert hmljax.set_validation(False) is True
     try:
