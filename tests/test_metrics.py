@@ -77,3 +77,25 @@ def test_recall_per_depth_and_evaluate():
     assert evaluate_predictions(y, np.full(y.shape, 0.5), evaluated=np.ones(3, bool))["micro_recall"] == 0.0
     assert evaluate_predictions(y, np.full(y.shape, 0.5), evaluated=np.ones(3, bool), inclusive=True)[
         "micro_recall"] == 1.0
+
+
+def test_public_metrics_refuse_what_they_cannot_score(rng):
+    # NaN scores (a diverged model) used to give a plausible AUPRC: a NaN sorts last, as if below every score.
+    y = (rng.random((6, 4)) < 0.5).astype(np.float32)
+    y[0] = 1
+    p = rng.random((6, 4)).astype(np.float32)
+    bad = p.copy()
+    bad[2, 1] = np.nan
+    ev = np.ones(4, bool)
+    for f in (lambda s: average_precision(y, s), lambda s: micro_auprc(y, s, evaluated=ev)):
+        with pytest.raises(ValueError, match="scores must be finite; 1 are not"):
+            f(bad)
+    with pytest.raises(ValueError, match=r"probs must be finite; probs\[2, 1\] = nan"):
+        evaluate_predictions(y, bad, evaluated=ev)
+    with pytest.raises(ValueError, match="2-D"):  # a row, a column too few: a message, not an IndexError
+        evaluate_predictions(y[0], p[0], evaluated=ev)
+    with pytest.raises(ValueError, match="of one shape"):
+        evaluate_predictions(y, p[:, :3], evaluated=ev)
+    with pytest.raises(ValueError, match=r"evaluated must be a bool \[C\] mask with C = 4"):
+        evaluate_predictions(y, p, evaluated=ev[:3])
+    assert np.isfinite(evaluate_predictions(y, p, evaluated=ev)["auprc"])

@@ -35,6 +35,9 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     s = np.asarray(scores).ravel()
     if y.shape != s.shape:
         raise ValueError(f"labels and scores differ in size: {y.size} vs {s.size}")
+    if not np.isfinite(s).all():  # a NaN sorts last and would give a plausible AP for a diverged model
+        raise ValueError(f"scores must be finite; {int((~np.isfinite(s)).sum())} are not (first at flat index "
+                         f"{int(np.flatnonzero(~np.isfinite(s))[0])}: {s[~np.isfinite(s)][0]})")
     n_pos = int(y.sum())
     if n_pos == 0:
         return 0.0  # sklearn warns and returns 0 here too (recall is undefined)
@@ -147,6 +150,15 @@ def evaluate_predictions(
     -1 none) adds ``node_{f1,recall,precision}_{head,middle,tail}``: node-wise scores averaged over the
     group's nodes having a test positive.
     """
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    if labels.ndim != 2 or labels.shape != probs.shape:
+        raise ValueError(f"labels and probs must be 2-D [n, C] of one shape; got {labels.shape} and {probs.shape}")
+    if np.shape(evaluated) != (labels.shape[1],):
+        raise ValueError(f"evaluated must be a bool [C] mask with C = {labels.shape[1]}; got shape {np.shape(evaluated)}")
+    if not np.isfinite(probs).all():
+        r, c = np.argwhere(~np.isfinite(probs))[0]
+        raise ValueError(f"probs must be finite; probs[{r}, {c}] = {probs[r, c]} (a NaN or inf in the input features "
+                         "or diverged parameters)")
     preds = probs >= threshold if inclusive else probs > threshold
     node = node_prf(labels, preds, evaluated=evaluated)
     node_pos = node_prf(labels, preds, evaluated=evaluated, only_with_positives=True)
