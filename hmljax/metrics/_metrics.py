@@ -154,7 +154,8 @@ def evaluate_predictions(
     if labels.ndim != 2 or labels.shape != probs.shape:
         raise ValueError(f"labels and probs must be 2-D [n, C] of one shape; got {labels.shape} and {probs.shape}")
     if np.shape(evaluated) != (labels.shape[1],):
-        raise ValueError(f"evaluated must be a bool [C] mask with C = {labels.shape[1]}; got shape {np.shape(evaluated)}")
+        raise ValueError(f"evaluated must be a bool [C] mask with C = {labels.shape[1]}; "
+                         f"got shape {np.shape(evaluated)}")
     if not np.isfinite(probs).all():
         r, c = np.argwhere(~np.isfinite(probs))[0]
         raise ValueError(f"probs must be finite; probs[{r}, {c}] = {probs[r, c]} (a NaN or inf in the input features "
