@@ -97,6 +97,8 @@ def test_a_bad_split_writes_no_cache(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the CLI: a bad flag is refused before any write
 CLI_CASES = [
+    (["seed=-1"], "bad value for seed: -1"),  # numpy's seeding said "expected non-negative integer", unnamed
+    (["folds=3", "fold=0", "fold_seed=-2"], "bad value for fold_seed"),
     (["lr=inf"], "bad value for lr"),
     (["lr=-1"], "bad value for lr"),
     (["lr=nan"], "bad value for lr"),

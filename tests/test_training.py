@@ -268,6 +268,21 @@ def test_cli_train_prints_table(tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # nothing written for a bad config
 
 
+def test_default_run_folder_is_named_from_the_config(tmp_path, capsys, monkeypatch):
+    """`dataset=... seed=...` given as keys, not flags, named the fresh folder synthetic-s0."""
+    import hmljax.training
+    from hmljax.cli import main
+
+    seen = []
+    monkeypatch.setattr(hmljax.training, "train_and_evaluate",
+                        lambda cfg, run_dir, **kw: seen.append((cfg.seed, run_dir)) or {"results": {"test": {
+                            "auprc": 0.5}}})
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--no-progress", "seed=3"]) == 0
+    assert main(["train", "--no-progress", "--seed", "2"]) == 0
+    assert [(s, os.path.basename(d).rsplit("-", 2)[0]) for s, d in seen] == [(3, "synthetic-s3"), (2, "synthetic-s2")]
+
+
 def test_results_table_names_both_references(tmp_path, capsys, monkeypatch):
     """A dataset with a published value and RARE's rerun of it shows both beside the AUPRC (seq_GO's differ)."""
     import hmljax.training

@@ -143,6 +143,9 @@ def _train_entry(args) -> int:
             raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
         # A fresh folder per run, so the same command can be run again without clobbering anything.
         # One folder name even for image datasets (``tfds:voc/2012`` has a colon and a slash).
-        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in (args.dataset or "synthetic"))
-        args.out = os.path.join("runs", f"{name}-s{args.seed or 0}-{time.strftime('%Y%m%d-%H%M%S')}")
+        # Named from the config the command asks for: `dataset=spo_FUN seed=3` given as keys (not flags) named
+        # the folder synthetic-s0 before.
+        cfg = _wanted_config(args)
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in cfg.dataset)
+        args.out = os.path.join("runs", f"{name}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _train(args)

@@ -133,7 +133,11 @@ class RunConfig:
 
     def validate(self) -> None:
         pos_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+        nonneg_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
         checks = [
+            # numpy's seeding refuses negatives deep in a run ("expected non-negative integer"), unnamed.
+            ("seed", nonneg_int(self.seed), "an integer >= 0"),
+            ("fold_seed", self.fold_seed is None or nonneg_int(self.fold_seed), "an integer >= 0"),
             ("epochs", pos_int(self.epochs), "an integer >= 1"),
             ("lr", _finite(self.lr) and self.lr > 0, "a finite number > 0"),
             ("batch_size", pos_int(self.batch_size), "an integer >= 1"),
