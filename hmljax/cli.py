@@ -104,6 +104,23 @@ def main(argv: list[str] | None = None) -> int:
         what = err.strerror or str(err)
         print(f"hmljax: error: {what}{where} (errno {err.errno}); nothing was left half-written", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not _out_of_memory(err):
+            raise
+        # XLA's allocation failure arrives as a long JaxRuntimeError traceback; the cause is almost always the batch
+        # (method=dela's per-label activations are [batch, labels, 512]). Checkpoints are written atomically.
+        line = next((ln.strip() for ln in str(err).splitlines() if "memory" in ln.lower()), str(err).splitlines()[0])
+        print(f"hmljax: error: the device ran out of memory ({line.removeprefix('INTERNAL: ')[:200]}). Lower "
+              "batch_size (or the model's sizes); the checkpoints already written are intact, and --resume "
+              "continues from the last one.", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """An XLA allocation failure (JaxRuntimeError / XlaRuntimeError), told by its message; jax is not imported."""
+    text = str(err)
+    return (type(err).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+            and ("Out of memory" in text or "RESOURCE_EXHAUSTED" in text))
 
 
 if __name__ == "__main__":

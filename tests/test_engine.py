@@ -195,3 +195,16 @@ def test_sgd_milestones_warmup_start_and_clipping():
         TrainConfig(dataset="synthetic", optimizer="sgd", lr_milestones="70,55").resolved()
     with pytest.raises(ValueError, match="lr_milestones or lr_decay_every, not both"):
         TrainConfig(dataset="synthetic", optimizer="sgd", lr_milestones="5", lr_decay_every=3).resolved()
+
+
+@pytest.mark.parametrize("sampler", ["epoch", "random", "device_shuffle", "adaptive", "hard", "adac", "class_aware"])
+def test_a_batch_larger_than_the_data_is_the_whole_data(sampler):
+    # It used to be padded to batch_size masked rows: batch_size=100000 on synthetic computed 100x the rows.
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 3), np.float32), (rng.random((50, 4)) < 0.3).astype(np.uint8)
+    y[:, 0] = 1
+    cfg = TrainConfig(dataset="synthetic", batch_size=10**6, sampler=sampler).resolved()
+    s = E.sampler_from_config(cfg, num_rows=50, x=x, y=y)
+    assert (s.batch_size, s.steps_per_epoch) == (50, 1)
+    with pytest.raises(ValueError, match="exceeds the 50 rows with drop_remainder"):  # asked for: still refused
+        E.sampler_from_config(cfg.replace(drop_remainder=True, sampler="device_shuffle"), num_rows=50)

@@ -268,3 +268,27 @@ def test_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, capsys, monk
     assert len(err.strip().splitlines()) == 1
     left = [p.name for p in run.rglob("*") if p.is_file()] if run.exists() else []
     assert not [n for n in left if n.startswith(".tmp-") or n in ("config.json", "results.json")], left
+
+
+def test_cli_out_of_memory_is_one_line_naming_the_batch(tmp_path, capsys, monkeypatch):
+    # XLA's allocation failure used to end `hmljax train` in a long JaxRuntimeError traceback.
+    import hmljax.training
+
+    class JaxRuntimeError(RuntimeError):  # matched by name, as the CLI does not import jax to catch it
+        pass
+
+    def oom(cfg, run_dir, **kw):
+        raise JaxRuntimeError("INTERNAL: Error dispatching computation: Out of memory allocating 36654096448 bytes.")
+
+    monkeypatch.setattr(hmljax.training, "train_and_evaluate", oom)
+    assert main(["train", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hmljax: error: the device ran out of memory (Error dispatching computation: Out of memory "
+                          "allocating 36654096448 bytes.). Lower batch_size") and "--resume" in err
+
+    def other(cfg, run_dir, **kw):
+        raise JaxRuntimeError("INTERNAL: something else")
+
+    monkeypatch.setattr(hmljax.training, "train_and_evaluate", other)
+    with pytest.raises(JaxRuntimeError):  # anything else still surfaces whole
+        main(["train", "--out", str(tmp_path / "s"), "--no-progress"])
