@@ -292,3 +292,14 @@ def test_cli_out_of_memory_is_one_line_naming_the_batch(tmp_path, capsys, monkey
     monkeypatch.setattr(hmljax.training, "train_and_evaluate", other)
     with pytest.raises(JaxRuntimeError):  # anything else still surfaces whole
         main(["train", "--out", str(tmp_path / "s"), "--no-progress"])
+
+
+def test_load_dataset_says_what_is_wrong_with_its_arguments(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(DataError, match=r"\(given as --data-dir / data_dir\) is a file, not a directory"):
+        load_dataset("cellcycle_FUN", data_dir=str(f))
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("cellcycle_FUN", data_dir=str(tmp_path / "absent"))
+    with pytest.raises(DataError, match="a dataset name is a non-empty string.*got None"):  # was an AttributeError
+        load_dataset(None)

@@ -139,8 +139,9 @@ def resolve_data_dir(data_dir: str | None = None) -> str | None:
     """The flag, else ``$HMLJAX_DATA``, else None. A given directory must exist."""
     d = data_dir or os.environ.get("HMLJAX_DATA")
     if d and not os.path.isdir(d):
-        src = "--data-dir" if data_dir else "HMLJAX_DATA"
-        raise DataError(f"data directory {d!r} (from {src}) does not exist")
+        src = "given as --data-dir / data_dir" if data_dir else "from HMLJAX_DATA"
+        what = "is a file, not a directory" if os.path.exists(d) else "does not exist"
+        raise DataError(f"data directory {d!r} ({src}) {what}")
     return d
 
 
@@ -347,6 +348,8 @@ def load_dataset(
         DataError: unknown dataset, missing data directory or files.
         ArffError, HierarchyError: malformed input (naming file and line).
     """
+    if not isinstance(name, str) or not name:
+        raise DataError(f"a dataset name is a non-empty string (cellcycle_FUN, yeast, synthetic, ...), got {name!r}")
     data_dir = resolve_data_dir(data_dir)
     spec = get_spec(name, data_dir)
     if spec.family == "synthetic":
