@@ -30,6 +30,19 @@ import statistics
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def _pin_source_commit() -> None:
+    """Asks the checkout's commit now, as the script starts: source_commit keeps its first answer, so tables
+    written hours later by this process name the code it runs, not a commit made meanwhile (a long
+    training process had stamped tables with a HEAD whose table code it was not running)."""
+    from hmljax.training import source_commit
+
+    source_commit()
+    source_commit(dirty=True)
+
+
+_pin_source_commit()
+
+
 def check_datasets(parser, names, data_dir: str | None) -> None:
     """Stops the script with ``parser.error`` (its usage line, exit status 2) when ``--datasets`` names a dataset
     hmljax does not know, before any run starts: a typo would otherwise plan zero-cost runs, or fail run by

@@ -211,3 +211,15 @@ def test_rare_tables_carry_committed_rows_their_checkout_cannot_rebuild(tmp_path
     assert rare._n(summary["a"]["GMU"]) == "3 ‡"
     assert summary["a"]["bBMA"] == fresh and summary["b"]["GMU"]["F1"] == (8.0, 0.0, 1)
     assert rare.carry_committed(summary, str(tmp_path / "absent.json")) == []
+
+
+def test_source_commit_is_the_one_the_process_started_with(tmp_path, monkeypatch):
+    # A process's tables and runs name the code it imported, even after the checkout moves on.
+    import subprocess
+
+    import hmljax.training._run as run
+
+    first = run.source_commit()
+    calls = []
+    monkeypatch.setattr(subprocess, "check_output", lambda *a, **k: calls.append(a) or "feedbee\n")
+    assert run.source_commit() == first and calls == []  # asked once per process, then kept

@@ -127,9 +127,22 @@ def _peak_memory() -> dict:
     return out
 
 
+_SOURCE_COMMIT: dict[bool, str] = {}
+
+
 def source_commit(*, dirty: bool = False) -> str:
     """The git commit of the hmljax source tree (short hash; ``-dirty`` appended with ``dirty=True`` when tracked
-    files are modified), or ``"unknown"`` outside a git checkout."""
+    files are modified), or ``"unknown"`` outside a git checkout.
+
+    Asked once per process and kept: the code a process runs is what it imported, and a long experiment
+    process whose checkout moved on under it (new commits while it trains) stamped its tables and runs with
+    commits whose code it was not running. The experiment scripts ask at import, when the two agree."""
+    if dirty not in _SOURCE_COMMIT:
+        _SOURCE_COMMIT[dirty] = _git_describe(dirty)
+    return _SOURCE_COMMIT[dirty]
+
+
+def _git_describe(dirty: bool) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     cmd = ["git", "describe", "--always", "--abbrev=7"] + (["--dirty"] if dirty else [])
     try:
