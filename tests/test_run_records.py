@@ -217,9 +217,10 @@ def test_source_commit_is_the_one_the_process_started_with(tmp_path, monkeypatch
     # A process's tables and runs name the code it imported, even after the checkout moves on.
     import subprocess
 
-    import hmljax.training._run as run
+    from hmljax.training import source_commit
 
-    first = run.source_commit()
+    first = source_commit()
     calls = []
     monkeypatch.setattr(subprocess, "check_output", lambda *a, **k: calls.append(a) or "feedbee\n")
-    assert run.source_commit() == first and calls == []  # asked once per process, then kept
+    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: calls.append(a) or 0)
+    assert source_commit() == first and calls == []  # asked once per process, then kept
