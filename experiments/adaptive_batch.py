@@ -82,6 +82,10 @@ def default_datasets(name: str) -> list[str]:
     return FUN if name == "hierarchy" else DEFAULT if name in ("table2", "table4") else ["scene", "bibtex"]
 
 
+# Table 2's models when --models is not given; each gets its own table (write_all).
+TABLE2_MODELS = ("mlp", "c2ae", "dela")
+
+
 def cells(name: str, args) -> list[tuple[str, str, str, str, int]]:
     """``(dataset, model, arm, overrides, fold)`` for every run."""
     out = []
@@ -91,7 +95,7 @@ def cells(name: str, args) -> list[tuple[str, str, str, str, int]]:
                 out += [(d, "chmcnn", arm, f"method=chmcnn {keys}", k) for k in range(args.seeds)]
         return out
     ds = args.datasets or default_datasets(name)
-    models = args.models or (["mlp"] if name != "table2" else ["mlp", "c2ae", "dela"])
+    models = args.models or (["mlp"] if name != "table2" else list(TABLE2_MODELS))
     arms = {"table2": {"random": "sampler=random", "adaptive": "sampler=adaptive"},
             "table4": {"adaptive": "sampler=adaptive", "adac": "sampler=adac"},
             "curves": {"random": "sampler=random", "hard": "sampler=hard", "adaptive": "sampler=adaptive"},
@@ -176,7 +180,7 @@ def _replacing_carried(name: str, args, todo) -> int:
     """How many of the ``todo`` runs belong to rows the committed table shows from runs not here (‡)."""
     if name == "table2" and len(args.models or [None, None]) > 1:  # each model's own table (write_all)
         return sum(_replacing_carried(name, argparse.Namespace(**{**vars(args), "models": [m]}), todo)
-                   for m in args.models or ["mlp", "c2ae", "dela"])
+                   for m in args.models or TABLE2_MODELS)
     if name == "hierarchy":
         stem, key_of = "adaptive_hierarchy" + variant_suffix(args.override), lambda g: (g, "chmcnn")
     else:
@@ -211,7 +215,7 @@ def write_all(name: str, args) -> str:
     combined ``adaptive_table2_mlp_c2ae_dela`` beside them, and left them stale); other experiments: one."""
     if name != "table2":
         return write_outputs(name, args)
-    models = args.models or ["mlp", "c2ae", "dela"]
+    models = args.models or TABLE2_MODELS
     return "\n\n".join(write_outputs(name, argparse.Namespace(**{**vars(args), "models": [m]})) for m in models)
 
 
