@@ -303,3 +303,19 @@ def test_load_dataset_says_what_is_wrong_with_its_arguments(tmp_path):
         load_dataset("cellcycle_FUN", data_dir=str(tmp_path / "absent"))
     with pytest.raises(DataError, match="a dataset name is a non-empty string.*got None"):  # was an AttributeError
         load_dataset(None)
+
+
+def test_cli_prints_an_empty_groups_map_as_not_applicable(tmp_path, capsys, monkeypatch):
+    # emotions' six labels are all 'head': its middle and tail mAPs are NaN, which the table printed as 'nan'.
+    import hmljax.training
+
+    def fake(cfg, run_dir, **kw):
+        return {"results": {"test": {"macro_f1": 0.5, "map": 0.42, "map_head": 0.42, "map_middle": float("nan"),
+                                     "map_tail": float("nan")}}}
+
+    monkeypatch.setattr(hmljax.training, "train_and_evaluate", fake)
+    assert main(["train", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("map")}
+    assert lines["map_head"].split()[1] == "0.4200"
+    assert lines["map_middle"].split()[1:] == ["n/a", "no", "labels", "in", "this", "group"]
+    assert "nan" not in lines["map_tail"]

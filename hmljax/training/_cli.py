@@ -18,6 +18,10 @@ def _print_table(results: dict, rows: list | None = None) -> None:
     print(f"{'-' * 28} {'-' * 8}")
     for i, (name, value) in enumerate(rows):
         extra = ("   " + "; ".join(refs)) if (i == 0 and refs and name.startswith("AUPRC")) else ""
+        if value != value:  # NaN: a metric with nothing to average (a group mAP with no labels in its group)
+            why = "   no labels in this group" if name.startswith("map_") else "   undefined on this split"
+            print(f"{name:<28} {'n/a':>8}{why}")
+            continue
         print(f"{name:<28} {value:>8.4f}{extra}")
 
 
