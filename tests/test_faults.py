@@ -319,3 +319,10 @@ def test_cli_prints_an_empty_groups_map_as_not_applicable(tmp_path, capsys, monk
     assert lines["map_head"].split()[1] == "0.4200"
     assert lines["map_middle"].split()[1:] == ["n/a", "no", "labels", "in", "this", "group"]
     assert "nan" not in lines["map_tail"]
+    # and `hmljax evaluate --json` prints strict JSON (null, not Python's NaN, which jq rejects)
+    import json
+
+    monkeypatch.setattr(hmljax.training, "evaluate_run", lambda run_dir, **kw: fake(None, None)["results"]["test"])
+    assert main(["evaluate", str(tmp_path / "r"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))["map_tail"] is None

@@ -69,12 +69,24 @@ def _suite_rows(metrics: dict) -> list:
     return [(k, v) for k, v in metrics.items() if isinstance(v, float)]
 
 
+def _strict(value):
+    """NaN (a metric with nothing to average) as ``null``: Python's json writes ``NaN``, which jq and
+    JavaScript's JSON.parse reject."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def _evaluate(args) -> int:
     from hmljax.training import evaluate_run
 
     metrics = evaluate_run(args.run_dir, split=args.split, data_dir=args.data_dir)
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(_strict(metrics), indent=2, allow_nan=False))
     else:
         _print_table({"test": metrics})
     return 0
