@@ -44,7 +44,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import RunRecords, check_datasets, plan, run_tasks, variant_suffix  # noqa: E402
+from _runner import RunRecords, check_datasets, plan, run_tasks, save_png, variant_suffix  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -620,10 +620,7 @@ def _figure_fig2(out, path):
             ax.set_title(f"{d}: node-wise {key}, 20 most frequent nodes")
         axes[row][0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_outputs(name: str, args, *, echo: bool = True) -> None:
@@ -784,10 +781,7 @@ def _figure(name, summary, path):
                    lambda st, k=k: st[k][1] if st[k] else None) for k in ("F1", "Recall")]
         fig = _grouped_bars(plt, summary, panels, f"RARE {name}")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _grouped_bars(plt, summary, panels, title):

@@ -208,3 +208,28 @@ def test_other_datasets_load(name, rows, nodes):
     assert (ds.X["train"].shape[0], ds.X["test"].shape[0]) == rows
     assert ds.hierarchy.num_nodes == nodes
     assert np.isfinite(np.asarray(ds.X["train"])).all()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_files_and_caches_get_the_mode_a_plain_open_would(tmp_path, umask):
+    # mkstemp / mkdtemp create 0600 / 0700, which the rename kept: every results.json, table and cache was
+    # unreadable to the rest of a shared group. They now follow the umask like open() and os.makedirs.
+    import stat
+
+    from hmljax.data import atomic_write_bytes, atomic_write_text
+    from hmljax.metrics import cd_diagram
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(str(tmp_path / "a" / "results.json"), "{}")
+        atomic_write_bytes(str(tmp_path / "b.npy"), b"x")
+        cd_diagram(np.array([1.5, 1.5]), ["p", "q"], 1.0, tmp_path / "cd.png")
+        _, _, final = cached_arrays("toy", "h", {}, lambda: ({"X": np.ones((2, 2))}, {}), root=str(tmp_path / "c"))
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    for f in (tmp_path / "a" / "results.json", tmp_path / "b.npy", tmp_path / "cd.png",
+              os.path.join(final, "X.npy"), os.path.join(final, "meta.json")):
+        assert mode(f) == 0o666 & ~umask, f
+    assert mode(final) == 0o777 & ~umask
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]

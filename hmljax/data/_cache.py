@@ -6,8 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 
 import numpy as np
@@ -40,12 +40,42 @@ def _key(name: str, source_hash: str, options: dict) -> str:
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
+def temp_file(folder: str, *, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """``(fd, path)`` of a new, exclusively created file in ``folder``, opened for writing.
+
+    As ``tempfile.mkstemp``, but with the mode a plain ``open(path, "w")`` gives (0o666 less the umask):
+    mkstemp's 0o600 survives the rename, which made every ``results.json``, table and cache written
+    atomically unreadable to the rest of a shared group.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder!r}")
+
+
+def temp_dir(root: str, *, prefix: str) -> str:
+    """A new folder in ``root`` with the mode ``os.makedirs`` gives (0o777 less the umask; not mkdtemp's
+    0o700, see :func:`temp_file`)."""
+    for _ in range(100):
+        path = os.path.join(root, f"{prefix}{secrets.token_hex(8)}")
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {root!r}")
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to a temp file in the same folder, then renames it over ``path``: a reader sees the
     old file or the new one, never a part (an interrupted write leaves no file behind)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = temp_file(folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -109,7 +139,7 @@ def cached_arrays(
         arrays, meta = build()
         _check_rows(name, arrays)
         try:
-            tmp = tempfile.mkdtemp(dir=root, prefix=f".tmp-{os.path.basename(final)}-")
+            tmp = temp_dir(root, prefix=f".tmp-{os.path.basename(final)}-")
         except OSError as err:
             raise DataError(f"cannot write to the cache folder {root!r}: {err.strerror} (set HMLJAX_CACHE to a "
                             "writable folder)") from None

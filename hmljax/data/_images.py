@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -34,6 +33,8 @@ from hmljax.data._cache import (
     atomic_write_text,
     cache_dir,
     publish_cache_folder,
+    temp_dir,
+    temp_file,
 )
 from hmljax.data._errors import DataError
 
@@ -227,7 +228,7 @@ def _build_image_cache(final, root, source, n, num_classes, size, resize, progre
     try:
         os.makedirs(root, exist_ok=True)
         _remove_stale_temporaries(root)
-        tmp = tempfile.mkdtemp(dir=root, prefix=f".tmp-{os.path.basename(final)}-")
+        tmp = temp_dir(root, prefix=f".tmp-{os.path.basename(final)}-")
     except OSError as err:
         raise DataError(f"cannot write to the cache folder {root!r}: {err.strerror} (set HMLJAX_CACHE to a "
                         "writable folder)") from None
@@ -484,7 +485,7 @@ def cache_features(encoder_apply: Callable[[Any, Any], Any], variables, images: 
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npy")
+    fd, tmp = temp_file(folder, prefix=".tmp-", suffix=".npy")
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))

@@ -10,8 +10,8 @@ References:
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -210,7 +210,7 @@ def cd_diagram(
         avg_ranks: ``[M]`` average ranks, e.g. ``friedman_test(...).avg_ranks``.
         names: M method names, in the same order.
         cd: the critical difference, e.g. ``nemenyi_cd(M, K)``.
-        path: where to write the PNG; its folder must exist.
+        path: where to write the PNG (its folder is made if missing).
         title: optional title above the diagram.
 
     Returns:
@@ -268,15 +268,10 @@ def cd_diagram(
     if title:
         ax.set_title(title, fontsize=10, y=0.98)
 
+    from hmljax.data._cache import atomic_write_bytes  # the one atomic writer (data does not import metrics)
+
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".cd_diagram-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=150, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=150, bbox_inches="tight")
+    atomic_write_bytes(path, png.getvalue())
     return path
