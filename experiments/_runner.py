@@ -58,6 +58,58 @@ def check_datasets(parser, names, data_dir: str | None) -> None:
         parser.error(f"--datasets: {err}")
 
 
+def int_at_least(minimum: int):
+    """argparse ``type=`` for counts (``--seeds``, ``--workers``: 1; ``--folds``: 2): ``--seeds 0`` or a negative
+    count planned no runs and exited as if the table were complete."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def config_from(base: dict, keys) -> TrainConfig:  # noqa: F821 - imported lazily, as everywhere here
+    """``TrainConfig(**base).override(keys)`` for an experiment's run, the ``--override`` settings among ``keys``.
+    A key the run's method does not have, or a value that does not convert, ends the script with one line naming
+    it, not a traceback from deep in the task list."""
+    from hmljax.training import TrainConfig
+
+    try:
+        return TrainConfig(**base).override(list(keys))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def check_configs(tasks) -> None:
+    """Resolves and checks every task's config before anything is planned or trained; exits naming the first
+    bad one. A bad ``--override`` (``lr=-1``, a key the method does not have) otherwise failed in every run, one
+    FAILED line each, and still wrote a table of none. A run whose data cannot be found is left to fail on its own
+    (the others go on), as before."""
+    from hmljax.data import DataError
+    from hmljax.training import TrainConfig
+
+    checked = set()
+    for cfg_dict, run_dir in tasks:
+        key = json.dumps({k: v for k, v in cfg_dict.items() if k not in ("seed", "fold")}, sort_keys=True, default=str)
+        if key in checked:  # seeds and folds of one cell share everything that can be wrong
+            continue
+        try:
+            TrainConfig(**cfg_dict).resolved()
+        except DataError:  # data this run cannot find: its own failure to report, the other runs go on
+            pass
+        except (ValueError, TypeError) as err:
+            raise SystemExit(f"error: {run_dir}: {err}") from None  # checked before any run or plan
+        checked.add(key)
+
+
 def variant_suffix(settings) -> str:
     """``"__a=1_b=x"`` for settings applied to every run of an experiment (``--override`` and the like), ``""``
     for none: a variant is another experiment, with its own run folders and outputs, so that neither refuses
@@ -93,6 +145,7 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     ``metrics.jsonl``), so an hours-long table shows its progress and ETA.
     With ``records``, each finished run is recorded (:class:`RunRecords`) before ``on_done``.
     """
+    check_configs(tasks)
     if records is not None:
         user_done = on_done
 
@@ -503,6 +556,7 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
     belong to rows the committed table already shows from runs not in this checkout (‡): said apart, since
     training them replaces values rather than adding any.
     """
+    check_configs(tasks)
     measured = measured_epoch_seconds(timing_roots, machine=current_machine() if machine is None else machine)
     ratios = dataset_cost_ratios() if ratios is None else ratios
     some = "all" if replacing_carried == len(tasks) else str(replacing_carried)

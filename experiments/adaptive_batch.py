@@ -51,7 +51,9 @@ from _runner import (  # noqa: E402
     carry_committed_runs,
     check_datasets,
     committed_groups,
+    config_from,
     finished_run,
+    int_at_least,
     pending,
     plan,
     run_tasks,
@@ -113,7 +115,7 @@ def cells(name: str, args) -> list[tuple[str, str, str, str, int]]:
 
 def config(d: str, keys: str, fold: int, args) -> TrainConfig:
     if keys.startswith("method=chmcnn"):  # the hierarchy experiment: C-HMCNN's protocol, `fold` is the seed
-        return TrainConfig(dataset=d, data_dir=args.data_dir, seed=fold).override(keys.split() + list(args.override))
+        return config_from(dict(dataset=d, data_dir=args.data_dir, seed=fold), keys.split() + list(args.override))
     base = dict(dataset=d, data_dir=args.data_dir, seed=args.seed, epochs=args.epochs, lr=1e-4, weight_decay=1e-4,
                 batch_size=128, folds=args.folds, fold=fold, fold_valid=True, protocol="early_stopping",
                 patience=args.epochs, drop_ids=d == "genbase")
@@ -121,7 +123,7 @@ def config(d: str, keys: str, fold: int, args) -> TrainConfig:
         base.update(preprocessing="minmax")
     else:
         base.update(preprocessing="minmax_all", min_label_count=20, feature_fraction=FEATURE_FRACTION.get(d, 1.0))
-    return TrainConfig(**base).override(keys.split() + list(args.override))
+    return config_from(base, keys.split() + list(args.override))
 
 
 def run_dir(d, m, arm, fold, args) -> str:
@@ -423,12 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--models", nargs="*", default=None, choices=list(MODEL_NAMES))
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=int_at_least(2), default=5)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", type=int, default=1, help="hierarchy: seeds per arm (it has no folds)")
+    p.add_argument("--seeds", type=int_at_least(1), default=1, help="hierarchy: seeds per arm (it has no folds)")
     p.add_argument("--clean", action="store_true", help="every label and feature, MinMax fitted per fold")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int_at_least(1), default=1)
     p.add_argument("--runs", default=os.path.join("runs", "adaptive_batch"))
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--override", nargs="*", default=[], help="extra key=value for every run")

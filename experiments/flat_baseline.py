@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, check_datasets, plan, run_tasks  # noqa: E402
+from _runner import RunRecords, check_datasets, config_from, int_at_least, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -44,7 +44,7 @@ def config(dataset: str, fold: int, args) -> TrainConfig:
                 weight_decay=1e-4, batch_size=128, folds=args.folds, fold=fold, fold_valid=True,
                 protocol="early_stopping", patience=args.epochs, preprocessing="minmax",
                 drop_ids=dataset == "genbase")
-    return TrainConfig(**keys).override(args.override)
+    return config_from(keys, args.override)
 
 
 def run_dir(dataset: str, fold: int, args) -> str:
@@ -146,10 +146,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
     p.add_argument("--datasets", nargs="+", default=MULAN)
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=int_at_least(2), default=5)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int_at_least(1), default=1)
     p.add_argument("--runs", default=os.path.join("runs", "flat_baseline"))
     p.add_argument("--results", default=os.path.join(HERE, "results"))
     p.add_argument("--override", nargs="*", default=[], help="extra config keys (key=value) for every run")

@@ -38,7 +38,18 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, check_datasets, finished_run, pending, plan, run_tasks, save_png, variant_suffix  # noqa: E402
+from _runner import (  # noqa: E402
+    RunRecords,
+    check_datasets,
+    config_from,
+    finished_run,
+    int_at_least,
+    pending,
+    plan,
+    run_tasks,
+    save_png,
+    variant_suffix,
+)
 from rare import significantly_greater, where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -89,8 +100,8 @@ def cells(name: str, args) -> list[tuple[str, str, str, int]]:
 
 def config(d: str, keys: str, seed: int, args) -> TrainConfig:
     kv = dict(k.split("=", 1) for k in keys.split())
-    return TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override(
-        [f"{k}={v}" for k, v in kv.items()] + list(args.override))
+    return config_from(dict(dataset=d, data_dir=args.data_dir, seed=seed),
+                       [f"{k}={v}" for k, v in kv.items()] + list(args.override))
 
 
 DEFAULT_DATASETS = {"tables": FUN + GO + OTHERS, "br": ["cellcycle_FUN", "cellcycle_GO", "ImCLEF07A"],
@@ -363,10 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", choices=["tables", "br", "init", "speed"])
     p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
     p.add_argument("--datasets", nargs="*", default=None)
-    p.add_argument("--seeds", type=int, default=1, help="seeds per cell (tables: outside FUN)")
-    p.add_argument("--seeds-fun", type=int, default=3, help="tables: seeds on the FUN datasets")
+    p.add_argument("--seeds", type=int_at_least(1), default=1, help="seeds per cell (tables: outside FUN)")
+    p.add_argument("--seeds-fun", type=int_at_least(1), default=3, help="tables: seeds on the FUN datasets")
     p.add_argument("--speed-epochs", type=int, default=30, help="speed: epochs per run")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int_at_least(1), default=1)
     p.add_argument("--runs", default=os.path.join("runs", "hlstm"))
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--override", nargs="*", default=[], help="extra key=value for every run")

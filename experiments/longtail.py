@@ -51,7 +51,9 @@ from _runner import (  # noqa: E402
     carry_committed_runs,
     check_datasets,
     committed_groups,
+    config_from,
     finished_run,
+    int_at_least,
     pending,
     plan,
     run_tasks,
@@ -128,7 +130,7 @@ def cells(name: str, args) -> list[tuple[str, str, str, int]]:
 
 
 def config(d: str, keys: str, seed: int, args) -> TrainConfig:
-    return TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override(keys.split() + list(args.override))
+    return config_from(dict(dataset=d, data_dir=args.data_dir, seed=seed), keys.split() + list(args.override))
 
 
 def run_dir(d: str, label: str, seed: int, args) -> str:
@@ -314,8 +316,8 @@ def main(argv=None) -> int:
     p.add_argument("experiment", choices=["tables", "lambda", "hierarchy"])
     p.add_argument("--data-dir", default=os.environ.get("HMLJAX_DATA"))
     p.add_argument("--datasets", nargs="*", default=None)
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seeds", type=int_at_least(1), default=1)
+    p.add_argument("--workers", type=int_at_least(1), default=1)
     p.add_argument("--runs", default=os.path.join("runs", "longtail"))
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--override", nargs="*", default=[], help="extra key=value for every run")

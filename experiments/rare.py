@@ -44,7 +44,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import RunRecords, check_datasets, plan, run_tasks, save_png, variant_suffix  # noqa: E402
+from _runner import RunRecords, check_datasets, config_from, int_at_least, plan, run_tasks, save_png, variant_suffix  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -208,9 +208,7 @@ def _tag(name: str, args) -> str:
 
 
 def _config(d: str, overrides: list[str], seed: int, args):
-    from hmljax.training import TrainConfig
-
-    return TrainConfig(dataset=d, data_dir=args.data_dir, seed=seed).override([*overrides, *args.override])
+    return config_from(dict(dataset=d, data_dir=args.data_dir, seed=seed), [*overrides, *args.override])
 
 
 @functools.lru_cache(maxsize=None)
@@ -816,7 +814,7 @@ def main(argv=None) -> None:
     p.add_argument("experiment", choices=["table1", "table2", "table4", "table5", "table6", "table7", "table8",
                                           "fig2", "fig3", "fig5", "fig6", "appg"])
     p.add_argument("--data-dir", default=None, help="folder with hmc/ (default: $HMLJAX_DATA)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int_at_least(1), default=3)
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--methods", nargs="*", default=None,
                    help="train only these methods (names as in the table, e.g. Baseline bBMA GMU), in this order")
@@ -828,7 +826,7 @@ def main(argv=None) -> None:
     p.add_argument("--override", nargs="*", default=[], help="key=value applied to every run")
     p.add_argument("--runs", default=os.path.join("runs", "rare"))
     p.add_argument("--results", default=RESULTS, help="where the tables and figures go")
-    p.add_argument("--workers", type=int, default=1, help="parallel runs (one process each)")
+    p.add_argument("--workers", type=int_at_least(1), default=1, help="parallel runs (one process each)")
     p.add_argument("--tasks-per-worker", type=int, default=None,
                    help="restart workers after this many runs (1 gives per-run peak RSS, as table8 does)")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs")

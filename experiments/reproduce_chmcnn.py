@@ -25,10 +25,10 @@ import sys
 import numpy as np
 
 from hmljax.data import REGISTRY, atomic_write_text
-from hmljax.training import TrainConfig, config_diff, source_commit
+from hmljax.training import config_diff, source_commit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _runner import RunRecords, check_datasets, plan, run_tasks  # noqa: E402
+from _runner import RunRecords, check_datasets, config_from, int_at_least, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 HMC = [n for n, s in REGISTRY.items() if s.family == "hmc" and s.shipped]
@@ -128,11 +128,11 @@ def write_table(runs_dir: str, out_md: str, command: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="*", default=HMC)
-    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--seeds", type=int_at_least(1), default=10)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", default="runs/chmcnn", help="where per-run directories go")
     p.add_argument("--out", default=os.path.join(HERE, "results", "chmcnn_reproduction.md"))
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int_at_least(1), default=1,
                    help="parallel runs, one process and one core each (batch-4 steps gain nothing from threads)")
     p.add_argument("--plan", action="store_true",
                    help="train nothing: list the runs still to do, where each resumes, and an estimated time")
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     for name in args.datasets:
         for seed in range(args.seeds):
             run_dir = os.path.join(args.runs, name, f"s{seed}")
-            cfg = TrainConfig(dataset=name, data_dir=args.data_dir, seed=seed).override(args.overrides)
+            cfg = config_from(dict(dataset=name, data_dir=args.data_dir, seed=seed), args.overrides)
             if diff := config_diff(run_dir, cfg):  # a finished run is skipped by name: it must be this config
                 raise SystemExit(f"{run_dir} holds a run of another config ({diff}); use another --runs")
             if os.path.exists(os.path.join(run_dir, "results.json")):

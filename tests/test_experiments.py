@@ -729,3 +729,24 @@ def test_table2_on_several_models_writes_each_models_table(tmp_path):
     assert "| scene | MLP | random | 2 ‡ |" in (res / "adaptive_table2_mlp.md").read_text()
     assert "| scene | C2AE | random | 2 ‡ |" in (res / "adaptive_table2_c2ae.md").read_text()
     assert not list(res.glob("adaptive_table2_mlp_c2ae*"))
+
+
+def test_bad_counts_and_overrides_stop_a_script_before_it_trains_or_writes(tmp_path, capsys):
+    # `--seeds 0` planned nothing and exited as if done; `--override lr=-1` failed in every run, one FAILED line
+    # each, then wrote a table of no runs; a key of another method was a traceback.
+    import hlstm
+
+    base = ["tables", "--datasets", "synthetic", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    for flag in ("--seeds", "--seeds-fun", "--workers"):
+        with pytest.raises(SystemExit) as e:
+            hlstm.main([*base, flag, "0"])
+        assert e.value.code == 2 and f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+    for override, says in (("lr=-1", "HLSTM-s0: bad value for lr: -1.0 (a finite number > 0)"),
+                           ("beta=2", "error: config key 'beta' belongs to method dela / mpvae, not to method=hlstm"),
+                           ("lr=x", "error: bad value for lr: 'x' is not a float")):
+        for plan in ([], ["--plan"]):
+            with pytest.raises(SystemExit) as e:
+                hlstm.main([*base, "--override", override, *plan])
+            assert says in str(e.value.code), e.value.code
+    made = [os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs]
+    assert made == [], made
