@@ -224,3 +224,23 @@ def test_source_commit_is_the_one_the_process_started_with(tmp_path, monkeypatch
     monkeypatch.setattr(subprocess, "check_output", lambda *a, **k: calls.append(a) or "feedbee\n")
     monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: calls.append(a) or 0)
     assert source_commit() == first and calls == []  # asked once per process, then kept
+
+
+def test_a_copy_pip_installed_from_git_names_its_commit(tmp_path):
+    # Outside a git checkout runs said hmljax_commit "unknown", even for `pip install git+https://...@<rev>`,
+    # whose commit pip records in the install's direct_url.json (PEP 610).
+    import subprocess
+
+    import hmljax
+
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(hmljax.__file__), site / "hmljax", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = [sys.executable, "-c", "from hmljax.training import source_commit; print(source_commit())"]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    assert subprocess.check_output(probe, cwd=tmp_path, env=env, text=True).strip() == "unknown"  # no record
+    info = site / "hmljax-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hmljax\nVersion: 0.1.0\n")
+    (info / "direct_url.json").write_text(json.dumps({"url": "https://github.com/o/hmljax.git", "vcs_info": {
+        "vcs": "git", "requested_revision": "main", "commit_id": "0123456789abcdef0123456789abcdef01234567"}}))
+    assert subprocess.check_output(probe, cwd=tmp_path, env=env, text=True).strip() == "0123456"

@@ -132,14 +132,28 @@ _SOURCE_COMMIT: dict[bool, str] = {}
 
 def source_commit(*, dirty: bool = False) -> str:
     """The git commit of the hmljax source tree (short hash; ``-dirty`` appended with ``dirty=True`` when tracked
-    files are modified), or ``"unknown"`` outside a git checkout.
+    files are modified); for a copy pip installed from a git URL (``pip install git+https://...``), the commit pip
+    recorded (PEP 610's ``direct_url.json``; it cannot say whether the copy was edited since); else ``"unknown"``.
 
     Asked once per process and kept: the code a process runs is what it imported, and a long experiment
     process whose checkout moved on under it (new commits while it trains) stamped its tables and runs with
     commits whose code it was not running. The experiment scripts ask at import, when the two agree."""
     if dirty not in _SOURCE_COMMIT:
-        _SOURCE_COMMIT[dirty] = _git_describe(dirty)
+        got = _git_describe(dirty)
+        _SOURCE_COMMIT[dirty] = _installed_commit() if got == "unknown" else got
     return _SOURCE_COMMIT[dirty]
+
+
+def _installed_commit() -> str:
+    """The commit pip recorded for an install from a VCS URL (its ``direct_url.json``), else ``"unknown"``."""
+    import importlib.metadata
+
+    try:
+        text = importlib.metadata.distribution("hmljax").read_text("direct_url.json")
+        commit = json.loads(text or "{}").get("vcs_info", {}).get("commit_id", "")
+    except (importlib.metadata.PackageNotFoundError, ValueError, AttributeError):
+        return "unknown"
+    return commit[:7] if isinstance(commit, str) and len(commit) >= 7 else "unknown"
 
 
 def _git_describe(dirty: bool) -> str:
