@@ -116,3 +116,33 @@ def test_predict_the_test_file_of_a_real_run(tmp_path):
     run = hmljax.load_run(run_dir, data_dir=DATA_DIR)
     np.testing.assert_allclose(probs, run.predict(run.dataset.X["test"]), rtol=1e-5, atol=1e-6)
     assert len(names) == probs.shape[1]
+
+
+def test_predict_flat_rows_without_their_labels(tmp_path, capsys):
+    # New rows have no labels yet: an HMC file without its class attribute predicted, a MULAN file without
+    # the label attributes was refused ("6 label(s) ... are not attributes of this file").
+    from conftest import write_mulan
+
+    d = write_mulan(str(tmp_path / "data" / "flatpred"), "flatpred")
+    run_dir = str(tmp_path / "run")
+    assert main(["train", "--dataset", "flatpred", "--data-dir", str(tmp_path / "data"), "--epochs", "2", "--out",
+                 run_dir, "--no-progress", "method=mlp", "hidden=8"]) == 0
+    text = open(os.path.join(d, "flatpred-test.arff")).read()
+    head, body = text.split("@data\n")
+    unlabelled = "".join(ln + "\n" for ln in head.splitlines() if not ln.startswith("@attribute L")) + "@data\n" + \
+        "".join(",".join(r.split(",")[:6]) + "\n" for r in body.strip().splitlines())
+    partial = head.replace("@attribute L3 {0,1}\n", "") + "@data\n" + \
+        "".join(",".join(r.split(",")[:9]) + "\n" for r in body.strip().splitlines())
+    probs = {}
+    for name, content in (("labelled", text), ("unlabelled", unlabelled)):
+        _write(tmp_path / f"{name}.arff", content)
+        out = tmp_path / f"{name}.npy"
+        assert main(["predict", run_dir, "--input", str(tmp_path / f"{name}.arff"), "--out", str(out),
+                     "--data-dir", str(tmp_path / "data")]) == 0
+        probs[name] = np.load(out)
+    assert probs["labelled"].shape == (48, 4)
+    np.testing.assert_array_equal(probs["unlabelled"], probs["labelled"])
+    _write(tmp_path / "partial.arff", partial)  # some labels and not others: ambiguous, still refused
+    assert main(["predict", run_dir, "--input", str(tmp_path / "partial.arff"), "--out", str(tmp_path / "p.npy"),
+                 "--data-dir", str(tmp_path / "data")]) == 2
+    assert "1 label(s) from the label list are not attributes of this file: ['L3']" in capsys.readouterr().err

@@ -145,7 +145,8 @@ def add_commands(sub) -> None:
     e.set_defaults(func=_evaluate)
     p = sub.add_parser("predict", help="probabilities for the rows of an ARFF file, with a run's preprocessing")
     p.add_argument("run_dir")
-    p.add_argument("--input", required=True, help="ARFF file (.arff or .arff.gz) with the training features")
+    p.add_argument("--input", required=True,
+                   help="ARFF file (.arff or .arff.gz) with the training features; labels optional")
     p.add_argument("--out", required=True, help="where to write the probabilities (.npy, [rows, labels])")
     p.add_argument("--data-dir", default=None, help="where the training dataset lives (default: $HMLJAX_DATA)")
     p.set_defaults(func=_predict)

@@ -86,7 +86,9 @@ def predict_file(run_dir: str, path: str, *, data_dir: str | None = None) -> tup
     """Probabilities ``[N, C]`` for the rows of an ARFF file, preprocessed as the run's training data was.
 
     The file's feature attributes are matched to the training data's by name (reordered if declared in
-    another order; missing or extra ones refused). Returns the probabilities and the label names.
+    another order; missing or extra ones refused). The labels may be absent (new rows): a flat file without
+    any of the label attributes, an HMC file without its class attribute. Returns the probabilities and the
+    label names.
     """
     from hmljax.data import apply_preprocessing, read_arff
 
@@ -98,8 +100,20 @@ def predict_file(run_dir: str, path: str, *, data_dir: str | None = None) -> tup
     spec, meta = run.dataset.spec, run.dataset.meta
     if spec.hierarchy == "flat":  # read the labels as the training files' (by name), and drop the same ids
         kw = {"label_names": tuple(run.hierarchy.names), "drop_ids": bool(meta.get("dropped_attributes"))}
+        if not _declares_any(path, kw["label_names"]):  # new rows, unlabelled: features only (as an HMC file
+            kw["label_names"] = ()                      # without its class attribute already was)
     else:
         kw = {"num_labels": spec.num_labels} if spec.num_labels else {}
     data = read_arff(path, **kw)
     X = apply_preprocessing(data.features, data.feature_names, stats, feature_names=meta["feature_names"], path=path)
     return run.predict(X), run.hierarchy.names
+
+
+def _declares_any(path: str, names) -> bool:
+    """Whether the ARFF file at ``path`` has an attribute of any of ``names`` (backslash escapes ignored, as
+    the reader matches them). A file with some of the labels and not others is left to the reader to refuse."""
+    from hmljax.data._arff import read_arff_header
+
+    plain = lambda n: n.replace("\\", "")  # noqa: E731
+    have = {plain(a.name) for a in read_arff_header(path)[1]}
+    return any(plain(n) in have for n in names)
