@@ -72,6 +72,8 @@ GRID: list[tuple[str, str, str]] = [
 _FINISHED = re.compile(r"^(\d+) runs finished, (\d+) to do(?: \((all|\d+) of them would retrain)?", re.M)
 _ESTIMATE = re.compile(r"^Estimated ([\d.]+) hours for (\d+) runs", re.M)
 _UNTIMED = re.compile(r"(\d+) runs have no measured epoch time")
+_RUN_HOURS = re.compile(r"^\| \S+ \| \d+ \| \d+ \| [^|]* \| ([\d.]+) \|$", re.M)  # a timed run's row
+SITTING_H = 2.5  # of one core: a session's 3 hours, less its set-up; a run needing more never finishes in one
 
 
 def parse_plan(text: str) -> dict:
@@ -85,8 +87,9 @@ def parse_plan(text: str) -> dict:
     untimed = _UNTIMED.search(text[est.start():])
     todo = int(done.group(2))
     carried = todo if done.group(3) == "all" else int(done.group(3) or 0)
+    hours = [float(h) for h in _RUN_HOURS.findall(text[:est.start()])]
     return {"finished": int(done.group(1)), "todo": todo, "carried": carried, "hours": float(est.group(1)),
-            "untimed": int(untimed.group(1)) if untimed else 0}
+            "untimed": int(untimed.group(1)) if untimed else 0, "longest_h": max(hours, default=None)}
 
 
 def ask_plan(command: str, *, data_dir: str | None, timeout_s: float = 600.0) -> dict:
@@ -116,15 +119,18 @@ def render(rows: list[dict], *, when: str, machine: str) -> str:
              "kind never timed here, so their hours are not in the estimate. *Carried* runs are among those to do",
              "but only retrain rows the committed table already shows (‡: made before runs were recorded, their",
              "runs are not in this checkout); the rest are new. Add `--data-dir ../shared/data` to a command to run",
-             "it; it resumes where the last sitting stopped.", "",
-             "| paper | item | finished | to do: new | to do: carried ‡ | est. hours (1 core, all to do) | untimed "
-             "| command |",
-             "|---|---|---|---|---|---|---|---|"]
+             "it; it resumes where the last sitting stopped, but only from what survives it: a session may start",
+             "from a fresh clone, where finished runs come back from their records and a run in progress starts",
+             f"over. So a run longer than one sitting (**bold**: over {SITTING_H:g} h of a core) never finishes on",
+             "this machine; it needs a GPU sitting or a machine that keeps `runs/`.", "",
+             "| paper | item | finished | to do: new | to do: carried ‡ | est. hours (1 core, all to do) | longest "
+             "run (h) | untimed | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
     total_h = total_new = total_untimed = 0
     for r in rows:
         cmd = f"`python experiments/{r['command']}`"
         if "error" in r:
-            lines.append(f"| {r['paper']} | {r['item']} | ? | ? | ? | ? | ? | {cmd} (no plan: {r['error']}) |")
+            lines.append(f"| {r['paper']} | {r['item']} | ? | ? | ? | ? | ? | ? | {cmd} (no plan: {r['error']}) |")
             continue
         new = r["todo"] - r["carried"]
         total_h += r["hours"]
@@ -132,8 +138,10 @@ def render(rows: list[dict], *, when: str, machine: str) -> str:
         total_untimed += r["untimed"]
         state = "**none**" if new == 0 else str(new)
         hours = "" if r["todo"] == 0 else f"{r['hours']:.1f}"
+        longest = r.get("longest_h")
+        longest = "" if longest is None else (f"**{longest:.1f}**" if longest > SITTING_H else f"{longest:.1f}")
         lines.append(f"| {r['paper']} | {r['item']} | {r['finished']} | {state} | {r['carried'] or ''} | {hours} | "
-                     f"{r['untimed'] or ''} | {cmd} |")
+                     f"{longest} | {r['untimed'] or ''} | {cmd} |")
     lines += ["", f"In all: {total_new} new runs to do; {total_h:.1f} hours of one core for every timed run to do "
                   f"(carried included); {total_untimed} untimed."]
     return "\n".join(lines) + "\n"
