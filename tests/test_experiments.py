@@ -660,7 +660,8 @@ def test_status_reads_each_plan_and_writes_one_table(tmp_path, monkeypatch):
     text = ("3 runs finished, 5 to do (2 of them would retrain rows the committed table already shows, carried ‡ "
             "from runs not in this checkout; the rest are new)\n\n| run |\n"
             "| runs/a/x-s0 | 0 | 13 | 132.68 (from b, c) | 0.48 |\n| runs/a/y-s0 | 40 | 60 | 100.0 | 1.67 |\n"
-            "| runs/a/z-s0 | 0 | 62 | ? | ? |\n\nEstimated 1.5 hours for 4 runs; 1 runs have no measured epoch time of their kind (dataset) yet.")
+            "| runs/a/z-s0 | 0 | 62 | ? | ? |\n\nEstimated 1.5 hours for 4 runs; 1 runs have no measured epoch time "
+            "of their kind (dataset) yet.")
     assert status.parse_plan(text) == {"finished": 3, "todo": 5, "carried": 2, "hours": 1.5, "untimed": 1,
                                        "longest_h": 1.67}
     assert status.parse_plan("0 runs finished, 2 to do (all of them would retrain ...)\nEstimated 0.0 hours for 0 "
