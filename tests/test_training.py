@@ -145,6 +145,12 @@ def test_train_and_evaluate_is_deterministic_and_learns(tmp_path):
     assert saved_file["machine"]["compiler_options"] == train_compiler_options()
     assert saved_file["machine"]["hmljax_commit"].removesuffix("-dirty") == source_commit()
     assert saved_file["machine"]["cpu_model"] == cpu_model() != ""  # estimates prefer runs of the same CPU
+    import flax
+    import optax
+
+    packages = saved_file["machine"]["packages"]  # and the versions besides jax's that change results
+    assert packages["flax"] == flax.__version__ and packages["optax"] == optax.__version__
+    assert packages["numpy"] == np.__version__ and set(packages) >= {"jaxlib", "orbax-checkpoint"}
     again = evaluate_run(str(tmp_path / "a"))
     assert again["auprc"] == pytest.approx(ap, rel=1e-6)
     with pytest.raises(ValueError, match="already holds checkpoints"):

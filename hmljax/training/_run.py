@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -196,7 +197,26 @@ def _machine() -> dict:
         "device_kind": jax.devices()[0].device_kind,  # the model ('NVIDIA H100 80GB HBM3'); 'cpu' on CPU
         "hmljax_commit": source_commit(dirty=True),
         "compiler_options": train_compiler_options(),
+        "packages": _package_versions(),
     }
+
+
+_PACKAGES = ("jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
+    """The versions of the packages a run's numbers depend on besides jax: flax's initialisers, optax's update
+    and numpy's preprocessing all changed results across releases, so ``jax 0.10.2`` alone does not pin a run."""
+    import importlib.metadata
+
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 
