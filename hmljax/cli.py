@@ -93,7 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a positional list one run of the command line: `train --epochs 2 method=hlstm --out r lr=0.1`
+    # left lr=0.1 "unrecognized". Config keys may sit anywhere among the flags.
+    keys = extra and getattr(args, "overrides", None) is not None and all("=" in e and e[0] != "-" for e in extra)
+    if keys:
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except (DataError, ArffError, HierarchyError, ValueError) as err:

@@ -4,6 +4,7 @@ error, and leaves no partial output behind (issue 18's fuzz suite; more cases ar
 from __future__ import annotations
 
 import gzip
+import json
 import os
 
 import numpy as np
@@ -320,9 +321,21 @@ def test_cli_prints_an_empty_groups_map_as_not_applicable(tmp_path, capsys, monk
     assert lines["map_middle"].split()[1:] == ["n/a", "no", "labels", "in", "this", "group"]
     assert "nan" not in lines["map_tail"]
     # and `hmljax evaluate --json` prints strict JSON (null, not Python's NaN, which jq rejects)
-    import json
-
     monkeypatch.setattr(hmljax.training, "evaluate_run", lambda run_dir, **kw: fake(None, None)["results"]["test"])
     assert main(["evaluate", str(tmp_path / "r"), "--json"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))["map_tail"] is None
+
+
+def test_cli_config_keys_may_sit_among_the_flags(tmp_path, capsys):
+    # argparse gives a positional list one run of the command line: keys after a flag were "unrecognized".
+    out = tmp_path / "r"
+    assert main(["train", "hidden=8", "--epochs", "1", "--out", str(out), "batch_size=64", "--no-progress",
+                 "dropout=0.5"]) == 0
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert (saved["hidden"], saved["batch_size"], saved["dropout"]) == (8, 64, 0.5)
+    with pytest.raises(SystemExit):  # a stray word or flag among them is still refused
+        main(["train", "hidden=8", "--epochs", "1", "--out", str(tmp_path / "s"), "oops", "--no-progress"])
+    assert "unrecognized arguments: oops" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "s"), "oops", "--no-progress"]) == 2
+    assert "override 'oops' is not key=value" in capsys.readouterr().err and not (tmp_path / "s").exists()
