@@ -339,3 +339,19 @@ def test_cli_config_keys_may_sit_among_the_flags(tmp_path, capsys):
     assert "unrecognized arguments: oops" in capsys.readouterr().err and not (tmp_path / "s").exists()
     assert main(["train", "--epochs", "1", "--out", str(tmp_path / "s"), "oops", "--no-progress"]) == 2
     assert "override 'oops' is not key=value" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_early_stopping_without_a_validation_split_is_refused_not_run_on_test(tmp_path, capsys):
+    # With no valid split, protocol=early_stopping chose its epoch on the test split, then scored that split.
+    from conftest import write_mulan
+
+    write_mulan(str(tmp_path / "data" / "novalid"), "novalid")
+    args = ["train", "--dataset", "novalid", "--data-dir", str(tmp_path / "data"), "--epochs", "2", "--no-progress",
+            "method=mlp", "hidden=8", "protocol=early_stopping"]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "protocol=early_stopping chooses the epoch on a validation split and novalid has none" in err
+    assert "folds=K fold_valid=true" in err and not (tmp_path / "r" / "config.json").exists()
+    assert main([*args, "--out", str(tmp_path / "s"), "folds=3", "fold_valid=true"]) == 0  # a held-out valid: runs
+    first = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[0])
+    assert any(k.startswith("valid_") for k in first)

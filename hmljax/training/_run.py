@@ -269,9 +269,14 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     from tqdm.auto import tqdm
 
     _check_resume(cfg, run_dir, resume=resume, extend=extend)
+    ds, method, _ = build_method(cfg)
+    if cfg.protocol == "early_stopping" and "valid" not in ds.X:
+        # It used to fall back to the test split: the epoch chosen on the very rows it is then scored on.
+        raise ValueError(f"protocol=early_stopping chooses the epoch on a validation split and {cfg.dataset} has none "
+                         f"(its splits: {', '.join(ds.X)}): add folds=K fold_valid=true to hold one out of each "
+                         "fold, or use protocol=chmcnn (a fixed number of epochs)")
     atomic_write_text(os.path.join(run_dir, "config.json"),
                       json.dumps({"config": cfg.to_dict(), "machine": _machine()}, indent=2))
-    ds, method, _ = build_method(cfg)
     suite = method.metrics
     device_sampler = is_device_sampler(method.sampler)
     # Explicit transfer: the (small) training set lives on the device for the whole run.
@@ -318,7 +323,7 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
         t_train += dt
         record = {"epoch": epoch + 1, "loss": mean_loss, "epoch_s": dt, "samples_per_s": float(seen / dt)}
         if cfg.protocol == "early_stopping" and np.isfinite(mean_loss):
-            Xv, Yv = ds.split("valid") if "valid" in ds.X else ds.split("test")
+            Xv, Yv = ds.split("valid")
             score = suite.evaluate(np.asarray(Yv), predict(state.params, state.model_state, Xv))[suite.headline]
             record[f"valid_{suite.headline}"] = score
             if score > best["score"]:
