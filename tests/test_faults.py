@@ -219,6 +219,10 @@ def test_flipped_byte_in_a_checkpoint_is_found_on_resume(tmp_path, capsys):
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "checkpoint 2" in err and "damaged" in err and "resume from checkpoint 1" in err, err
+    (tmp_path / "run" / "checkpoints.sha256.json").write_text('{"2": {"a": ')  # the record itself cut short
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints.sha256.json: the checkpoints' checksum record is unreadable" in err, err
 
 
 def test_two_trainings_into_one_folder(tmp_path):
@@ -355,3 +359,13 @@ def test_early_stopping_without_a_validation_split_is_refused_not_run_on_test(tm
     assert main([*args, "--out", str(tmp_path / "s"), "folds=3", "fold_valid=true"]) == 0  # a held-out valid: runs
     first = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[0])
     assert any(k.startswith("valid_") for k in first)
+
+
+def test_evaluating_on_a_split_the_run_trained_on_says_so(tmp_path, capsys):
+    # protocol=chmcnn trains on train+valid: `evaluate --split valid` scored training rows without a word.
+    run = str(tmp_path / "run")
+    assert main(["train", "--out", run, "--no-progress", "--epochs", "1", "hidden=8", "batch_size=128"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run, "--split", "valid"]) == 0
+    assert "hmljax: note: " in (err := capsys.readouterr().err) and "trained on train+valid" in err, err
+    assert main(["evaluate", run]) == 0 and "note" not in capsys.readouterr().err  # the test split: held out

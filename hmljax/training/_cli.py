@@ -84,7 +84,14 @@ def _strict(value):
 def _evaluate(args) -> int:
     from hmljax.training import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, split=args.split, data_dir=args.data_dir)
+    import sys
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # one line each, not a warning's source listing
+        warnings.simplefilter("always", UserWarning)
+        metrics = evaluate_run(args.run_dir, split=args.split, data_dir=args.data_dir)
+    for w in caught:
+        print(f"hmljax: note: {w.message}", file=sys.stderr)
     if args.json:
         print(json.dumps(_strict(metrics), indent=2, allow_nan=False))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -76,8 +77,15 @@ def load_run(run_dir: str, *, data_dir: str | None = None) -> LoadedRun:
 
 
 def evaluate_run(run_dir: str, *, split: str = "test", data_dir: str | None = None) -> dict:
-    """Scores a run's latest checkpoint on ``split`` with its method's metric suite."""
+    """Scores a run's latest checkpoint on ``split`` with its method's metric suite.
+
+    Warns when ``split`` is one the run trained on (``valid`` under ``protocol=chmcnn``, which trains on
+    train+valid): its scores are then training scores, not a held-out estimate."""
     run = load_run(run_dir, data_dir=data_dir)
+    trained = "train+valid" if run.config.protocol == "chmcnn" and "valid" in run.dataset.X else "train"
+    if set(split.split("+")) & set(trained.split("+")):
+        warnings.warn(f"{run_dir}: the run trained on {trained}, so its scores on {split!r} are on rows it was "
+                      "trained on, not a held-out estimate", stacklevel=2)
     X, Y = run.dataset.split(split)
     return run.method.metrics.evaluate(np.asarray(Y), run.predict(X))
 

@@ -411,8 +411,8 @@ def _record_checksums(mngr) -> None:
     path = _checksum_file(mngr)
     old = {}
     if os.path.exists(path):
-        with contextlib.suppress(OSError, ValueError):
-            old = json.load(open(path))
+        with contextlib.suppress(OSError, ValueError), open(path) as fh:
+            old = json.load(fh)
     sums = {str(s): old.get(str(s)) or _step_files(mngr, s) for s in mngr.all_steps()}
     atomic_write_text(path, json.dumps(sums, indent=1))
 
@@ -421,7 +421,12 @@ def _verify_checksums(mngr, step: int) -> None:
     path = _checksum_file(mngr)
     if not os.path.exists(path):
         return  # a run from before checksums were written
-    want = json.load(open(path)).get(str(step))
+    try:
+        with open(path) as fh:
+            want = json.load(fh).get(str(step))
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: the checkpoints' checksum record is unreadable ({err}); delete it to resume "
+                         "without checking them") from None
     if want is None:
         return
     got = _step_files(mngr, step)
