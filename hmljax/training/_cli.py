@@ -82,10 +82,10 @@ def _strict(value):
 
 
 def _evaluate(args) -> int:
-    from hmljax.training import evaluate_run
-
     import sys
     import warnings
+
+    from hmljax.training import evaluate_run
 
     with warnings.catch_warnings(record=True) as caught:  # one line each, not a warning's source listing
         warnings.simplefilter("always", UserWarning)
