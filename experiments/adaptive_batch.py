@@ -75,7 +75,8 @@ FEATURE_FRACTION = {"rcv1subset1": 0.02, "rcv1subset2": 0.02, "tmc2007-500": 0.0
 METRICS = [("macro_f1", "Macro-F", True), ("micro_f1", "Micro-F", True), ("macro_auc", "Macro-AUC", True),
            ("ranking_loss", "Ranking loss", False), ("hamming_loss", "Hamming loss", False),
            ("one_error", "One-error", False)]
-PAPER = json.load(open(os.path.join(HERE, "adaptive_batch_paper.json")))["table2"]
+with open(os.path.join(HERE, "adaptive_batch_paper.json")) as _fh:
+    PAPER = json.load(_fh)["table2"]
 MODEL_NAMES = {"mlp": "MLP", "c2ae": "C2AE", "dela": "DELA", "mpvae": "MPVAE"}
 
 

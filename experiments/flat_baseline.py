@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _runner import RunRecords, check_datasets, config_from, int_at_least, plan, run_tasks  # noqa: E402
+from _runner import RunRecords, check_datasets, config_from, finished_run, int_at_least, plan, run_tasks  # noqa: E402
 from rare import where_trained  # noqa: E402
 
 from hmljax.data import atomic_write_text  # noqa: E402
@@ -69,10 +69,7 @@ def collect(args) -> dict:
     for d in args.datasets:
         for k in range(args.folds):
             rd = run_dir(d, k, args)
-            p = os.path.join(rd, "results.json")
-            if os.path.exists(p):
-                res = json.load(open(p))
-                res["machine"] = json.load(open(os.path.join(rd, "config.json"))).get("machine", {})
+            if (res := finished_run(rd)) is not None:
                 out.setdefault(d, []).append(res)
     return out
 
