@@ -167,3 +167,21 @@ def test_missing_and_corrupt_files(tmp_path):
     p.write_bytes(b"\x1f\x8b\x08garbage")
     with pytest.raises(ArffError, match="gzip"):
         read_arff(p)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_byte_order_mark_and_windows_line_ends(tmp_path, gz):
+    # Windows editors save UTF-8 with a byte-order mark: the header was refused ("unexpected header line
+    # '\ufeff@relation ...'"). The header-only reader (used by `hmljax predict`) reads it too.
+    from hmljax.data import read_arff_header
+
+    text = "@relation r\n@attribute a numeric\n@attribute b {x,y}\n@attribute class hierarchical A,A/1,B\n@data\n" \
+           "1.5,x,A/1\n-2,y,B\n"
+    plain, marked = tmp_path / "plain.arff", tmp_path / ("marked.arff.gz" if gz else "marked.arff")
+    plain.write_text(text)
+    data = ("\ufeff" + text.replace("\n", "\r\n")).encode("utf-8")
+    marked.write_bytes(gzip.compress(data) if gz else data)
+    a, b = read_arff(str(plain)), read_arff(str(marked))
+    np.testing.assert_array_equal(a.features, b.features)
+    assert a.feature_names == b.feature_names and a.relation == b.relation == "r"
+    assert read_arff_header(str(marked))[0] == "r"

@@ -5,7 +5,7 @@ subsets with head/middle/tail class groups.
 Numpy only: nothing here imports jax.
 """
 
-from hmljax.data._arff import ArffData, ArffError, Attribute, read_arff, read_mulan_xml
+from hmljax.data._arff import ArffData, ArffError, Attribute, read_arff, read_arff_header, read_mulan_xml
 from hmljax.data._cache import atomic_write_bytes, atomic_write_text, cache_dir, cached_arrays, hash_files
 from hmljax.data._image_dataset import (
     IMAGE_SIZE,
@@ -112,6 +112,7 @@ __all__ = [
     "preprocess",
     "apply_preprocessing",
     "read_arff",
+    "read_arff_header",
     "read_mulan_xml",
     "resolve_data_dir",
     "IMAGE_SIZE",

@@ -247,6 +247,8 @@ def _header_lines(lines, path):
     """Parses header lines: (relation, relation line, attributes, index of the first data line or None)."""
     relation, relation_line, attrs, data_start = None, None, [], None
     for i, raw in enumerate(lines):
+        if i == 0:
+            raw = raw.lstrip("\ufeff")  # a UTF-8 byte-order mark, as Windows editors save
         line = _strip_comment(raw)
         if not line:
             continue

@@ -120,7 +120,7 @@ def predict_file(run_dir: str, path: str, *, data_dir: str | None = None) -> tup
 def _declares_any(path: str, names) -> bool:
     """Whether the ARFF file at ``path`` has an attribute of any of ``names`` (backslash escapes ignored, as
     the reader matches them). A file with some of the labels and not others is left to the reader to refuse."""
-    from hmljax.data._arff import read_arff_header
+    from hmljax.data import read_arff_header
 
     plain = lambda n: n.replace("\\", "")  # noqa: E731
     have = {plain(a.name) for a in read_arff_header(path)[1]}
