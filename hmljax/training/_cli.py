@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -70,13 +71,13 @@ def _suite_rows(metrics: dict) -> list:
 
 
 def _strict(value):
-    """NaN (a metric with nothing to average) as ``null``: Python's json writes ``NaN``, which jq and
-    JavaScript's JSON.parse reject."""
+    """NaN (a metric with nothing to average) and infinities as ``null``: Python's json writes ``NaN``, which
+    jq and JavaScript's JSON.parse reject."""
     if isinstance(value, dict):
         return {k: _strict(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_strict(v) for v in value]
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
@@ -90,8 +91,12 @@ def _evaluate(args) -> int:
     with warnings.catch_warnings(record=True) as caught:  # one line each, not a warning's source listing
         warnings.simplefilter("always", UserWarning)
         metrics = evaluate_run(args.run_dir, split=args.split, data_dir=args.data_dir)
-    for w in caught:
-        print(f"hmljax: note: {w.message}", file=sys.stderr)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for w in caught:  # hmljax's own as notes; another package's as it would have shown them
+        if os.path.abspath(w.filename).startswith(here):
+            print(f"hmljax: note: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if args.json:
         print(json.dumps(_strict(metrics), indent=2, allow_nan=False))
     else:
