@@ -11,7 +11,7 @@ import numpy as np
 
 from hmljax.engine import Method, init_train_state, make_predict_fn
 from hmljax.training._config import TrainConfig, load_config
-from hmljax.training._run import _checkpointer, _restore, build_method, load_run_dataset
+from hmljax.training._run import _checkpointer, _restore, build_method, load_run_dataset, train_split
 
 __all__ = ["LoadedRun", "load_run", "evaluate_run", "predict_file"]
 
@@ -82,7 +82,7 @@ def evaluate_run(run_dir: str, *, split: str = "test", data_dir: str | None = No
     Warns when ``split`` is one the run trained on (``valid`` under ``protocol=chmcnn``, which trains on
     train+valid): its scores are then training scores, not a held-out estimate."""
     run = load_run(run_dir, data_dir=data_dir)
-    trained = "train+valid" if run.config.protocol == "chmcnn" and "valid" in run.dataset.X else "train"
+    trained = train_split(run.config, run.dataset)
     if set(split.split("+")) & set(trained.split("+")):
         warnings.warn(f"{run_dir}: the run trained on {trained}, so its scores on {split!r} are on rows it was "
                       "trained on, not a held-out estimate", stacklevel=2)

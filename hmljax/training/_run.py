@@ -66,8 +66,14 @@ def build_method(cfg: TrainConfig, ds=None, *, split: str | None = None):
     if ds is None:
         ds = load_run_dataset(cfg)
     if split is None:
-        split = "train+valid" if (cfg.protocol == "chmcnn" and "valid" in ds.X) else "train"
+        split = train_split(cfg, ds)
     return ds, get_method(cfg.method).build(ds, cfg, split=split), split
+
+
+def train_split(cfg: TrainConfig, ds) -> str:
+    """The split a run trains on: train+valid for ``protocol=chmcnn`` where a valid split exists (C-HMCNN trains
+    on both for the fixed epoch count), else train."""
+    return "train+valid" if (cfg.protocol == "chmcnn" and "valid" in ds.X) else "train"
 
 
 @contextlib.contextmanager
