@@ -148,3 +148,18 @@ def test_dense_equals_sparse_on_real_hierarchies(name):  # the default run: a tr
     if name.endswith("FUN"):  # the dense [B, C, C] backward on GO is slow on CI's 2 cores; values suffice there
         dense_grad = jax.jit(jax.grad(lambda v, R: jnp.sum(max_constraint(v, R) ** 2)))(x, R)
         np.testing.assert_allclose(grad, dense_grad, rtol=1e-6)
+
+
+def test_graphs_accept_an_ancestry_matrix():
+    """Code holding C-HMCNN's R builds the sparse constraint and LMC without a Hierarchy."""
+    from hmljax.losses import local_min_constraint, parent_graph
+
+    h = Hierarchy.from_pairs([(0, 1), (0, 2), (1, 3), (2, 3), (3, 4)], unevaluated=())
+    R = np.asarray(h.ancestry).astype(np.int64).tolist()  # a nested list, as a user might hold it
+    x = jax.random.normal(jax.random.key(0), (3, 5))
+    np.testing.assert_array_equal(max_constraint_sparse(x, constraint_graph(R)), max_constraint(x, R))
+    np.testing.assert_array_equal(local_min_constraint(x, parent_graph(R)), local_min_constraint(x, parent_graph(h)))
+    with pytest.raises(TypeError, match="constraint_graph: expected a hmljax.hierarchy.Hierarchy or"):
+        constraint_graph("cellcycle_FUN")
+    with pytest.raises(TypeError, match="parent_graph: expected"):
+        parent_graph({"a": "b"})

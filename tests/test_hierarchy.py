@@ -210,3 +210,46 @@ def test_repr_is_one_short_line_on_5000_nodes():
         "Hierarchy(C=4 nodes, 3 edges, tree, depth 1-2, 1 root: root, 3 evaluated)"
     )
     assert "4 roots: a, b, c, ..." in repr(Hierarchy.flat(["a", "b", "c", "d"]))
+
+
+def _random_dag(rng, n):
+    """Random DAG over ids 0..n-1 (parents have smaller ids), shortcut edges included."""
+    pairs = [(int(rng.integers(0, c)), c) for c in range(1, n)]
+    for _ in range(n // 2):
+        p, c = sorted(rng.choice(n, 2, replace=False).tolist())
+        pairs.append((p, c))
+    return Hierarchy.from_pairs(sorted(set(pairs)), num_nodes=n)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_from_ancestry_round_trips_the_ancestry_and_reduces_shortcuts(seed):
+    h = _random_dag(np.random.default_rng(seed), 30)
+    g = Hierarchy.from_ancestry(h.ancestry.astype(np.uint8))
+    np.testing.assert_array_equal(g.ancestry, h.ancestry)
+    assert g.names == tuple(str(i) for i in range(30)) and g.evaluated.all()
+    # Edges: exactly h's minus the shortcuts (an edge p -> c with another path from p to c).
+    strict = h.ancestry & ~np.eye(30, dtype=bool)
+    shortcut = {(int(c), int(p)) for c, p in h.edges
+                if any(strict[p, k] and strict[k, c] for k in range(30))}
+    assert {tuple(e) for e in g.edges.tolist()} == {tuple(e) for e in h.edges.tolist()} - shortcut
+    assert Hierarchy.from_ancestry(g.ancestry).edges.tolist() == g.edges.tolist()
+
+
+def test_from_ancestry_names_and_unevaluated():
+    R = [[1, 1, 1], [0, 1, 0], [0, 0, 1]]
+    h = Hierarchy.from_ancestry(R, names=["r", "a", "b"], unevaluated=["r"])
+    assert h.names == ("r", "a", "b") and h.evaluated.tolist() == [False, True, True]
+    assert [h.names[int(p)] for p in h.parents[2]] == ["r"]
+
+
+@pytest.mark.parametrize("R, match", [
+    (np.ones((2, 3), bool), "square"),
+    (np.array([[1, 2], [0, 1]]), "0/1"),
+    (np.array([[1, 1], [0, 0]]), r"ancestry\[1, 1\] is false"),
+    (np.array([[1, 1], [1, 1]]), "cycle"),
+    (np.array([[1, 1, 0], [0, 1, 1], [0, 0, 1]]), r"not transitively closed: node 2 descends from 0.*adjacency"),
+    (np.zeros((0, 0), bool), "empty"),
+])
+def test_from_ancestry_refuses(R, match):
+    with pytest.raises(HierarchyError, match=match):
+        Hierarchy.from_ancestry(R)

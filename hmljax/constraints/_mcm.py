@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from hmljax.hierarchy import as_hierarchy
+
 __all__ = ["ConstraintGraph", "constraint_graph", "max_constraint", "max_constraint_sparse", "apply_constraint"]
 
 
@@ -43,7 +45,17 @@ class ConstraintGraph:
 
 
 def constraint_graph(hierarchy) -> ConstraintGraph:
-    """Builds the sparse constraint's edge lists from a :class:`hmljax.hierarchy.Hierarchy`."""
+    """Builds the sparse constraint's edge lists.
+
+    Args:
+        hierarchy: a :class:`hmljax.hierarchy.Hierarchy`, or its ancestry matrix
+            ``[C, C]`` (C-HMCNN's ``R``; see :meth:`Hierarchy.from_ancestry`).
+
+    >>> R = np.array([[1, 1], [0, 1]], bool)  # node 1 is the child of node 0
+    >>> max_constraint_sparse(jnp.array([[0.2, 0.7]]), constraint_graph(R)).tolist()
+    [[0.699999988079071, 0.699999988079071]]
+    """
+    hierarchy = as_hierarchy(hierarchy, caller="constraint_graph")
     levels = tuple(tuple(jnp.asarray(a) for a in lvl) for lvl in hierarchy.propagation_levels)
     return ConstraintGraph(levels, hierarchy.num_nodes)
 
@@ -80,6 +92,8 @@ def max_constraint(x: Float[Array, "*batch C"], ancestry: Bool[Array, "C C"]) ->
     (2,)
     """
     x = jnp.asarray(x)
+    if not hasattr(ancestry, "shape"):  # a nested list: the shape check below needs an array
+        ancestry = np.asarray(ancestry)
     if x.ndim == 0 or ancestry.shape != (x.shape[-1], x.shape[-1]):
         raise ValueError(f"max_constraint: x must be [..., C] and ancestry [C, C], got {x.shape} and {ancestry.shape}")
     if x.ndim != 2:  # [B, C] (the training path) skips this, so its traced ops are unchanged

@@ -10,7 +10,7 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Hierarchy", "HierarchyError", "GO_NAMESPACE_ROOTS"]
+__all__ = ["Hierarchy", "HierarchyError", "GO_NAMESPACE_ROOTS", "as_hierarchy"]
 
 # C-HMCNN never evaluates the artificial root nor the three GO namespace roots.
 GO_NAMESPACE_ROOTS = ("GO0003674", "GO0005575", "GO0008150")
@@ -279,6 +279,70 @@ class Hierarchy:
         return build(perm)
 
     @classmethod
+    def from_ancestry(
+        cls,
+        ancestry,
+        *,
+        names: Sequence[Hashable] | None = None,
+        unevaluated: Iterable[Hashable] = (),
+    ) -> Hierarchy:
+        """A tree or DAG from its ancestry matrix, e.g. C-HMCNN's ``R``.
+
+        For code that already holds ``R`` (``R[i, j]`` true iff node j is node i or
+        a descendant of i, :attr:`ancestry`'s orientation) and wants the sparse
+        constraint or LMC, whose graphs are built from a :class:`Hierarchy`. The
+        edges are ``R``'s transitive reduction (j is a child of i when no third
+        node lies between them), so ``from_ancestry(h.ancestry)`` has ``h``'s
+        edges whenever ``h`` has no redundant shortcut edge.
+
+        Args:
+            ancestry: ``[C, C]`` of 0/1 or bool, reflexive (a true diagonal) and
+                transitively closed; node ``i`` keeps index ``i``.
+            names: the node names (default ``"0"``, ``"1"``, ...).
+            unevaluated: ids or names left out of the loss and the metrics.
+                Default: none, since an ``R`` given as such usually has no
+                artificial root (C-HMCNN's FUN ``R`` drops it).
+
+        Raises:
+            HierarchyError: not square, values other than 0/1, a false diagonal
+                entry, not closed (an adjacency matrix rather than an ancestry
+                one: the error says which entry), or a cycle.
+
+        >>> R = np.array([[1, 1, 1], [0, 1, 0], [0, 0, 1]], bool)  # 1 and 2 under 0
+        >>> Hierarchy.from_ancestry(R).edges.tolist()
+        [[1, 0], [2, 0]]
+        """
+        a = np.asarray(ancestry)
+        if a.ndim != 2 or a.shape[0] != a.shape[1]:
+            raise HierarchyError(f"ancestry must be a square [C, C] matrix, got shape {a.shape}")
+        if a.dtype != bool:
+            if a.dtype.kind not in "iuf" or not np.isin(a, (0, 1)).all():
+                raise HierarchyError(f"ancestry must hold 0/1 or bool values, got dtype {a.dtype}")
+            a = a.astype(bool)
+        c = a.shape[0]
+        if c == 0:
+            raise HierarchyError("ancestry is empty: no nodes")
+        off = np.flatnonzero(~np.diagonal(a))
+        if len(off):
+            raise HierarchyError(f"ancestry[{off[0]}, {off[0]}] is false ({len(off)} such): every node is its own "
+                                 "ancestor in an ancestry matrix (C-HMCNN's R has a true diagonal)")
+        strict = a & ~np.eye(c, dtype=bool)
+        cyc = np.argwhere(strict & strict.T)
+        if len(cyc):
+            i, j = cyc[0]
+            raise HierarchyError(f"cycle: nodes {i} and {j} are each other's descendants in ancestry")
+        s = strict.astype(np.float32)  # BLAS; path counts stay exact below 2**24 nodes
+        two_hops = (s @ s) > 0  # i reaches j through some k: not a direct edge, and must already be in R
+        unclosed = np.argwhere(two_hops & ~strict)
+        if len(unclosed):
+            i, j = unclosed[0]
+            raise HierarchyError(f"ancestry is not transitively closed: node {j} descends from {i} through another "
+                                 f"node but ancestry[{i}, {j}] is false ({len(unclosed)} such). An adjacency "
+                                 "matrix? Build from its edges: Hierarchy.from_pairs(np.argwhere(adj), ...)")
+        pairs = np.argwhere(strict & ~two_hops)  # (parent, child)
+        return cls.from_pairs(pairs, num_nodes=c, names=names, unevaluated=unevaluated)
+
+    @classmethod
     def flat(cls, names: Sequence[str]) -> Hierarchy:
         """A flat label set (MULAN): no edges, every label a root and evaluated."""
         if len(set(names)) != len(names):
@@ -499,6 +563,20 @@ class Hierarchy:
         )
         h._validate(None)
         return h
+
+
+def as_hierarchy(hierarchy, *, caller: str) -> Hierarchy:
+    """``hierarchy`` itself, or the :class:`Hierarchy` of an ancestry matrix (``R``).
+
+    The graph builders take either, so code holding C-HMCNN's ``R`` needs no
+    detour; anything else is refused with a message naming ``caller``.
+    """
+    if isinstance(hierarchy, Hierarchy):
+        return hierarchy
+    if hasattr(hierarchy, "__array__") or isinstance(hierarchy, list | tuple):
+        return Hierarchy.from_ancestry(hierarchy)
+    raise TypeError(f"{caller}: expected a hmljax.hierarchy.Hierarchy or a [C, C] ancestry matrix, "
+                    f"got {type(hierarchy).__name__}")
 
 
 def _bfs_depth(names, pairs, roots) -> dict[str, int]:

@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from hmljax import _validate as V
+from hmljax.hierarchy import as_hierarchy
 from hmljax.losses._mcloss import binary_cross_entropy, mc_loss
 from hmljax.losses._rare import reduce_loss
 
@@ -62,11 +63,14 @@ def parent_graph(hierarchy) -> ParentGraph:
     one only.
 
     Args:
-        hierarchy: the class hierarchy; ``hierarchy.edges`` rows are ``(child, parent)``.
+        hierarchy: the class hierarchy (``hierarchy.edges`` rows are
+            ``(child, parent)``), or its ancestry matrix ``[C, C]`` (C-HMCNN's
+            ``R``: every node evaluated; see :meth:`Hierarchy.from_ancestry`).
 
     Returns:
         A :class:`ParentGraph` with the kept edges sorted by child.
     """
+    hierarchy = as_hierarchy(hierarchy, caller="parent_graph")
     edges = np.asarray(hierarchy.edges, np.int32).reshape(-1, 2)
     evaluated = np.asarray(hierarchy.evaluated, bool)
     keep = edges[evaluated[edges[:, 1]]]
