@@ -99,3 +99,29 @@ def test_public_metrics_refuse_what_they_cannot_score(rng):
     with pytest.raises(ValueError, match=r"evaluated must be a bool \[C\] mask with C = 4"):
         evaluate_predictions(y, p, evaluated=ev[:3])
     assert np.isfinite(evaluate_predictions(y, p, evaluated=ev)["auprc"])
+
+
+def test_hierarchical_metrics_refuse_labels_and_predictions_that_are_not_0_1():
+    """astype(bool) would read any nonzero value as a positive: swapped arguments scored AP 1.0 silently."""
+    from hmljax.metrics import binary_ap, micro_prf, node_prf, recall_per_depth
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((20, 5)) < 0.3).astype(np.uint8)
+    p = rng.random((20, 5))
+    good = micro_auprc(y, p)
+    assert micro_auprc(y.astype(np.float32), p) == micro_auprc(y.astype(bool), p) == good
+    with pytest.raises(ValueError, match=r"labels must be 0 or 1; labels\[0, 0\] = .*arguments swapped"):
+        micro_auprc(p, y)
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        micro_auprc(np.where(y == 1, np.nan, 0.0), p)
+    with pytest.raises(ValueError, match="labels must be bool or numeric"):
+        micro_auprc(y.astype(str), p)
+    for fn in (node_prf, micro_prf, binary_ap):
+        with pytest.raises(ValueError, match="preds .*threshold the probabilities"):
+            fn(y, p)
+    with pytest.raises(ValueError, match="preds"):
+        recall_per_depth(y, p, np.arange(5))
+    with pytest.raises(ValueError, match="arguments swapped"):
+        evaluate_predictions(p, y.astype(np.float64), evaluated=np.ones(5, bool))
+    # bool and 0/1 predictions still score as before
+    assert node_prf(y, p > 0.5) == node_prf(y, (p > 0.5).astype(np.int64))

@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hmljax.metrics._metrics import as_binary
+
 __all__ = [
     "macro_f1",
     "micro_f1",
@@ -51,14 +53,7 @@ def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"labels and scores differ in shape: {labels_NxQ.shape} vs {scores_NxQ.shape}")
     if labels_NxQ.size == 0:
         raise ValueError(f"labels and scores are empty: shape {labels_NxQ.shape}")
-    if labels_NxQ.dtype != bool:
-        if not (np.issubdtype(labels_NxQ.dtype, np.integer) or np.issubdtype(labels_NxQ.dtype, np.floating)):
-            raise ValueError(f"labels must be bool or numeric 0/1, got dtype {labels_NxQ.dtype}")
-        bad = (labels_NxQ != 0) & (labels_NxQ != 1)  # NaN lands here too
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ValueError(f"labels must be 0 or 1; labels[{r}, {c}] = {labels_NxQ[r, c].item()}")
-        labels_NxQ = labels_NxQ == 1
+    labels_NxQ = as_binary(labels_NxQ, name="labels", other=scores_NxQ)
     if scores_NxQ.dtype == bool or np.issubdtype(scores_NxQ.dtype, np.integer):
         scores_NxQ = scores_NxQ.astype(np.float64)
     elif not np.issubdtype(scores_NxQ.dtype, np.floating):

@@ -25,13 +25,38 @@ def _select(a, evaluated):
     return a if evaluated is None else a[:, np.asarray(evaluated, bool)]
 
 
+def as_binary(a, *, name: str, other=None) -> np.ndarray:
+    """``a`` as a bool array; ValueError unless it is bool or numeric with only 0s and 1s.
+
+    Casting with ``astype(bool)`` would read any nonzero value as 1, so scores passed where labels
+    (or probabilities where 0/1 predictions) belong would be scored without a word: arguments swapped
+    against the ``(labels, scores)`` order give an AP of 1.0. ``other``, the array passed beside it,
+    only sharpens the message when it is the one that looks binary.
+    """
+    a = np.asarray(a)
+    if a.dtype == bool:
+        return a
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"{name} must be bool or numeric 0/1, got dtype {a.dtype}")
+    bad = (a != 0) & (a != 1)  # NaN lands here too
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        hint = ""
+        if other is not None:
+            o = np.asarray(other)
+            if o.dtype == bool or (o.size and np.isin(o, (0, 1)).all()):
+                hint = " (arguments swapped? the order is labels first)"
+        raise ValueError(f"{name} must be 0 or 1; {name}[{', '.join(map(str, idx))}] = {a[idx].item()}{hint}")
+    return a == 1
+
+
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     """Step-wise average precision of flat arrays; equal to sklearn's ``average_precision_score``.
 
     AP = sum_k (R_k - R_{k-1}) P_k over the distinct score thresholds, from the
     highest score down; tied scores form one threshold.
     """
-    y = np.asarray(labels).ravel().astype(bool)
+    y = as_binary(labels, name="labels", other=scores).ravel()
     s = np.asarray(scores).ravel()
     if y.shape != s.shape:
         raise ValueError(f"labels and scores differ in size: {y.size} vs {s.size}")
@@ -63,7 +88,8 @@ def micro_auprc(labels: np.ndarray, scores: np.ndarray, *, evaluated: np.ndarray
 
 
 def _counts(labels, preds):
-    y, p = np.asarray(labels).astype(bool), np.asarray(preds).astype(bool)
+    y = as_binary(labels, name="labels", other=preds)
+    p = as_binary(preds, name="preds (0/1 predictions: threshold the probabilities)")
     tp = (y & p).sum(0).astype(np.float64)
     fp = (~y & p).sum(0).astype(np.float64)
     fn = (y & ~p).sum(0).astype(np.float64)
@@ -108,7 +134,8 @@ def micro_prf(labels: np.ndarray, preds: np.ndarray, *, evaluated: np.ndarray | 
 
 def binary_ap(labels: np.ndarray, preds: np.ndarray, *, evaluated: np.ndarray | None = None) -> float:
     """RARE's "Bin. AP": micro AP computed on the 0/1 predictions themselves."""
-    return micro_auprc(labels, np.asarray(preds).astype(np.float64), evaluated=evaluated)
+    preds = as_binary(preds, name="preds (0/1 predictions: threshold the probabilities)")
+    return micro_auprc(labels, preds.astype(np.float64), evaluated=evaluated)
 
 
 def recall_per_depth(
@@ -122,7 +149,8 @@ def recall_per_depth(
     Returns:
         depth -> recall, for depths with at least one positive among evaluated nodes.
     """
-    y, p = np.asarray(labels).astype(bool), np.asarray(preds).astype(bool)
+    y = as_binary(labels, name="labels", other=preds)
+    p = as_binary(preds, name="preds (0/1 predictions: threshold the probabilities)")
     ev = np.ones(y.shape[1], bool) if evaluated is None else np.asarray(evaluated, bool)
     out = {}
     for d in np.unique(depth[ev]):
@@ -153,6 +181,7 @@ def evaluate_predictions(
     labels, probs = np.asarray(labels), np.asarray(probs)
     if labels.ndim != 2 or labels.shape != probs.shape:
         raise ValueError(f"labels and probs must be 2-D [n, C] of one shape; got {labels.shape} and {probs.shape}")
+    labels = as_binary(labels, name="labels", other=probs)  # once: every metric below then takes bool as is
     if np.shape(evaluated) != (labels.shape[1],):
         raise ValueError(f"evaluated must be a bool [C] mask with C = {labels.shape[1]}; "
                          f"got shape {np.shape(evaluated)}")
