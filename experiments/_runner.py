@@ -25,6 +25,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -315,6 +316,10 @@ class RunRecords:
     def __init__(self, runs_root: str, results_dir: str):
         self.runs_root = runs_root
         self.root = os.path.join(results_dir, "runs", os.path.basename(os.path.normpath(runs_root)))
+        # Timing records: the config and epoch log of runs that had not finished when last synced (a run
+        # longer than one sitting never will here), so that ``--plan`` in a fresh checkout still knows what
+        # such a run costs. Kept apart from the records, which mark finished runs; only plans read them.
+        self.timings = os.path.join(results_dir, "timings", os.path.basename(os.path.normpath(runs_root)))
 
     def _finished(self, base: str) -> dict[str, str]:
         """``{run path relative to base: its directory}`` for every finished run under ``base``."""
@@ -331,7 +336,30 @@ class RunRecords:
         if rel.startswith(os.pardir) or not os.path.exists(os.path.join(run_dir, "results.json")):
             return False
         _copy_record(run_dir, os.path.join(self.root, rel))
+        timing = os.path.join(self.timings, rel)
+        if os.path.isdir(timing):  # the finished run's own log now times it
+            shutil.rmtree(timing, ignore_errors=True)
         return True
+
+    def save_timings(self) -> int:
+        """Records the config and epoch log of every unfinished run under the runs root that has timed at least
+        one epoch past the first (which includes compiling); returns how many records it wrote. A record is
+        only replaced by a longer log (a fresh checkout restarting the run must not shorten it), and a log
+        being written (a torn last line) is skipped until the next sync."""
+        written = 0
+        for d, dirs, files in os.walk(self.runs_root) if os.path.isdir(self.runs_root) else ():
+            dirs[:] = [x for x in dirs if x != "checkpoints"]
+            if "results.json" in files or not {"config.json", "metrics.jsonl"} <= set(files):
+                continue
+            dst = os.path.join(self.timings, os.path.relpath(d, self.runs_root))
+            if len(_epoch_seconds(d)) < 1 or len(_epoch_seconds(dst)) >= len(_epoch_seconds(d)):
+                continue
+            try:
+                _copy_record(d, dst, names=("config.json", "metrics.jsonl"))
+            except ValueError:
+                continue
+            written += 1
+        return written
 
     def sync(self) -> tuple[int, int]:
         """Restores the recorded runs missing under the runs root and records the finished ones not yet
@@ -354,15 +382,16 @@ class RunRecords:
         for rel, d in here.items():
             if rel not in recs and self.save(d):
                 recorded += 1
+        self.save_timings()
         return restored, recorded
 
 
-def _copy_record(src_dir: str, dst_dir: str) -> None:
-    """Copies the :data:`RECORD_FILES` there are, each checked and written atomically, results.json last
+def _copy_record(src_dir: str, dst_dir: str, *, names=RECORD_FILES) -> None:
+    """Copies the files ``names`` there are, each checked and written atomically, results.json last
     (it is what marks a run finished, so an interrupted copy is an unfinished run, never a torn one)."""
     from hmljax.data import atomic_write_bytes
 
-    for name in sorted(RECORD_FILES, key=lambda n: n == "results.json"):
+    for name in sorted(names, key=lambda n: n == "results.json"):
         src = os.path.join(src_dir, name)
         if os.path.exists(src):
             with open(src, "rb") as fh:
@@ -457,7 +486,7 @@ def measured_epoch_seconds(roots, *, machine: dict | None = None) -> dict[tuple,
     code (before jit_train, or before runs recorded their compiler options) or on another machine can be
     2-3x off.
     """
-    times: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
+    logs: dict[tuple, tuple[tuple, int, list[float]]] = {}
     for root, _dirs, files in (w for r in roots for w in os.walk(r)):
         if "config.json" in files and "metrics.jsonl" in files:
             try:
@@ -468,7 +497,15 @@ def measured_epoch_seconds(roots, *, machine: dict | None = None) -> dict[tuple,
                 continue
             same = machine is not None and all(ran_on.get(k) == machine.get(k) for k in _MACHINE_KEYS)
             tier = (0 if ran_on.get("cpu_model") == machine.get("cpu_model") else 1) if same else 2
-            times.setdefault(_cost_key(cfg, saved=True), ([], [], []))[tier].extend(_epoch_seconds(root))
+            secs = _epoch_seconds(root)
+            # One log seen twice (a run here and its timing record, or its record restored into another
+            # root) counts once, its longer copy: the same first timings, to the clock's last digit.
+            ident = (root,) if len(secs) < 2 else tuple(secs[:2])
+            if ident not in logs or len(secs) > len(logs[ident][2]):
+                logs[ident] = (_cost_key(cfg, saved=True), tier, secs)
+    times: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
+    for key, tier, secs in logs.values():
+        times.setdefault(key, ([], [], []))[tier].extend(secs)
     return {k: statistics.median(next(t for t in tiers if t)) for k, tiers in times.items() if any(tiers)}
 
 
@@ -530,6 +567,13 @@ def _scaled_from_other_datasets(measured: dict, cfg_dict, ratios: dict[str, floa
     return statistics.median(measured[(d,) + key[1:]] * ratios[key[0]] / ratios[d] for d in timed), timed
 
 
+def _plain_cost_key(dataset: str) -> tuple:
+    """The cost key of plain C-HMCNN (every key at its default) on ``dataset``."""
+    from hmljax.training import TrainConfig
+
+    return _cost_key(TrainConfig(dataset=dataset).to_dict())
+
+
 def _resumes_from(run_dir: str) -> int:
     """The epoch of the run's latest finished checkpoint (0 if none): where a resumed run starts."""
     try:
@@ -565,18 +609,21 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
                 "in this checkout" + ("" if some == "all" else "; the rest are new") + ")" if replacing_carried
                 else ""), "",
              "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
-    total_s, unknown, scaled, rescaled = 0.0, 0, 0, 0
+    total_s, unknown, scaled, rescaled, reproduced = 0.0, 0, 0, 0, 0
     for cfg, run_dir in tasks:
         start, planned = _resumes_from(run_dir), _epochs_planned(cfg)
         left = max(planned - start, 0)
-        own = _epoch_seconds(run_dir)
-        per, how = (statistics.median(own) if own else measured.get(_cost_key(cfg))), ""
+        own, key = _epoch_seconds(run_dir), _cost_key(cfg)
+        per, how = (statistics.median(own) if own else measured.get(key)), ""
         if per is None and (guess := _scaled_from_other_sizes(measured, cfg)):
             per, near = guess
             how, scaled = f" (from E={near})", scaled + 1
         if per is None and (guess := _scaled_from_other_datasets(measured, cfg, ratios)):
             per, timed = guess
             how, rescaled = f" (from {', '.join(timed)})", rescaled + 1
+        if per is None and key[0] in ratios and key[1:] == _plain_cost_key(key[0])[1:]:
+            # plain C-HMCNN never timed here: the reproduction table's own measurement of it
+            per, how, reproduced = ratios[key[0]], " (the C-HMCNN reproduction's)", reproduced + 1
         if per is None:
             unknown += 1
             lines.append(f"| {run_dir} | {start} | {left} | ? | ? |")
@@ -588,6 +635,7 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
               + (f" ({scaled} scaled in proportion to E from another ensemble size of their kind)" if scaled else "")
               + (f" ({rescaled} scaled from the datasets their kind was timed on, by plain C-HMCNN's epoch-time "
                  "ratio between the datasets in experiments/results/chmcnn_reproduction.json)" if rescaled else "")
+              + (f" ({reproduced} plain C-HMCNN timed by that table itself)" if reproduced else "")
               + (f"; {unknown} runs have no measured epoch time of their kind (dataset, resampling, E, MC "
                  "passes, focal term, HROS-PD rule) yet" if unknown else "")
               + (f"; with --workers {workers} the wall time is between that / {workers} (small runs) and that "

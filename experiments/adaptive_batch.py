@@ -448,7 +448,7 @@ def main(argv=None) -> int:
     records.sync()  # the runs finished in other checkouts and sittings
     todo, done = tasks(args.experiment, args)
     if args.plan:
-        print(plan(todo, timing_roots=[args.runs], finished=done, workers=args.workers,
+        print(plan(todo, timing_roots=[args.runs, records.timings], finished=done, workers=args.workers,
                    replacing_carried=_replacing_carried(args.experiment, args, todo)))
         return 0
     failures = [] if args.table_only else run_tasks(

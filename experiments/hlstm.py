@@ -401,7 +401,7 @@ def main(argv=None) -> int:
     todo, done = tasks(args.experiment, args)
     if args.plan:
         # C-HMCNN's own epoch times (the reproduction's and RARE's runs) scale HLSTM's to untimed datasets.
-        print(plan(todo, timing_roots=[args.runs, os.path.join("runs", "chmcnn"), os.path.join("runs", "rare")],
+        print(plan(todo, timing_roots=[args.runs, records.timings, os.path.join("runs", "chmcnn"), os.path.join("runs", "rare")],
                    finished=done, workers=args.workers))
         return 0
     failures = [] if args.table_only else run_tasks(todo, workers=args.workers, desc=f"hlstm {args.experiment}",

@@ -843,11 +843,12 @@ def main(argv=None) -> None:
         print(f"warning: table8 times its runs; with --workers {args.workers} they share the machine and each "
               "epoch time includes the others' load", file=sys.stderr)
     name = "table2" if args.experiment == "table4" else args.experiment
-    for root in (args.runs, *args.other_runs):  # the runs finished in other checkouts and sittings
+    roots = (args.runs, *args.other_runs)
+    for root in roots:  # the runs finished in other checkouts and sittings
         RunRecords(root, args.results).sync()
     if args.plan:
         tasks, finished = pending_tasks(name, args)
-        print(plan(tasks, timing_roots=[args.runs, *args.other_runs], finished=finished, workers=args.workers,
+        print(plan(tasks, timing_roots=[*roots, *(RunRecords(r, args.results).timings for r in roots)], finished=finished, workers=args.workers,
                    replacing_carried=carried_task_count(name, args)))
     elif args.table_only:
         write_outputs(name, args)

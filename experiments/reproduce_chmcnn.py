@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     if args.plan:
         carried = carry_committed(collect(args.runs), os.path.splitext(args.out)[0] + ".json")
         replacing = sum(os.path.basename(os.path.dirname(rd)) in carried for _, rd in tasks)
-        print(plan(tasks, timing_roots=[args.runs, *args.timings], finished=finished, workers=args.workers,
+        print(plan(tasks, timing_roots=[args.runs, records.timings, *args.timings], finished=finished, workers=args.workers,
                    replacing_carried=replacing))
         return 0
     print(f"{len(tasks)} runs to do ({args.workers} workers)", flush=True)

@@ -512,6 +512,12 @@ def test_plan_scales_an_untimed_dataset_by_chmcnn_ratio_within_its_family(tmp_pa
     assert f"| {todo['d_FUN'][1]} | 0 | 10 | ? | ? |" in text
     assert "(1 scaled from the datasets their kind was timed on" in text
     assert "2 runs have no measured epoch time" in text
+    # Plain C-HMCNN never timed here takes the reproduction table's own time for it (ratios are those times).
+    plain = {d: (cfg(d), str(tmp_path / "runs" / f"plain_{d}")) for d in ("c_GO", "d_FUN")}
+    text = plan(list(plain.values()), timing_roots=[str(tmp_path / "runs")], machine=here, ratios=ratios)
+    assert f"| {plain['c_GO'][1]} | 0 | 10 | 40.00 (the C-HMCNN reproduction's) | 0.11 |" in text
+    assert f"| {plain['d_FUN'][1]} | 0 | 10 | ? | ? |" in text
+    assert "(1 plain C-HMCNN timed by that table itself)" in text
 
 
 def test_tables_say_where_their_runs_were_trained():

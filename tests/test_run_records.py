@@ -244,3 +244,54 @@ def test_a_copy_pip_installed_from_git_names_its_commit(tmp_path):
     (info / "direct_url.json").write_text(json.dumps({"url": "https://github.com/o/hmljax.git", "vcs_info": {
         "vcs": "git", "requested_revision": "main", "commit_id": "0123456789abcdef0123456789abcdef01234567"}}))
     assert subprocess.check_output(probe, cwd=tmp_path, env=env, text=True).strip() == "0123456"
+
+
+def _log(run_dir, secs):
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as fh:
+        fh.writelines(json.dumps({"epoch": e + 1, "epoch_s": s}) + "\n" for e, s in enumerate(secs))
+
+
+def test_unfinished_runs_leave_timing_records_that_plans_read_in_a_fresh_checkout(tmp_path):
+    """A run longer than one sitting never finishes here; its timed epochs must still reach --plan."""
+    from _runner import _cost_key, measured_epoch_seconds
+
+    runs, results = tmp_path / "a" / "runs" / "exp", tmp_path / "a" / "results"
+    cfg = _cfg(0, epochs=50)
+    run = runs / "synthetic" / "s0"
+    _fake_run(str(run), cfg, 0.0, finished=False)
+    _log(run, [9.0, 2.0, 3.0, 4.0])  # the first epoch compiles: not a timing
+    rec = RunRecords(str(runs), str(results))
+    assert rec.sync() == (0, 0)  # not a finished run ...
+    timing = results / "timings" / "exp" / "synthetic" / "s0"
+    assert sorted(os.listdir(timing)) == ["config.json", "metrics.jsonl"]  # ... but timed, and no checkpoints
+    assert not (results / "runs").exists()
+    key = _cost_key(cfg.to_dict())
+    # Here the run and its timing record are one log: counted once.
+    assert measured_epoch_seconds([str(runs), rec.timings]) == {key: 3.0}
+    # A fresh checkout: only the records came; the plan still times the kind.
+    fresh = tmp_path / "b"
+    shutil.copytree(results, fresh / "results")
+    rec2 = RunRecords(str(fresh / "runs" / "exp"), str(fresh / "results"))
+    assert rec2.sync() == (0, 0) and not (fresh / "runs").exists()  # a timing is never restored as a run
+    assert measured_epoch_seconds([str(fresh / "runs" / "exp"), rec2.timings]) == {key: 3.0}
+    # Restarted there, its shorter log does not replace the record; a longer one does.
+    run2 = fresh / "runs" / "exp" / "synthetic" / "s0"
+    _fake_run(str(run2), cfg, 0.0, finished=False)
+    _log(run2, [8.0, 5.0])
+    rec2.sync()
+    assert json.loads((fresh / "results" / "timings" / "exp" / "synthetic" / "s0" / "metrics.jsonl")
+                      .read_text().splitlines()[-1])["epoch"] == 4
+    _log(run2, [8.0, 5.0, 5.0, 5.0, 5.0, 5.0])
+    rec2.sync()
+    assert measured_epoch_seconds([rec2.timings]) == {key: 5.0}
+    # A torn last line (a log being written) is skipped, not an error.
+    _log(run, [9.0, 2.0, 3.0, 4.0, 4.0])
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 6, "epo')
+    assert rec.sync() == (0, 0)
+    # Once the run finishes, its record replaces its timing.
+    _log(run, [9.0, 2.0, 3.0, 4.0, 4.0, 4.0])
+    with open(run / "results.json", "w") as fh:
+        json.dump({"test": {"auprc": 0.5}}, fh)
+    assert rec.sync() == (0, 1)
+    assert not timing.exists() and (results / "runs" / "exp" / "synthetic" / "s0" / "results.json").exists()
