@@ -17,6 +17,7 @@ from hmljax.losses import (
     hybrid_loss,
     imbalance_weights,
     label_weights,
+    node_counts,
     lmc_loss,
     mc_loss,
     parent_graph,
@@ -120,6 +121,10 @@ def test_other_public_functions():
         imbalance_weights(np.ones(4), num_obs=10, num_classes=4, w0=-1.0)
     with pytest.raises(ValueError, match="non-finite"):
         label_weights(np.array([1.0, np.nan, 1.0, 1.0]), CLOSED)
+    with pytest.raises(ValueError, match=r"label_weights: labels must be 0/1; found 0\.5"):
+        label_weights(np.ones(4), CLOSED * 0.5)
+    with pytest.raises(ValueError, match=r"node_counts: labels_NxC must be 0/1; found 2"):
+        node_counts(np.asarray(CLOSED, np.int64) * 2, H.ancestry)
     with pytest.raises(ValueError, match="weighted_mc_loss: node_weights must be >= 0"):
         weighted_mc_loss(Z, CLOSED, SPARSE, node_weights=jnp.array([1.0, -2.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="sigmoid_focal_loss: labels must be 0/1"):

@@ -60,6 +60,7 @@ def node_counts(labels_NxC: np.ndarray, ancestry_CxC: np.ndarray, *, counts: str
     R = np.asarray(ancestry_CxC, bool)
     if Y.ndim != 2 or R.shape != (Y.shape[1], Y.shape[1]):
         raise ValueError(f"node_counts: labels {Y.shape} and ancestry {R.shape} do not match")
+    V.check_binary("node_counts", "labels_NxC", Y)  # a 2 would count twice; soft labels would count fractions
     col = Y.sum(0, dtype=np.float64)
     if counts == "closed":
         return col
@@ -120,6 +121,7 @@ def label_weights(weights_C, labels, *, apply_to: str = "positive"):
     import jax.numpy as jnp
 
     V.check_nonnegative("label_weights", "weights_C", weights_C)
+    V.check_binary("label_weights", "labels", labels)  # astype(bool) would weight a soft label as a positive
     y = jnp.asarray(labels).astype(bool)
     w = jnp.asarray(weights_C, jnp.float32)
     if w.ndim != 1 or y.shape[-1:] != w.shape:
