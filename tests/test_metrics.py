@@ -123,5 +123,7 @@ def test_hierarchical_metrics_refuse_labels_and_predictions_that_are_not_0_1():
         recall_per_depth(y, p, np.arange(5))
     with pytest.raises(ValueError, match="arguments swapped"):
         evaluate_predictions(p, y.astype(np.float64), evaluated=np.ones(5, bool))
+    with pytest.raises(ValueError, match=r"probs must be probabilities in \[0, 1\] \(sigmoid your logits\)"):
+        evaluate_predictions(y, np.log(p / (1 - p)), evaluated=np.ones(5, bool))
     # bool and 0/1 predictions still score as before
     assert node_prf(y, p > 0.5) == node_prf(y, (p > 0.5).astype(np.int64))

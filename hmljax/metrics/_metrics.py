@@ -189,6 +189,10 @@ def evaluate_predictions(
         r, c = np.argwhere(~np.isfinite(probs))[0]
         raise ValueError(f"probs must be finite; probs[{r}, {c}] = {probs[r, c]} (a NaN or inf in the input features "
                          "or diverged parameters)")
+    if probs.size and (probs.min() < 0 or probs.max() > 1):  # logits would be thresholded at 0.5 as they are
+        r, c = np.argwhere((probs < 0) | (probs > 1))[0]
+        raise ValueError(f"probs must be probabilities in [0, 1] (sigmoid your logits); probs[{r}, {c}] = "
+                         f"{probs[r, c]}")
     preds = probs >= threshold if inclusive else probs > threshold
     node = node_prf(labels, preds, evaluated=evaluated)
     node_pos = node_prf(labels, preds, evaluated=evaluated, only_with_positives=True)
