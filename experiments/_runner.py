@@ -359,6 +359,15 @@ class RunRecords:
             except ValueError:
                 continue
             written += 1
+        # A run recorded finished (here, or by code that did not yet drop its timing) is timed by its record.
+        for d, dirs, files in os.walk(self.timings) if os.path.isdir(self.timings) else ():
+            rel = os.path.relpath(d, self.timings)
+            if "config.json" in files and os.path.exists(os.path.join(self.root, rel, "results.json")):
+                shutil.rmtree(d, ignore_errors=True)
+                dirs[:] = []
+        for d, _dirs, _files in os.walk(self.timings, topdown=False) if os.path.isdir(self.timings) else ():
+            if not os.listdir(d):  # a dataset's folder whose runs have all finished
+                os.rmdir(d)
         return written
 
     def sync(self) -> tuple[int, int]:

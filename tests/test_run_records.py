@@ -295,3 +295,8 @@ def test_unfinished_runs_leave_timing_records_that_plans_read_in_a_fresh_checkou
         json.dump({"test": {"auprc": 0.5}}, fh)
     assert rec.sync() == (0, 1)
     assert not timing.exists() and (results / "runs" / "exp" / "synthetic" / "s0" / "results.json").exists()
+    # A timing left behind for a recorded run (written by older code) goes at the next sync.
+    shutil.copytree(results / "runs" / "exp" / "synthetic" / "s0", timing)
+    os.remove(timing / "results.json")
+    rec.sync()
+    assert not timing.exists()
