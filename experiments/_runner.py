@@ -215,6 +215,30 @@ def pending(runs) -> tuple[list, int]:
     return todo, done
 
 
+def adopt_twins(runs, twins: dict[str, str]) -> list[str]:
+    """Finishes runs from finished runs of the same config elsewhere (one experiment's cell that is another's:
+    HLSTM's Fig. 7 at b_r = 0.5 is Tables II-V's HLSTM); returns the run folders it finished.
+
+    ``runs`` is ``[(TrainConfig, run_dir)]`` and ``twins`` maps a run folder to its twin's. A run is given its
+    twin's record (config.json, metrics.jsonl, results.json; the twin's machine with it) only when the twin
+    has finished with the same config (``config_diff``: the keys that change results) and the run has not,
+    and never over a folder of another config (:func:`pending` refuses that one by name). Training the same
+    config again would only repeat the twin (bitwise on CPU; tested in tests/test_training.py), at up to
+    hours of a core for a GO or ImCLEF07A HLSTM."""
+    from hmljax.training import config_diff
+
+    adopted = []
+    for cfg, rd in runs:
+        twin = twins.get(rd)
+        if (twin is None or os.path.exists(os.path.join(rd, "results.json"))
+                or not os.path.exists(os.path.join(twin, "results.json")) or config_diff(twin, cfg)
+                or (os.path.exists(os.path.join(rd, "config.json")) and config_diff(rd, cfg))):
+            continue
+        _copy_record(twin, rd)
+        adopted.append(rd)
+    return adopted
+
+
 def finished_run(run_dir: str) -> dict | None:
     """A finished run's ``results.json`` with its ``machine`` (from config.json) and ``curve`` (the
     metrics.jsonl records), or None if it has not finished."""

@@ -40,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _runner import (  # noqa: E402
     RunRecords,
+    adopt_twins,
     check_datasets,
     config_from,
     finished_run,
@@ -132,7 +133,13 @@ def tasks(name: str, args) -> tuple[list, int]:
             raise SystemExit(f"--labels: no cell named {', '.join(map(repr, bad))} in {name} "
                              f"(its labels: {', '.join(map(repr, known))})")
         chosen = sorted((c for c in chosen if c[1] in wanted), key=lambda c: wanted.index(c[1]))
-    return pending([(config(d, keys, s, args), run_dir(name, d, label, s, args)) for d, label, keys, s in chosen])
+    runs = [(config(d, keys, s, args), run_dir(name, d, label, s, args)) for d, label, keys, s in chosen]
+    if name == "br":  # b_r = 0.5 is the paper's default: the tables' HLSTM run, when it has finished
+        twins = {run_dir(name, d, label, s, args): run_dir("tables", d, "HLSTM", s, args)
+                 for d, label, _, s in chosen if label == "b_r=0.5"}
+        for rd in adopt_twins(runs, twins):
+            print(f"{rd}: the finished {twins[rd]} (same config)")
+    return pending(runs)
 
 
 def collect(name: str, args) -> dict:
@@ -399,10 +406,11 @@ def main(argv=None) -> int:
     records = RunRecords(args.runs, args.results)
     records.sync()  # the runs finished in other checkouts and sittings
     todo, done = tasks(args.experiment, args)
+    records.sync()  # records the runs tasks() finished from their twins
     if args.plan:
         # C-HMCNN's own epoch times (the reproduction's and RARE's runs) scale HLSTM's to untimed datasets.
-        print(plan(todo, timing_roots=[args.runs, records.timings, os.path.join("runs", "chmcnn"), os.path.join("runs", "rare")],
-                   finished=done, workers=args.workers))
+        timing = [args.runs, records.timings, os.path.join("runs", "chmcnn"), os.path.join("runs", "rare")]
+        print(plan(todo, timing_roots=timing, finished=done, workers=args.workers))
         return 0
     failures = [] if args.table_only else run_tasks(todo, workers=args.workers, desc=f"hlstm {args.experiment}",
                                                     on_done=write, records=records)

@@ -762,3 +762,29 @@ def test_bad_counts_and_overrides_stop_a_script_before_it_trains_or_writes(tmp_p
             assert says in str(e.value.code), e.value.code
     made = [os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs]
     assert made == [], made
+
+
+def test_fig7_takes_b_r_0p5_from_the_tables_finished_hlstm_run(tmp_path, capsys):
+    """Fig. 7's b_r = 0.5 cell is Tables II-V's HLSTM: the same config, so it is not trained twice."""
+    import hlstm
+    from _runner import adopt_twins
+
+    from hmljax.training import TrainConfig
+
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    common = ["--datasets", "synthetic", "--runs", str(runs), "--results", str(res), "--override", "epochs=2"]
+    assert hlstm.main(["tables", "--labels", "HLSTM", *common]) == 0
+    twin = runs / "tables__epochs=2" / "synthetic" / "HLSTM-s0"
+    capsys.readouterr()
+    assert hlstm.main(["br", "--plan", *common]) == 0
+    out = capsys.readouterr().out
+    adopted = runs / "br__epochs=2" / "synthetic" / "b_r0p5-s0"
+    assert f"{adopted}: the finished {twin} (same config)" in out
+    assert "1 runs finished, 4 to do" in out and "b_r0p5" not in out.split("to do")[1]
+    for name in ("results.json", "metrics.jsonl", "config.json"):
+        assert (adopted / name).read_bytes() == (twin / name).read_bytes()
+    assert (res / "runs" / "runs" / "br__epochs=2" / "synthetic" / "b_r0p5-s0" / "results.json").exists()  # recorded
+    # Never from a twin of another config.
+    other = TrainConfig(dataset="synthetic", method="hlstm", b_r=0.3, epochs=2)
+    assert adopt_twins([(other, str(tmp_path / "x"))], {str(tmp_path / "x"): str(twin)}) == []
+    assert not (tmp_path / "x").exists()
