@@ -376,7 +376,8 @@ class RunRecords:
             if "results.json" in files or not {"config.json", "metrics.jsonl"} <= set(files):
                 continue
             dst = os.path.join(self.timings, os.path.relpath(d, self.runs_root))
-            if len(_epoch_seconds(d)) < 1 or len(_epoch_seconds(dst)) >= len(_epoch_seconds(d)):
+            timed = len(_epoch_seconds(d))
+            if timed < 1 or len(_epoch_seconds(dst)) >= timed:
                 continue
             try:
                 _copy_record(d, dst, names=("config.json", "metrics.jsonl"))
