@@ -170,3 +170,19 @@ def check_nonnegative(fn: str, name: str, v) -> None:
     if bad.any():
         raise ValueError(f"{fn}: {name} must be >= 0; found {_val(a, bad)!r}"
                          + (f" at {_first(bad)}" if a.ndim else ""))
+
+
+def check_in_range(fn: str, name: str, v, *, low=None, high=None, below=None, hint: str = "") -> None:
+    """``v`` (a number or array) finite with ``low <= v <= high`` and ``v < below`` for the bounds given;
+    ``below`` may itself be an argument (the number of rows a count must stay under)."""
+    a = _concrete(v)
+    if a is None:
+        return
+    check_finite(fn, name, a)
+    tail = f"; {hint}" if hint else ""
+    for bound, bad_of, word in ((low, np.less, ">="), (high, np.greater, "<="), (below, np.greater_equal, "<")):
+        b = _concrete(bound)
+        if b is None or not (bad := bad_of(a, b)).any():
+            continue
+        where = f" at {_first(bad)} ({int(bad.sum())} such entries)" if a.ndim else ""
+        raise ValueError(f"{fn}: {name} must be {word} {b.item()!r}; found {_val(a, bad)!r}{where}{tail}")

@@ -133,3 +133,42 @@ def test_other_public_functions():
     nan_labels = CLOSED.at[0, I["c"]].set(jnp.nan)
     where = jnp.ones_like(CLOSED, bool).at[0, I["c"]].set(False)
     assert np.isfinite(np.asarray(sigmoid_focal_loss(Z, nan_labels, where=where))).all()
+
+
+def test_class_counts_outside_the_weights_domain_are_refused():
+    # A class without positives made every class-balanced / inverse-frequency weight 0 or NaN (the
+    # normalisation divides by an infinite sum); n = N made DB's prior bias infinite. All were silent NaNs.
+    from hmljax.losses import class_balanced_weights, db_loss, inverse_frequency_weights
+
+    for fn in (lambda n: class_balanced_weights(n, beta=0.99), inverse_frequency_weights):
+        assert np.isfinite(np.asarray(fn(np.array([1.0, 2.0, 5.0])))).all()
+        with pytest.raises(ValueError, match=r"class_counts must be >= 1; found 0\.0 at \[1\].*np\.clip"):
+            fn(np.array([1.0, 0.0, 5.0]))
+    with pytest.raises(ValueError, match="beta must be < 1"):
+        class_balanced_weights(np.array([1.0, 2.0]), beta=1.0)
+    z, y = jnp.zeros((2, 3)), jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert np.isfinite(np.asarray(db_loss(z, y, np.array([1.0, 1.0, 1.0]), num_samples=2))).all()
+    with pytest.raises(ValueError, match=r"class_counts must be < 2; found 2\.0 at \[2\]"):
+        db_loss(z, y, np.array([1.0, 1.0, 2.0]), num_samples=2)
+    # Traced counts are not checked (nor synced), as everywhere else.
+    assert np.asarray(jax.jit(lambda n: class_balanced_weights(n, beta=0.9))(jnp.array([0.0, 2.0]))).shape == (2,)
+
+
+def test_hybrid_and_local_losses_name_their_graph_and_b_r():
+    with pytest.raises(TypeError, match=r"lmc_loss: the graph must be a ParentGraph, got ndarray.*parent_graph"):
+        lmc_loss(Z, CLOSED, np.asarray(H.ancestry))
+    with pytest.raises(TypeError, match="hybrid_loss: the graph must be a ParentGraph, got Hierarchy"):
+        hybrid_loss(Z, CLOSED, SPARSE, H)
+    for b_r, word in ((1.5, "<= 1"), (-0.1, ">= 0")):
+        with pytest.raises(ValueError, match=f"hybrid_loss: b_r must be {word}"):
+            hybrid_loss(Z, CLOSED, SPARSE, PARENTS, b_r=b_r)
+    assert np.isfinite(float(jax.jit(lambda b: hybrid_loss(Z, CLOSED, SPARSE, PARENTS, b_r=b))(0.3)))
+
+
+def test_losses_take_nested_lists_and_name_shapes_that_do_not_broadcast():
+    z, y = np.zeros((2, 4)).tolist(), np.asarray(CLOSED.repeat(2, 0)).tolist()
+    np.testing.assert_allclose(np.asarray(mc_loss(z, y, DENSE)), np.asarray(mc_loss(jnp.asarray(z), jnp.asarray(y), DENSE)))
+    assert np.asarray(binary_cross_entropy(z, y)).shape == (2, 4)
+    assert np.asarray(sigmoid_focal_loss(z, y)).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"binary_cross_entropy: logits \(2, 4\) and labels \(2, 3\) do not broadcast"):
+        binary_cross_entropy(jnp.zeros((2, 4)), jnp.zeros((2, 3)))

@@ -78,6 +78,15 @@ def parent_graph(hierarchy) -> ParentGraph:
     return ParentGraph(jnp.asarray(keep[:, 0]), jnp.asarray(keep[:, 1]), hierarchy.num_nodes)
 
 
+def _check_graph(fn: str, graph) -> None:
+    # Built once, outside the step: parent_graph on a Hierarchy or an ancestry matrix is host-side work
+    # (a transitive reduction for R) that must not run per call.
+    if not isinstance(graph, ParentGraph):
+        raise TypeError(f"{fn}: the graph must be a ParentGraph, got {type(graph).__name__}; build it once "
+                        "with hmljax.losses.parent_graph(hierarchy) (a Hierarchy or C-HMCNN's [C, C] ancestry "
+                        "matrix) and pass that")
+
+
 def local_min_constraint(x: Float[Array, "*B C"], graph: ParentGraph) -> Float[Array, "*B C"]:
     """HLSTM's LMC (eq. 1): each node takes the min over itself and its parents.
 
@@ -101,6 +110,7 @@ def local_min_constraint(x: Float[Array, "*B C"], graph: ParentGraph) -> Float[A
     >>> local_min_constraint(jnp.array([0.0, 0.75, 0.25, 0.5]), parent_graph(h)).tolist()
     [0.0, 0.75, 0.25, 0.25]
     """
+    _check_graph("local_min_constraint", graph)
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[-1] != graph.num_nodes:
         raise ValueError(f"local_min_constraint: x must be [..., {graph.num_nodes}], got {x.shape}")
@@ -152,6 +162,8 @@ def lmc_loss(
     References:
         Qi & Chelmis, HLSTM, Definition 1 (eq. 2-4).
     """
+    _check_graph("lmc_loss", graph)
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if logits.shape != labels.shape:
         raise ValueError(f"lmc_loss: logits {logits.shape} and labels {labels.shape} differ")
     V.check_finite("lmc_loss", "logits", logits)
@@ -207,7 +219,10 @@ def hybrid_loss(
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"hybrid_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    local_logits = logits if local_logits is None else local_logits
+    _check_graph("hybrid_loss", parents)
+    V.check_in_range("hybrid_loss", "b_r", b_r, low=0.0, high=1.0, hint="it weighs MCLoss against LHLoss")
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    local_logits = logits if local_logits is None else jnp.asarray(local_logits)
     if logits.shape != labels.shape or local_logits.shape != labels.shape:
         raise ValueError(
             f"hybrid_loss: logits {logits.shape}, local_logits {local_logits.shape} and labels {labels.shape} differ"

@@ -29,6 +29,7 @@ __all__ = [
 
 
 def _labels(name: str, logits, labels, where):
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if logits.shape != labels.shape:
         raise ValueError(f"{name}: logits {logits.shape} and labels {labels.shape} differ")
     V.check_finite(name, "logits", logits)
@@ -36,14 +37,20 @@ def _labels(name: str, logits, labels, where):
     labels = labels.astype(logits.dtype)
     if where is not None:  # neutralise missing labels before any maths: a NaN label would poison the gradient
         labels = jnp.where(jnp.broadcast_to(where, labels.shape), labels, 0.0)
-    return labels
+    return logits, labels
 
 
-def _counts(name: str, class_counts, num_classes: int | None = None) -> Array:
+def _counts(name: str, class_counts, num_classes: int | None = None, *, num_samples=None) -> Array:
     n_C = jnp.asarray(class_counts)
     if n_C.ndim != 1 or (num_classes is not None and n_C.shape[0] != num_classes):
         want = f"[{num_classes}]" if num_classes is not None else "[C]"
         raise ValueError(f"{name}: class_counts must be {want}, got {n_C.shape}")
+    # A class with no positives has an infinite weight (1/n, 1/(1 - β^n)), and the normalisation then
+    # turns every class's weight into 0 or NaN; n = N makes DB's prior bias log(n/(N-n)) infinite.
+    # Both would come back as a silently NaN loss, so they are refused while the counts are concrete.
+    V.check_in_range(name, "class_counts", n_C, low=1, below=num_samples,
+                        hint="clip them, e.g. np.clip(n, 1, N - 1) as hmljax.methods' class_counts does, "
+                             "or leave such classes out")
     return n_C.astype(jnp.result_type(float))
 
 
@@ -90,7 +97,7 @@ def sigmoid_focal_loss(
     >>> round(float(sigmoid_focal_loss(jnp.array([0.0]), jnp.array([1.0]), gamma=2.0)[0]), 6)  # 0.25 log 2
     0.173287
     """
-    labels = _labels("sigmoid_focal_loss", logits, labels, where)
+    logits, labels = _labels("sigmoid_focal_loss", logits, labels, where)
     bce = jax.nn.softplus(logits) - labels * logits
     loss = _focal_factor(logits, labels, gamma) * bce
     if alpha is not None:
@@ -113,6 +120,7 @@ def class_balanced_weights(class_counts: Float[ArrayLike, " C"], *, beta: float 
         Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019.
     """
     n_C = _counts("class_balanced_weights", class_counts)
+    V.check_in_range("class_balanced_weights", "beta", beta, low=0.0, below=1.0)
     # 1 - β^n = -expm1(n log β), accurate for β near 1; (1 - β) cancels in the normalisation.
     inv_effective_C = 1.0 / -jnp.expm1(n_C * jnp.log1p(-(1.0 - beta)))
     return inv_effective_C * (n_C.shape[0] / inv_effective_C.sum())
@@ -142,7 +150,7 @@ def class_balanced_focal_loss(
     Returns:
         ``[..., C]``.
     """
-    labels = _labels("class_balanced_focal_loss", logits, labels, where)
+    logits, labels = _labels("class_balanced_focal_loss", logits, labels, where)
     w_C = class_balanced_weights(_counts("class_balanced_focal_loss", class_counts, logits.shape[-1]), beta=beta)
     w = jnp.broadcast_to(w_C.astype(logits.dtype), logits.shape)  # explicit: rank promotion raises in the tests
     if mode == "by_class":
@@ -263,8 +271,8 @@ def db_loss(
     References:
         Wu et al., ECCV 2020, §3.2-3.3; the DB project's ``ResampleLoss``.
     """
-    labels = _labels("db_loss", logits, labels, where)
-    n_C = _counts("db_loss", class_counts, logits.shape[-1])
+    logits, labels = _labels("db_loss", logits, labels, where)
+    n_C = _counts("db_loss", class_counts, logits.shape[-1], num_samples=num_samples)
     y = labels.astype(bool)
     weights = db_rebalancing_weights(labels, n_C, alpha=alpha, beta=beta, mu=mu).astype(logits.dtype)
     bias_C = (kappa * (jnp.log(n_C) - jnp.log(num_samples - n_C)) / neg_scale).astype(logits.dtype)
@@ -324,7 +332,7 @@ def asymmetric_loss(
     References:
         Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021.
     """
-    labels = _labels("asymmetric_loss", logits, labels, where)
+    logits, labels = _labels("asymmetric_loss", logits, labels, where)
     pos = -jnp.exp(gamma_pos * jax.nn.log_sigmoid(-logits)) * jax.nn.log_sigmoid(logits)
     if clip > 0:
         p_m = jnp.maximum(jax.nn.sigmoid(logits) - clip, 0.0)

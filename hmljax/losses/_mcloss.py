@@ -27,6 +27,11 @@ def binary_cross_entropy(
     Uses ``softplus(z) - y z`` (= ``-y log σ(z) - (1-y) log(1-σ(z))``), which
     never takes the log of a rounded probability.
     """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    try:
+        jnp.broadcast_shapes(logits.shape, labels.shape)
+    except ValueError:
+        raise ValueError(f"binary_cross_entropy: logits {logits.shape} and labels {labels.shape} do not broadcast") from None
     V.check_finite("binary_cross_entropy", "logits", logits)
     V.check_binary("binary_cross_entropy", "labels", labels, where=where)
     labels = labels.astype(logits.dtype)
@@ -77,6 +82,7 @@ def mc_loss(
     References:
         Giunchiglia & Lukasiewicz, NeurIPS 2020, eq. for MCLoss.
     """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if logits.shape != labels.shape:
         raise ValueError(f"mc_loss: logits {logits.shape} and labels {labels.shape} differ")
     if where is not None:
