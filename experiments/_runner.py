@@ -641,8 +641,9 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
     lines = [f"{finished} runs finished, {len(tasks)} to do"
              + (f" ({some} of them would retrain rows the committed table already shows, carried ‡ from runs not "
                 "in this checkout" + ("" if some == "all" else "; the rest are new") + ")" if replacing_carried
-                else ""), "",
-             "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
+                else "")]
+    if tasks:  # no empty table when everything is done
+        lines += ["", "| run | resumes at epoch | epochs left | s/epoch | est. hours |", "|---|---|---|---|---|"]
     total_s, unknown, scaled, rescaled, reproduced = 0.0, 0, 0, 0, 0
     for cfg, run_dir in tasks:
         start, planned = _resumes_from(run_dir), _epochs_planned(cfg)

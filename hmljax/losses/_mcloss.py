@@ -31,7 +31,8 @@ def binary_cross_entropy(
     try:
         jnp.broadcast_shapes(logits.shape, labels.shape)
     except ValueError:
-        raise ValueError(f"binary_cross_entropy: logits {logits.shape} and labels {labels.shape} do not broadcast") from None
+        raise ValueError(
+            f"binary_cross_entropy: logits {logits.shape} and labels {labels.shape} do not broadcast") from None
     V.check_finite("binary_cross_entropy", "logits", logits)
     V.check_binary("binary_cross_entropy", "labels", labels, where=where)
     labels = labels.astype(logits.dtype)
