@@ -162,14 +162,7 @@ def check_probabilities(fn: str, name: str, p) -> None:
 
 def check_nonnegative(fn: str, name: str, v) -> None:
     """A finite number (or array) >= 0: weights, gates, exponents."""
-    a = _concrete(v)
-    if a is None:
-        return
-    check_finite(fn, name, a)
-    bad = a < 0
-    if bad.any():
-        raise ValueError(f"{fn}: {name} must be >= 0; found {_val(a, bad)!r}"
-                         + (f" at {_first(bad)}" if a.ndim else ""))
+    check_in_range(fn, name, v, low=0)
 
 
 def check_in_range(fn: str, name: str, v, *, low=None, high=None, below=None, hint: str = "") -> None:
