@@ -210,6 +210,16 @@ def test_other_datasets_load(name, rows, nodes):
     assert np.isfinite(np.asarray(ds.X["train"])).all()
 
 
+def test_atomic_write_onto_a_folder_names_the_folder(tmp_path):
+    # os.replace(temporary, folder) failed with EBUSY or EISDIR naming the temporary, not what was asked for.
+    from hmljax.data import atomic_write_bytes
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder") as err:
+        atomic_write_bytes(str(tmp_path / "out"), b"x")
+    assert err.value.filename == str(tmp_path / "out") and not list(tmp_path.glob(".tmp-*"))
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_atomic_files_and_caches_get_the_mode_a_plain_open_would(tmp_path, umask):
     # mkstemp / mkdtemp create 0600 / 0700, which the rename kept: every results.json, table and cache was

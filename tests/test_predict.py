@@ -67,7 +67,7 @@ def test_splits_are_matched_by_attribute_name(tmp_path, rng):
         load_dataset("toy", data_dir=str(d))
 
 
-def test_load_run_and_predict_new_rows(tmp_path, rng):
+def test_load_run_and_predict_new_rows(tmp_path, rng, capsys):
     d = tmp_path / "data"
     d.mkdir()
     _write(d / "toy.train.arff", ARFF.format(rows=_rows(rng, 60)))
@@ -89,6 +89,22 @@ def test_load_run_and_predict_new_rows(tmp_path, rng):
     assert main(["predict", run_dir, "--input", str(new), "--out", str(out), "--data-dir", str(d)]) == 0
     probs = np.load(out)
     np.testing.assert_allclose(probs, run.predict(run.dataset.X["test"]), rtol=1e-6, atol=1e-7)
+    # .csv: the label names as its header, then the same float32 probabilities, exactly.
+    assert main(["predict", run_dir, "--input", str(new), "--out", str(tmp_path / "probs.csv"), "--data-dir",
+                 str(d)]) == 0
+    header, *rows = (tmp_path / "probs.csv").read_text().splitlines()
+    assert header.split(",") == list(run.hierarchy.names) and len(rows) == probs.shape[0]
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "probs.csv", delimiter=",", skiprows=1, dtype=np.float32),
+                                  probs)
+    # An output that cannot be written as asked is refused before predicting, and nothing is written: another
+    # suffix (a .txt got .npy bytes), a folder (renaming onto it said "Device or resource busy" of a temporary).
+    (tmp_path / "dir.npy").mkdir()
+    refused = ((tmp_path / "probs.txt", "name the format by the suffix"), (tmp_path, "is a folder"),
+               (tmp_path / "dir.npy", "is a folder"))
+    for target, says in refused:
+        assert main(["predict", run_dir, "--input", str(new), "--out", str(target), "--data-dir", str(d)]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "probs.txt").exists() and not list(tmp_path.glob(".tmp-*"))
     # The run moved to another machine (its recorded data folder gone) still evaluates there.
     moved = tmp_path / "moved"
     shutil.copytree(run_dir, moved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -72,7 +73,10 @@ def temp_dir(root: str, *, prefix: str) -> str:
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to a temp file in the same folder, then renames it over ``path``: a reader sees the
-    old file or the new one, never a part (an interrupted write leaves no file behind)."""
+    old file or the new one, never a part (an interrupted write leaves no file behind). A ``path`` that is a
+    folder is refused up front (renaming onto it said "Device or resource busy" about the temporary)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file name", path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = temp_file(folder, prefix=".tmp-", suffix=os.path.basename(path))

@@ -105,19 +105,35 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    import numpy as np
-
-    from hmljax.data import atomic_write_bytes
-    from hmljax.training import predict_file
-
-    probs, names = predict_file(args.run_dir, args.input, data_dir=args.data_dir)
+    import csv
     import io
 
-    buf = io.BytesIO()
-    np.save(buf, probs.astype(np.float32))
-    atomic_write_bytes(args.out, buf.getvalue())
-    print(f"wrote {args.out}: probabilities [{probs.shape[0]} rows, {probs.shape[1]} labels] "
-          f"(label order: {names[0]}, {names[1] if len(names) > 1 else ''}...)")
+    import numpy as np
+
+    from hmljax.data import atomic_write_bytes, atomic_write_text
+    from hmljax.training import predict_file
+
+    # The output is checked before predicting: a long prediction must not end in "cannot write there".
+    kind = os.path.splitext(args.out)[1].lower()
+    if os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out}: is a folder; give a file name ending in .npy or .csv")
+    if kind not in (".npy", ".csv"):
+        raise ValueError(f"--out {args.out}: name the format by the suffix: .npy (float32 [rows, labels]) or "
+                         ".csv (a header of the label names, then one row of probabilities per input row)")
+    probs, names = predict_file(args.run_dir, args.input, data_dir=args.data_dir)
+    probs = probs.astype(np.float32)
+    if kind == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, probs)
+        atomic_write_bytes(args.out, buf.getvalue())
+    else:
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerow(names)
+        np.savetxt(text, probs, delimiter=",", fmt="%.9g")  # 9 significant digits: every float32 exactly
+        atomic_write_text(args.out, text.getvalue())
+    order = f"label order: {names[0]}, {names[1] if len(names) > 1 else ''}..." + (
+        "; a .csv --out writes every name as its header" if kind == ".npy" else " (the header)")
+    print(f"wrote {args.out}: probabilities [{probs.shape[0]} rows, {probs.shape[1]} labels] ({order})")
     return 0
 
 
@@ -159,7 +175,8 @@ def add_commands(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--input", required=True,
                    help="ARFF file (.arff or .arff.gz) with the training features; labels optional")
-    p.add_argument("--out", required=True, help="where to write the probabilities (.npy, [rows, labels])")
+    p.add_argument("--out", required=True,
+                   help="where to write the probabilities [rows, labels]: .npy, or .csv with the label names as header")
     p.add_argument("--data-dir", default=None, help="where the training dataset lives (default: $HMLJAX_DATA)")
     p.set_defaults(func=_predict)
     m = sub.add_parser("methods", help="the registered methods and samplers, with their keys")
