@@ -101,8 +101,8 @@ def ask_plan(command: str, *, data_dir: str | None, timeout_s: float = 600.0) ->
     t = time.perf_counter()
     try:
         out = subprocess.run(full, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-        row = parse_plan(out.stdout) if out.returncode == 0 else {
-            "error": f"exit {out.returncode}: " + " | ".join((out.stderr or out.stdout).strip().splitlines()[-2:])}
+        said = (out.stderr or out.stdout).strip().splitlines() or ["(no output)"]
+        row = parse_plan(out.stdout) if out.returncode == 0 else {"error": f"exit {out.returncode}: {said[-1]}"}
     except subprocess.TimeoutExpired:
         row = {"error": f"--plan took more than {timeout_s:.0f} s"}
     except ValueError as err:
@@ -157,6 +157,12 @@ def main(argv=None) -> int:
     papers = {g[0] for g in GRID}
     if args.only and (bad := [o for o in args.only if o not in papers]):
         p.error(f"--only: no paper named {', '.join(map(repr, bad))} (papers: {', '.join(sorted(papers))})")
+    from hmljax.data import DataError, resolve_data_dir
+
+    try:  # once here, not as the same failure from every command's --plan
+        resolve_data_dir(args.data_dir)
+    except DataError as err:
+        p.error(f"--data-dir: {err}")
     grid = [g for g in GRID if not args.only or g[0] in args.only]
     rows = []
     for paper, item, command in grid:
@@ -172,13 +178,17 @@ def main(argv=None) -> int:
     md = render(rows, when=datetime.date.today().isoformat(), machine=machine)
     print()
     print(md)
-    if args.write:
+    failed = [r for r in rows if "error" in r]
+    if args.write and len(failed) == len(rows):  # a table of nothing but "?" rows must not replace a good one
+        print(f"not written: no row has a plan ({failed[0]['item']}: {failed[0]['error']}); {args.out} is left "
+              "as it was", file=sys.stderr)
+    elif args.write:
         atomic_write_text(args.out, md)
         atomic_write_text(os.path.splitext(args.out)[0] + ".json",
                           json.dumps({"machine": machine, "date": datetime.date.today().isoformat(), "rows": rows},
                                      indent=1))
         print("wrote", args.out)
-    return 1 if any("error" in r for r in rows) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

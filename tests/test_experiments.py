@@ -660,7 +660,7 @@ def test_plan_says_which_runs_only_replace_carried_rows(tmp_path):
     assert plan(tasks, timing_roots=[], machine={}, ratios={}).splitlines()[0] == "0 runs finished, 3 to do"
 
 
-def test_status_reads_each_plan_and_writes_one_table(tmp_path, monkeypatch):
+def test_status_reads_each_plan_and_writes_one_table(tmp_path, monkeypatch, capsys):
     import status
 
     text = ("3 runs finished, 5 to do (2 of them would retrain rows the committed table already shows, carried ‡ "
@@ -685,6 +685,13 @@ def test_status_reads_each_plan_and_writes_one_table(tmp_path, monkeypatch):
                            "hours": 6.0, "untimed": 0, "longest_h": 3.0}], when="w", machine="m").splitlines()[-3] \
         == "| P | i | 0 | 2 |  | 6.0 | **3.0** |  | `python experiments/c` |"  # over one sitting: bold
     assert json.loads((tmp_path / "STATUS.json").read_text())["rows"][0]["todo"] == 2
+    # Every row failing (an empty data folder) leaves the written table alone; a missing data folder is one
+    # error up front (it was one failed row per command, then a table of "?" rows written over the good one).
+    monkeypatch.setattr(status, "GRID", grid[1:])
+    assert status.main(["--write", "--out", str(out)]) == 1 and out.read_text() == md
+    with pytest.raises(SystemExit):
+        status.main(["--data-dir", str(tmp_path / "nowhere"), "--write", "--out", str(out)])
+    assert "--data-dir: data directory" in capsys.readouterr().err and out.read_text() == md
 
 
 def test_rare_tables_keep_the_datasets_earlier_commands_added(tmp_path):
