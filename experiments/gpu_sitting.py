@@ -21,6 +21,9 @@ Back here::
     python experiments/gpu_sitting.py unpack /work/.device/.../sitting.tar.gz
     python experiments/hlstm.py tables --data-dir ../shared/data --seeds 1 --table-only
 
+The arguments are checked before the first job starts (``check_sitting``): a mistyped job, a data folder
+not carried or a budget that leaves no job time is one message, not minutes of the sitting spent first.
+
 A job is a script under the checkout (``experiments/x.py ...``) or a module (``-m benchmarks.bench_x ...``),
 given ``--data-dir`` unless it names one. A benchmark module writes its JSON to
 ``benchmarks/results/gpu/`` (``bench_train`` to ``train.json``: never over the CPU figures) unless it names
@@ -73,6 +76,37 @@ def job_argv(spec: str, *, data_dir: str | None) -> tuple[list[str], str]:
     if data_dir and "--data-dir" not in argv:
         argv += ["--data-dir", data_dir]
     return argv, label
+
+
+def check_sitting(jobs: list[tuple[float, str]], *, root: str, data_dir: str | None, budget_s: float) -> list[str]:
+    """What is wrong with a sitting's arguments, before anything runs: a lent machine's minutes are few, and a
+    mistyped job found ten minutes in (or a budget that leaves no job any time) spends them for nothing."""
+    import importlib.util
+
+    problems = []
+    if not budget_s >= PACK_RESERVE_S + MIN_JOB_S:
+        problems.append(f"--budget-s {budget_s:g}: at least {PACK_RESERVE_S + MIN_JOB_S:g} (the pack keeps "
+                        f"{PACK_RESERVE_S:g} s back, and a job needs {MIN_JOB_S:g} s)")
+    if data_dir and not os.path.isdir(os.path.join(root, data_dir)):
+        problems.append(f"--data-dir {data_dir}: no such folder under {root} (carried as the run tool's `carry`?)")
+    for seconds, spec in jobs:
+        if not seconds >= MIN_JOB_S:
+            problems.append(f"--job {seconds:g} {spec!r}: give a job at least {MIN_JOB_S:g} s")
+        argv = shlex.split(spec)
+        if not argv or (argv[0] == "-m" and len(argv) < 2):
+            continue  # job_argv names these
+        if argv[0] == "-m":
+            parts = argv[1].split(".")
+            if os.path.exists(os.path.join(root, parts[0])) or os.path.exists(os.path.join(root, parts[0] + ".py")):
+                found = (os.path.isfile(os.path.join(root, *parts) + ".py")
+                         or os.path.isfile(os.path.join(root, *parts, "__init__.py")))
+            else:  # an installed package (pytest, json.tool): its top level, found without importing anything
+                found = importlib.util.find_spec(parts[0]) is not None
+            if not found:
+                problems.append(f"--job {spec!r}: no module {argv[1]} in {root}")
+        elif not os.path.isfile(os.path.join(root, argv[0])):
+            problems.append(f"--job {spec!r}: no script {argv[0]} in {root}")
+    return problems
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -269,6 +303,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"gpu_sitting: --job SECONDS SPEC: {e}") from e
     if not jobs:
         raise SystemExit("gpu_sitting: no --job given")
+    for spec in (spec for _, spec in jobs):
+        job_argv(spec, data_dir=None)  # an empty spec or a bare -m is refused here, not at its turn
+    if problems := check_sitting(jobs, root=args.root, data_dir=args.data_dir, budget_s=args.budget_s):
+        raise SystemExit("gpu_sitting: nothing was run:\n  " + "\n  ".join(problems))
     since = time.time() - 1.0  # mtime resolution: a file made in the first second still counts
     os.makedirs(args.out, exist_ok=True)
     records = run_jobs(jobs, root=args.root, data_dir=args.data_dir, budget_s=args.budget_s)

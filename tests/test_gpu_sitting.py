@@ -37,6 +37,7 @@ def test_sitting_stops_jobs_at_their_limit_and_packs_runs_without_checkpoints(tm
     root = tmp_path / "device"
     (root / "experiments").mkdir(parents=True)
     (root / "experiments" / "trainer.py").write_text(TRAINER)
+    (root / ".gpu_data").mkdir()
     out = tmp_path / "out"
     gpu_sitting.main(["run", "--out", str(out), "--data-dir", ".gpu_data", "--budget-s", "20",
                       "--job", "20", "experiments/trainer.py 0", "--job", "4", "experiments/trainer.py 600",
@@ -52,6 +53,28 @@ def test_sitting_stops_jobs_at_their_limit_and_packs_runs_without_checkpoints(tm
     assert {"runs/exp/ds/a/results.json", "runs/exp/ds/a/config.json", "runs/exp/ds/b/metrics.jsonl",
             "sitting/manifest.json", "sitting/00_trainer_0.log"} <= names
     assert not any("checkpoints" in n or n.endswith(".lock") for n in names)
+
+
+def test_a_sitting_with_a_wrong_argument_runs_nothing_and_says_every_problem(tmp_path, capsys):
+    # A mistyped job used to be found at its turn (after the jobs before it had spent the minutes), a budget
+    # below the pack's reserve skipped every job, and a data folder not carried failed inside each job.
+    root = tmp_path / "device"
+    (root / "experiments").mkdir(parents=True)
+    (root / "experiments" / "trainer.py").write_text(TRAINER)
+    (root / "benchmarks").mkdir()
+    (root / "benchmarks" / "bench_x.py").write_text("")
+    ok = [(60.0, "experiments/trainer.py 0"), (60.0, "-m benchmarks.bench_x"), (60.0, "-m json.tool")]
+    assert gpu_sitting.check_sitting(ok, root=str(root), data_dir=None, budget_s=200) == []
+    bad = [(5.0, "experiments/trainer.py 0"), (60.0, "experiments/trainr.py"), (60.0, "-m benchmarks.bench_y")]
+    problems = gpu_sitting.check_sitting(bad, root=str(root), data_dir=".gpu_data", budget_s=10)
+    assert [p.split(":")[0] for p in problems] == [
+        "--budget-s 10", "--data-dir .gpu_data", "--job 5 'experiments/trainer.py 0'", "--job 'experiments/trainr.py'",
+        "--job '-m benchmarks.bench_y'"]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="nothing was run"):
+        gpu_sitting.main(["run", "--out", str(out), "--budget-s", "200", "--job", "60", "experiments/trainr.py",
+                          "--root", str(root)])
+    assert not out.exists() and not (root / "sitting").exists()
 
 
 def test_job_specs_resolve_modules_scripts_and_benchmark_outputs():
