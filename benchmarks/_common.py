@@ -18,14 +18,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 
 
+def count(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--threads 0`` and ``--repeats 0`` were taken, then failed later)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def parse_args(description: str, extra=None, *, timed: bool = True) -> argparse.Namespace:
     """The shared flags; ``timed=False`` (a benchmark that only compiles and counts) skips the load guard."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both jax and torch")
+    p.add_argument("--threads", type=count, default=os.cpu_count(), help="threads for both jax and torch")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where both sides run: cpu (jax pinned to it even on a GPU machine) or cuda (one GPU, "
                         "float32 matmuls in full float32 on both sides)")
-    p.add_argument("--repeats", type=int, default=30, help="timed repeats (the median is reported)")
+    p.add_argument("--repeats", type=count, default=30, help="timed repeats (the median is reported)")
     p.add_argument("--quick", action="store_true", help="few repeats and small sizes: a smoke run")
     p.add_argument("--out", default=None, help="JSON rows file (default: benchmarks/results/<name>.json)")
     p.add_argument("--allow-loaded", action="store_true",

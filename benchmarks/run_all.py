@@ -17,6 +17,7 @@ ROOT = os.path.dirname(HERE)
 BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler", "bench_sharding", "profile_step",
            "bench_compile_options", "bench_hlstm", "hlstm_float64_witness", "bench_hmt",
            "bench_selection", "bench_traffic"]  # bench_engine compares two commits: run it on its own
+UNTIMED = ("bench_traffic",)  # compiles and counts bytes: a busy machine does not change it
 
 
 def _load(name, sub: str = ""):
@@ -546,27 +547,46 @@ def report() -> str:
     return text
 
 
-def main():
+def main(argv=None) -> int:
+    from benchmarks import _common as C
+
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--threads", type=C.count, default=os.cpu_count())
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", nargs="*", default=BENCHES)
+    p.add_argument("--only", nargs="*", default=BENCHES, help=f"a subset of {', '.join(BENCHES)}")
     p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
+    p.add_argument("--allow-loaded", action="store_true",
+                   help="time on a busy machine anyway, every row flagged (passed to each benchmark)")
+    p.add_argument("--max-load", type=float, default=0.5, help="busy threshold per core (passed to each benchmark)")
+    args = p.parse_args(argv)
+    if bad := [b for b in args.only if b not in BENCHES]:
+        p.error(f"--only: no benchmark {', '.join(map(repr, bad))} (there are: {', '.join(BENCHES)})")
+    failed = []
     if not args.report_only:
+        # Once here, before the first benchmark: a busy machine was found by the first one, as a traceback of
+        # run_all. Each benchmark checks again (a load that starts midway flags or stops its own rows).
+        if any(b not in UNTIMED for b in args.only):
+            C.guard_load(args)
         for b in args.only:
             # The profile runs on one thread: its attribution needs XLA's ops to run one at a time.
             threads = 1 if b == "profile_step" else args.threads
-            cmd = [sys.executable, "-m", f"benchmarks.{b}", "--threads", str(threads)]
+            cmd = [sys.executable, "-m", f"benchmarks.{b}", "--threads", str(threads), "--max-load", str(args.max_load)]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]
-            if args.quick:
-                cmd.append("--quick")
+            cmd += ["--quick"] * args.quick + ["--allow-loaded"] * args.allow_loaded
             print("$", " ".join(cmd), flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
+            rc = subprocess.run(cmd, cwd=ROOT).returncode
+            if rc:
+                failed.append(b)
+                print(f"run_all: {b} failed (exit {rc}; its output is above); the others go on", flush=True)
     print(report())
+    if failed:
+        print(f"run_all: {len(failed)} benchmark(s) failed: {', '.join(failed)}; benchmarks/README.md shows their "
+              "last rows that were written", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

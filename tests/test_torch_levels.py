@@ -407,6 +407,29 @@ def test_a_busy_machine_refuses_or_flags_every_row(monkeypatch, tmp_path):
     assert payload["rows"] == [{"a": 1, "loaded_machine": True}] and payload["load"]["loaded"]
 
 
+def test_run_all_checks_once_passes_its_flags_and_names_a_failed_benchmark(monkeypatch, capsys):
+    # A busy machine was the first benchmark's exit status, raised by run_all as a CalledProcessError traceback
+    # (and the others never ran); --allow-loaded could not be passed through; --threads 0 was taken.
+    from benchmarks import run_all
+
+    calls, guards = [], []
+    monkeypatch.setattr(C, "guard_load", lambda args: guards.append(args.allow_loaded))
+    monkeypatch.setattr(run_all, "report", lambda: "report")
+    monkeypatch.setattr(run_all.subprocess, "run", lambda cmd, cwd: calls.append(cmd) or types.SimpleNamespace(
+        returncode=1 if cmd[2] == "benchmarks.bench_train" else 0))
+    assert run_all.main(["--only", "bench_train", "bench_sampler", "--allow-loaded", "--threads", "2"]) == 1
+    assert guards == [True] and [c[2] for c in calls] == ["benchmarks.bench_train", "benchmarks.bench_sampler"]
+    assert all("--allow-loaded" in c and c[c.index("--threads") + 1] == "2" for c in calls)
+    assert "1 benchmark(s) failed: bench_train" in capsys.readouterr().err
+    assert run_all.main(["--only", "bench_traffic"]) == 0 and guards == [True]  # untimed: no load check
+    calls.clear()
+    for bad, says in ((["--threads", "0"], "must be at least 1"), (["--only", "bench_trian"], "no benchmark")):
+        with pytest.raises(SystemExit):
+            run_all.main(bad)
+        assert says in capsys.readouterr().err
+    assert not calls
+
+
 def test_run_all_report_shows_every_level_its_equality_and_the_goals(monkeypatch, tmp_path):
     """The README tables are rebuilt from JSON rows alone: each level's ratio and check, the floor, the goals."""
     from benchmarks import run_all
