@@ -52,12 +52,20 @@ def test_cycles_and_unreachable_nodes_are_rejected():
         Hierarchy.from_edges([("root", "A"), ("X", "Y")], roots=["root"])
     with pytest.raises(HierarchyError, match="malformed path"):
         Hierarchy.from_paths(["01//02"])
+    with pytest.raises(HierarchyError, match="paths is the string 'abc'"):  # was the terms 'a', 'b' and 'c'
+        Hierarchy.from_paths("abc")
 
 
 def test_unknown_label_names_the_row():
     h = Hierarchy.from_paths(["a", "a/b"])
     with pytest.raises(HierarchyError, match="f.arff:12: label 'zz'"):
         h.encode([("a",), ("zz",)], where=["f.arff:11", "f.arff:12"])
+    # A row given as a bare name was iterated letter by letter ("label 'b' is not in the hierarchy"), or, where
+    # names are one letter, silently encoded; the whole list as one string the same.
+    with pytest.raises(HierarchyError, match=r"row 1: the string 'a/b', not a list of names"):
+        h.encode([("a",), "a/b"])
+    with pytest.raises(HierarchyError, match="annotations is the string 'a'"):
+        h.encode("a")
 
 
 def test_json_round_trip():

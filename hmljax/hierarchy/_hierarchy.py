@@ -55,6 +55,8 @@ class Hierarchy:
         'chmcnn' sorts by (number of path parts, dot-joined name), C-HMCNN's key,
         which puts ``root`` after the top-level codes (index 18 on FunCat).
         """
+        if isinstance(paths, str):  # iterated, 'abc' was the three top-level terms 'a', 'b', 'c'
+            raise HierarchyError(f"paths is the string {paths!r}: give a list of paths ([{paths!r}] for one)")
         names, edges = {root}, set()
         for p in paths:
             parts = [t for t in p.strip().split(sep)]
@@ -493,9 +495,16 @@ class Hierarchy:
         Raises:
             HierarchyError: naming the row when a term is not in the hierarchy.
         """
+        if isinstance(annotations, str):
+            raise HierarchyError(f"annotations is the string {annotations!r}: give one list of names per row "
+                                 f"(encode([[{annotations!r}]]) for one row)")
         n = len(annotations)
         rows, cols = [], []
         for r, ann in enumerate(annotations):
+            if isinstance(ann, str):  # iterated, 'beta' was the labels 'b', 'e', 't', 'a' ("label 'b' not in ...")
+                loc = where[r] if where is not None else f"row {r}"
+                raise HierarchyError(f"{loc}: the string {ann!r}, not a list of names; a row is a list "
+                                     f"([{ann!r}] for that one label)")
             for t in ann:
                 j = self.index.get(t)
                 if j is None:
