@@ -52,6 +52,9 @@ def test_cycles_and_unreachable_nodes_are_rejected():
         Hierarchy.from_edges([("root", "A"), ("X", "Y")], roots=["root"])
     with pytest.raises(HierarchyError, match="malformed path"):
         Hierarchy.from_paths(["01//02"])
+    for kw in ({"roots": "root"}, {"skip": "A"}):  # roots: "roots not in the hierarchy: ['o', 'r', 't']";
+        with pytest.raises(HierarchyError, match="must be a collection of nodes, got the string"):  # skip: ignored
+            Hierarchy.from_edges([("root", "A"), ("A", "B")], **kw)
     with pytest.raises(HierarchyError, match="paths is the string 'abc'"):  # was the terms 'a', 'b' and 'c'
         Hierarchy.from_paths("abc")
 

@@ -97,6 +97,9 @@ class Hierarchy:
 
         Repeated edges are merged silently; :meth:`from_pairs` refuses them.
         """
+        for what, xs in (("roots", roots), ("skip", skip)):
+            if isinstance(xs, str):  # as from_pairs: set('GO1') was {'G', 'O', '1'}, and GO1 stayed evaluated
+                raise HierarchyError(f"{what} must be a collection of nodes, got the string {xs!r}")
         pairs = set()
         seen = {}  # insertion-ordered set: first appearance, for order='given'
         for e in edges:
