@@ -215,6 +215,16 @@ def test_xml_label_missing_from_arff(tmp_path):
     assert "'L4'" in str(err) and xml in str(err)
 
 
+def test_label_names_as_one_string_is_refused(tmp_path):
+    # A string was iterated letter by letter: "label(s) ... are not attributes of this file: ['L', '1']".
+    from hmljax.data import read_arff
+
+    root = _dataset(str(tmp_path / "d"), "toy", relation="toy")
+    path = os.path.join(root, sorted(f for f in os.listdir(root) if f.endswith(".arff"))[0])
+    with pytest.raises(TypeError, match="label_names is the string 'L1'"):
+        read_arff(path, label_names="L1")
+
+
 @pytest.mark.parametrize("q", [-50, 50, 0])
 def test_meka_count_beyond_the_attributes(tmp_path, q):
     text = f"% MEKA\n@relation 'toy: -C {q}'\n@attribute a {{0,1}}\n@attribute f numeric\n@data\n1,2\n"

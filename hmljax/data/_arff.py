@@ -367,6 +367,8 @@ def read_arff(
         ArffError: naming the file and line, for any malformed input.
     """
     path = os.fspath(path)
+    if isinstance(label_names, str):  # iterated, 'amazed' was the labels 'a', 'm', 'a', ...
+        raise TypeError(f"read_arff: label_names is the string {label_names!r}; give a list of names")
     text = _open_text(path)
     lines = text.split("\n")
     relation, relation_line, attrs, data_start = _header_lines(lines, path)
