@@ -91,9 +91,25 @@ def check_finite(fn: str, name: str, x) -> None:
                          f"at {_first(bad)}")
 
 
+def check_where(fn: str, where, shape, *, of: str = "labels") -> None:
+    """``where`` must broadcast to ``shape``, the shape of ``of`` (the labels, or a loss): ``[*B, C]`` or ``[C]``.
+    A shape, so checked always, traced or not (it was jax's "Incompatible types for broadcasting: input
+    type=bool[3] ...")."""
+    if where is None:
+        return
+    got = tuple(np.shape(where))
+    try:
+        ok = np.broadcast_shapes(got, tuple(shape)) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{fn}: where {got} does not broadcast to the shape of the {of}, {tuple(shape)}")
+
+
 def check_binary(fn: str, name: str, y, *, where=None) -> None:
     """Labels must be exactly 0 or 1 (no -1, no 2, no soft labels); entries outside ``where`` (missing
-    labels, which the losses neutralise) are not looked at."""
+    labels, which the losses neutralise) are not looked at. ``where``'s shape is checked first."""
+    check_where(fn, where, np.shape(y))
     a = _concrete(y)
     if a is None or a.dtype == bool or (a := _masked(a, where)) is None:
         return

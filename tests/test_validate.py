@@ -173,3 +173,37 @@ def test_losses_take_nested_lists_and_name_shapes_that_do_not_broadcast():
     assert np.asarray(sigmoid_focal_loss(z, y)).shape == (2, 4)
     with pytest.raises(ValueError, match=r"binary_cross_entropy: logits \(2, 4\) and labels \(2, 3\) do not broadcast"):
         binary_cross_entropy(jnp.zeros((2, 4)), jnp.zeros((2, 3)))
+
+
+def test_a_mask_that_does_not_broadcast_is_named_and_focusing_exponents_are_in_range():
+    # `where` of a wrong shape was jax's "Incompatible types for broadcasting: input type=bool[3] and requested
+    # type=bool[1,4]" (or "Cannot broadcast to shape with fewer dimensions"), naming no loss. A shape is checked
+    # under jit too. A negative focusing exponent weighted the easy entries up without bound; ASL's margin
+    # m >= 1 zeroed every negative's loss; focal alpha outside [0, 1] gave negative weights.
+    from hmljax.losses import asymmetric_loss, reduce_loss
+
+    z, y = jnp.zeros((2, H.num_nodes)), CLOSED.repeat(2, 0)
+    bad = np.ones(3, bool)
+    calls = {"mc_loss": lambda w: mc_loss(z, y, SPARSE, where=w),
+             "lmc_loss": lambda w: lmc_loss(z, y, PARENTS, where=w),
+             "hybrid_loss": lambda w: hybrid_loss(z, y, SPARSE, PARENTS, where=w),
+             "binary_cross_entropy": lambda w: binary_cross_entropy(z, y, where=w),
+             "sigmoid_focal_loss": lambda w: sigmoid_focal_loss(z, y, where=w),
+             "reduce_loss": lambda w: reduce_loss(jnp.ones((2, H.num_nodes)), w)}
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"{name}: where \(3,\) does not broadcast to the shape of the \w+, "
+                                             rf"\(2, {H.num_nodes}\)"):
+            call(bad)
+        with pytest.raises(ValueError, match=f"{name}: where"):
+            jax.jit(call)(bad)
+        with pytest.raises(ValueError, match=f"{name}: where"):  # more dims than the labels: not a silent sum
+            call(np.ones((3, 2, H.num_nodes), bool))
+        assert np.asarray(call(np.ones(H.num_nodes, bool))).size >= 1  # a [C] mask still broadcasts
+    for kw, says in (({"gamma": -1.0}, "gamma must be >= 0"), ({"alpha": 1.5}, "alpha must be <= 1")):
+        with pytest.raises(ValueError, match=f"sigmoid_focal_loss: {says}"):
+            sigmoid_focal_loss(z, y, **kw)
+    for kw, says in (({"clip": 1.0}, "clip must be < 1"), ({"gamma_neg": -2.0}, "gamma_neg must be >= 0")):
+        with pytest.raises(ValueError, match=f"asymmetric_loss: {says}"):
+            asymmetric_loss(z, y, **kw)
+    # Traced hyperparameters are not checked (nothing synced under jit).
+    assert np.isfinite(np.asarray(jax.jit(lambda g: sigmoid_focal_loss(z, y, gamma=g))(2.0))).all()

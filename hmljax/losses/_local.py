@@ -227,6 +227,7 @@ def hybrid_loss(
         raise ValueError(
             f"hybrid_loss: logits {logits.shape}, local_logits {local_logits.shape} and labels {labels.shape} differ"
         )
+    V.check_where("hybrid_loss", where, logits.shape)
     if where is not None:
         where = jnp.broadcast_to(where, logits.shape)
     num_classes = logits.shape[-1]

@@ -98,6 +98,9 @@ def sigmoid_focal_loss(
     0.173287
     """
     logits, labels = _labels("sigmoid_focal_loss", logits, labels, where)
+    V.check_nonnegative("sigmoid_focal_loss", "gamma", gamma)  # γ < 0 weights the easy entries up, unboundedly
+    if alpha is not None:
+        V.check_in_range("sigmoid_focal_loss", "alpha", alpha, low=0, high=1)
     bce = jax.nn.softplus(logits) - labels * logits
     loss = _focal_factor(logits, labels, gamma) * bce
     if alpha is not None:
@@ -272,6 +275,7 @@ def db_loss(
         Wu et al., ECCV 2020, §3.2-3.3; the DB project's ``ResampleLoss``.
     """
     logits, labels = _labels("db_loss", logits, labels, where)
+    V.check_nonnegative("db_loss", "gamma", gamma)
     n_C = _counts("db_loss", class_counts, logits.shape[-1], num_samples=num_samples)
     y = labels.astype(bool)
     weights = db_rebalancing_weights(labels, n_C, alpha=alpha, beta=beta, mu=mu).astype(logits.dtype)
@@ -333,6 +337,9 @@ def asymmetric_loss(
         Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021.
     """
     logits, labels = _labels("asymmetric_loss", logits, labels, where)
+    V.check_nonnegative("asymmetric_loss", "gamma_pos", gamma_pos)
+    V.check_nonnegative("asymmetric_loss", "gamma_neg", gamma_neg)
+    V.check_in_range("asymmetric_loss", "clip", clip, low=0, below=1)  # m >= 1 zeroes every negative's loss
     pos = -jnp.exp(gamma_pos * jax.nn.log_sigmoid(-logits)) * jax.nn.log_sigmoid(logits)
     if clip > 0:
         p_m = jnp.maximum(jax.nn.sigmoid(logits) - clip, 0.0)

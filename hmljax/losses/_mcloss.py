@@ -86,6 +86,7 @@ def mc_loss(
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if logits.shape != labels.shape:
         raise ValueError(f"mc_loss: logits {logits.shape} and labels {labels.shape} differ")
+    V.check_where("mc_loss", where, logits.shape)
     if where is not None:
         where = jnp.broadcast_to(where, logits.shape)
     V.check_finite("mc_loss", "logits", logits)

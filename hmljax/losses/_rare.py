@@ -68,6 +68,7 @@ def reduce_loss(loss: Float[Array, "..."], where=None, *, reduction: str = "mean
         raise ValueError(f"reduce_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
     if where is None:
         return loss.mean()
+    V.check_where("reduce_loss", where, loss.shape, of="loss")
     where = jnp.broadcast_to(where, loss.shape)
     return loss.sum() / jnp.maximum(where.sum(), 1)
 
