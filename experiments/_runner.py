@@ -119,16 +119,24 @@ def variant_suffix(settings) -> str:
     return "__" + "".join(c if c.isalnum() or c in "=.-" else "_" for c in "_".join(settings)) if settings else ""
 
 
+# ``run_one``'s error for a run another process is training now (the same command started twice, to use
+# another core): not a failure; that process finishes and records it.
+BUSY = "busy"
+
+
 def run_one(task, progress: bool = False) -> tuple[str, str | None]:
-    """One training run (in a worker, or in this process). Returns ``(run_dir, error or None)``."""
+    """One training run (in a worker, or in this process). Returns ``(run_dir, error or None)``; the error
+    is :data:`BUSY` when another process holds the run's lock."""
     cfg_dict, run_dir = task
-    from hmljax.training import TrainConfig, train_and_evaluate
+    from hmljax.training import RunInUseError, TrainConfig, train_and_evaluate
 
     try:
         cfg = TrainConfig(**cfg_dict)
         resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
         train_and_evaluate(cfg, run_dir, resume=resume, progress=progress)
         return run_dir, None
+    except RunInUseError:
+        return run_dir, BUSY
     except Exception as e:  # noqa: BLE001 - reported by the caller, and the other runs go on
         return run_dir, f"{type(e).__name__}: {e}"
 
@@ -136,6 +144,10 @@ def run_one(task, progress: bool = False) -> tuple[str, str | None]:
 def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, desc: str = "runs",
               on_done=None, records: RunRecords | None = None, poll_s: float = 5.0) -> list[tuple[str, str]]:
     """Runs every task; returns ``[(run_dir, error)]`` for the ones that failed.
+
+    A run another process is training (its lock held: the same command started again to use another
+    core) is skipped, not failed: that process finishes and records it, and this one goes on to the
+    next run, so a second command on the same table takes the runs the first has not reached.
 
     ``on_done(run_dir)`` is called in the parent after each successful run
     (the scripts rewrite their tables there, so a table is never stale by more
@@ -163,7 +175,9 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     if workers <= 1 and tasks_per_worker is None:  # in this process, with each run's epoch progress bar
         for t in tasks:
             run_dir, err = run_one(t, progress=True)
-            if err:
+            if err == BUSY:
+                print(f"skipped {run_dir}: another process is training it", flush=True)
+            elif err:
                 failures.append((run_dir, err))
                 print(f"FAILED {run_dir}: {err}", flush=True)
             elif on_done is not None:
@@ -183,7 +197,9 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
             for f in done:
                 run_dir, err = f.result()
                 finished += 1
-                if err:
+                if err == BUSY:
+                    tqdm.write(f"skipped {run_dir}: another process is training it")
+                elif err:
                     failures.append((run_dir, err))
                     tqdm.write(f"FAILED {run_dir}: {err}")
                 else:

@@ -193,6 +193,24 @@ def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, cap
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
 
 
+def test_a_run_another_process_trains_is_skipped_not_failed(tmp_path, capsys):
+    """The same command started again (to use another core) leaves the locked run to its owner and
+    trains the next; neither a failure nor a finished run (on_done) is reported for it."""
+    import _runner
+
+    from hmljax.training import TrainConfig, run_lock
+
+    tasks = [(TrainConfig(dataset="synthetic", seed=s, epochs=1, hidden=8, batch_size=64).to_dict(),
+              str(tmp_path / f"s{s}")) for s in range(2)]
+    os.makedirs(tasks[0][1])
+    seen = []
+    with run_lock(tasks[0][1]):  # as if the first command held it
+        failures = _runner.run_tasks(tasks, on_done=seen.append)
+    assert failures == [] and seen == [tasks[1][1]]
+    assert not os.path.exists(os.path.join(tasks[0][1], "metrics.jsonl"))
+    assert f"skipped {tasks[0][1]}: another process is training it" in capsys.readouterr().out
+
+
 def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(tmp_path):
     import argparse
 

@@ -9,6 +9,7 @@ from hmljax.engine import TrainState, jit_train, train_compiler_options
 from hmljax.training._config import BOOKKEEPING, RunConfig, TrainConfig, config_diff, load_config
 from hmljax.training._load import LoadedRun, evaluate_run, load_run, predict_file
 from hmljax.training._run import (
+    RunInUseError,
     build_method,
     cpu_model,
     load_run_dataset,
@@ -52,6 +53,7 @@ __all__ = [
     "make_train_step",
     "jit_train",
     "predict_file",
+    "RunInUseError",
     "run_lock",
     "train_compiler_options",
     "train_and_evaluate",

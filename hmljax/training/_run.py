@@ -27,7 +27,8 @@ from hmljax.engine import (
 from hmljax.training._config import TrainConfig, config_diff
 from hmljax.training._sharding import make_mesh, replicate, shard_epoch_batches, shard_members
 
-__all__ = ["train_and_evaluate", "build_method", "load_run_dataset", "source_commit", "run_lock", "cpu_model"]
+__all__ = ["train_and_evaluate", "build_method", "load_run_dataset", "source_commit", "run_lock", "RunInUseError",
+           "cpu_model"]
 
 
 def load_run_dataset(cfg: TrainConfig):
@@ -76,6 +77,10 @@ def train_split(cfg: TrainConfig, ds) -> str:
     return "train+valid" if (cfg.protocol == "chmcnn" and "valid" in ds.X) else "train"
 
 
+class RunInUseError(ValueError):
+    """Another process holds the run directory's lock (it is training there now)."""
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str):
     """An exclusive lock on ``run_dir`` for one training at a time: a second one into the same folder
@@ -91,8 +96,8 @@ def run_lock(run_dir: str):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        raise ValueError(f"{run_dir!r} is in use by another training (its .lock is held): wait for it or "
-                         "choose another --out") from None
+        raise RunInUseError(f"{run_dir!r} is in use by another training (its .lock is held): wait for it or "
+                            "choose another --out") from None
     try:
         yield
     finally:
