@@ -106,6 +106,42 @@ def test_toy_method_killed_mid_run_resumes_to_the_same_bits(tmp_path):
     assert [m["epoch"] for m in history] == list(range(1, epochs + 1))  # no epoch logged twice or lost
 
 
+ES = dict(dataset="synthetic", protocol="early_stopping", patience=3, hidden=64, lr=0.03, checkpoint_every=1)
+
+
+def test_early_stopping_resumes_with_its_best_epoch_and_loads_it(tmp_path, monkeypatch, capsys):
+    """A resumed early-stopping run keeps the best epoch before its checkpoint (its score, its parameters, the
+    patience counted from it), so it ends where and as an uninterrupted run does; load_run gives the
+    parameters its test results were scored with. Checkpoints from before the record (legacy) rebuild it
+    from the logged scores and a kept checkpoint, or train again from epoch 0 when that is gone."""
+    import hmljax.training._run as run_mod
+
+    full = train_and_evaluate(TrainConfig(epochs=10, **ES), str(tmp_path / "full"), progress=False)
+    res = full["results"]
+    b = res["best_epoch"]
+    assert 1 < b and res["epochs_run"] == b + 3 < 10  # stopped by its patience, three epochs after its best
+    loaded = load_run(str(tmp_path / "full"))
+    assert loaded.epoch == b
+    chex.assert_trees_all_equal(loaded.params, full["params"])
+    assert json.loads(json.dumps(evaluate_run(str(tmp_path / "full")))) == json.loads(json.dumps(res["test"]))
+
+    plain_item = run_mod._checkpoint_item
+    for name, stop_at, legacy in [("new", b + 1, False), ("legacy-kept", b + 1, True), ("legacy-lost", b + 2, True)]:
+        d = str(tmp_path / name)
+        if legacy:  # checkpoints as written before they carried the best epoch
+            monkeypatch.setattr(run_mod, "_checkpoint_item", lambda s, k, e, best: plain_item(s, k, e, None))
+        train_and_evaluate(TrainConfig(epochs=stop_at, **ES), d, progress=False)
+        monkeypatch.undo()
+        capsys.readouterr()
+        out = train_and_evaluate(TrainConfig(epochs=10, **ES), d, resume=True, extend=True, progress=False)
+        assert ("training again from epoch 0" in capsys.readouterr().out) == (name == "legacy-lost"), name
+        got = out["results"]
+        assert (got["best_epoch"], got["epochs_run"], got["test"]) == (b, b + 3, res["test"]), name
+        chex.assert_trees_all_equal(out["params"], full["params"])
+        history = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+        assert [m["epoch"] for m in history] == list(range(1, b + 4)), name
+
+
 def test_toy_method_keys_are_strict():
     with pytest.raises(ValueError, match="'w0' belongs to method chmcnn"):
         TrainConfig(w0=0.1, **TOY)

@@ -23,8 +23,9 @@ class LoadedRun(NamedTuple):
         run_dir: where it was read from.
         config: its resolved :class:`TrainConfig`.
         method: the :class:`hmljax.engine.Method` rebuilt from the config (model, loss, predict, metrics).
-        params, model_state: from the latest checkpoint.
-        epoch: the epoch that checkpoint ended.
+        params, model_state: from the latest checkpoint; for an early-stopping run
+            (``protocol=early_stopping``), those of its best validation epoch, which its test results used.
+        epoch: the epoch those parameters ended.
         dataset: the :class:`hmljax.data.Dataset` it was trained on (from today's ``--data-dir``).
         hierarchy: the dataset's :class:`hmljax.Hierarchy` (label names in output order).
         preprocessing: the fitted preprocessing statistics (see :func:`hmljax.data.apply_preprocessing`).
@@ -47,7 +48,8 @@ class LoadedRun(NamedTuple):
 
 
 def load_run(run_dir: str, *, data_dir: str | None = None) -> LoadedRun:
-    """Reads a run directory: its config, and its latest checkpoint into the method's model.
+    """Reads a run directory: its config, and its latest checkpoint into the method's model (the best
+    validation epoch's parameters for an early-stopping run).
 
     Args:
         run_dir: a folder written by :func:`hmljax.training.train_and_evaluate`.
@@ -69,15 +71,25 @@ def load_run(run_dir: str, *, data_dir: str | None = None) -> LoadedRun:
         try:
             if mngr.latest_step() is None:
                 raise ValueError(f"{run_dir!r} has no checkpoint to load")
-            state, _, epoch = _restore(mngr, state, loop_key)
+            early = cfg.protocol == "early_stopping"
+            state, _, epoch, *best = _restore(mngr, state, loop_key, best=early)
         finally:
             mngr.close()
-    return LoadedRun(run_dir, cfg, method, state.params, state.model_state, epoch, ds, ds.hierarchy,
+    params, model_state = state.params, state.model_state
+    if early:
+        # The parameters its results.json was scored with: those of the best validation epoch.
+        if best[0] is not None and best[0]["params"] is not None:
+            params, model_state, epoch = best[0]["params"], best[0]["model_state"], best[0]["epoch"]
+        else:
+            warnings.warn(f"{run_dir}: an early-stopping run whose checkpoint predates the best-epoch record; "
+                          f"these are the parameters of epoch {epoch}, not of the best validation epoch its "
+                          "results.json reports", stacklevel=2)
+    return LoadedRun(run_dir, cfg, method, params, model_state, epoch, ds, ds.hierarchy,
                      dict(ds.meta.get("preprocessing", {})))
 
 
 def evaluate_run(run_dir: str, *, split: str = "test", data_dir: str | None = None) -> dict:
-    """Scores a run's latest checkpoint on ``split`` with its method's metric suite.
+    """Scores a run's trained model (as :func:`load_run` reads it) on ``split`` with its method's metric suite.
 
     Warns when ``split`` is one the run trained on (``valid`` under ``protocol=chmcnn``, which trains on
     train+valid): its scores are then training scores, not a held-out estimate."""

@@ -240,9 +240,10 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json`` and orbax
     checkpoints (every ``checkpoint_every`` epochs and at the end, with the optimiser, model and
-    sampler state, the PRNG key and the epoch, which fixes a host sampler's position). With
-    ``resume=True`` it continues from the latest checkpoint and ends with the same parameters as an
-    uninterrupted run; a saved config that differs is refused, except a larger ``epochs`` with
+    sampler state, the PRNG key and the epoch, which fixes a host sampler's position; under
+    ``protocol=early_stopping`` also the best validation epoch so far, its score and parameters). With
+    ``resume=True`` it continues from the latest checkpoint and ends with the same parameters (and the same
+    chosen epoch) as an uninterrupted run; a saved config that differs is refused, except a larger ``epochs`` with
     ``extend=True`` (training a finished run further).
     """
     cfg = cfg.resolved()
@@ -305,15 +306,27 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     mngr = _checkpointer(run_dir)
     start_epoch, history = 0, []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    early = cfg.protocol == "early_stopping"
+    best = {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
     if resume and mngr.latest_step() is not None:
-        state, loop_key, start_epoch = _restore(mngr, state, loop_key)
+        fresh = (state, loop_key)
+        state, loop_key, start_epoch, *saved_best = _restore(mngr, state, loop_key, best=early)
         if os.path.exists(metrics_path):
             with open(metrics_path) as fh:
                 history = [json.loads(line) for line in fh if line.strip()]
             history = [m for m in history if m["epoch"] <= start_epoch]
+        if early:
+            # The best epoch so far and its parameters resume with the run: without them a resumed run
+            # would choose only among the epochs after the checkpoint, and restart its patience.
+            best = saved_best[0] or _best_from_legacy(mngr, state, loop_key, history, start_epoch, suite.headline)
+            if best is None:
+                print(f"{run_dir}: its checkpoint predates the early-stopping record and the best epoch's "
+                      "parameters are not kept; training again from epoch 0 (the run is deterministic)")
+                _drop_checkpoints(mngr)
+                (state, loop_key), start_epoch, history = fresh, 0, []
+                best = {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
     atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
 
-    best = {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} {cfg.dataset} seed {cfg.seed}",
                disable=not progress, initial=start_epoch, total=cfg.epochs, unit="epoch")
     t_train, compile_s = 0.0, None
@@ -333,7 +346,7 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
             compile_s = dt
         t_train += dt
         record = {"epoch": epoch + 1, "loss": mean_loss, "epoch_s": dt, "samples_per_s": float(seen / dt)}
-        if cfg.protocol == "early_stopping" and np.isfinite(mean_loss):
+        if early and np.isfinite(mean_loss):
             Xv, Yv = ds.split("valid")
             score = suite.evaluate(np.asarray(Yv), predict(state.params, state.model_state, Xv))[suite.headline]
             record[f"valid_{suite.headline}"] = score
@@ -360,17 +373,18 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
                 f"Look for a learning rate too large (lr={cfg.lr:g}) or an overflow in the loss terms "
                 "(e.g. a weight or focal factor).")
         bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+        stop = early and epoch + 1 - best["epoch"] >= cfg.patience
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stop:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(
-                {"state": state, "key": jax.random.key_data(loop_key), "epoch": epoch + 1}))
+                _checkpoint_item(state, loop_key, epoch + 1, best if early else None)))
             mngr.wait_until_finished()
             _record_checksums(mngr)
-        if cfg.protocol == "early_stopping" and epoch + 1 - best["epoch"] >= cfg.patience:
+        if stop:
             break
     mngr.wait_until_finished()
     mngr.close()
 
-    use_best = cfg.protocol == "early_stopping" and best["params"] is not None
+    use_best = early and best["params"] is not None
     params = best["params"] if use_best else state.params
     model_state = best["model_state"] if use_best else state.model_state
     t0 = time.perf_counter()
@@ -397,6 +411,33 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     }
     atomic_write_text(os.path.join(run_dir, "results.json"), json.dumps(results, indent=2))
     return {"results": results, "params": params, "model_state": model_state, "state": state}
+
+
+def _best_from_legacy(mngr, state, loop_key, history: list[dict], start_epoch: int, headline: str) -> dict | None:
+    """The early-stopping record of a checkpoint written before checkpoints carried it, rebuilt from the
+    logged validation scores; the parameters come from the checkpoint of the best epoch if one is kept,
+    else None (the run must start again)."""
+    key = f"valid_{headline}"
+    scored = [m for m in history if np.isfinite(m.get(key, np.nan))]
+    if not scored:
+        return {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
+    top = max(m[key] for m in scored)
+    b_epoch = min(m["epoch"] for m in scored if m[key] == top)  # the loop keeps the first of equal scores
+    if b_epoch == start_epoch:
+        src = state
+    elif b_epoch in mngr.all_steps():
+        src = _restore(mngr, state, loop_key, b_epoch)[0]
+    else:
+        return None
+    return {"score": float(top), "epoch": b_epoch, "params": jax.tree.map(np.array, src.params),
+            "model_state": jax.tree.map(np.array, src.model_state)}
+
+
+def _drop_checkpoints(mngr) -> None:
+    for step in mngr.all_steps():
+        mngr.delete(step)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(_checksum_file(mngr))
 
 
 def _checksum_file(mngr) -> str:
@@ -450,8 +491,27 @@ def _verify_checksums(mngr, step: int) -> None:
                          f"written with it): {hint}")
 
 
-def _restore(mngr, state, loop_key, step: int | None = None):
-    """``(state, loop_key, epoch)`` from a checkpoint, into the structure of ``state``.
+def _best_template(state) -> dict:
+    """The early-stopping record a checkpoint carries: the best validation score so far, its epoch and a
+    copy of that epoch's parameters and model state (epoch 0 and the current ones before any)."""
+    return {"score": np.asarray(-np.inf, np.float64), "epoch": np.asarray(0, np.int64),
+            "params": state.params, "model_state": state.model_state}
+
+
+def _checkpoint_item(state, loop_key, epoch: int, best: dict | None) -> dict:
+    item = {"state": state, "key": jax.random.key_data(loop_key), "epoch": epoch}
+    if best is not None:
+        if best["params"] is None:  # no finite validation score yet
+            best = {**_best_template(state), "params": state.params, "model_state": state.model_state}
+        item["best"] = {"score": np.asarray(best["score"], np.float64), "epoch": np.asarray(best["epoch"], np.int64),
+                        "params": best["params"], "model_state": best["model_state"]}
+    return item
+
+
+def _restore(mngr, state, loop_key, step: int | None = None, *, best: bool = False):
+    """``(state, loop_key, epoch)`` from a checkpoint, into the structure of ``state``; with ``best=True``
+    ``(state, loop_key, epoch, best)``, where ``best`` is the early-stopping record (score, epoch, params,
+    model_state; params None before any finite score) or None for a checkpoint written without one.
 
     Checkpoints written before the engine carried model and sampler state hold a three-field state;
     they restore into the same parameters and optimiser state with empty model and sampler state.
@@ -461,16 +521,30 @@ def _restore(mngr, state, loop_key, step: int | None = None):
     step = mngr.latest_step() if step is None else step
     _verify_checksums(mngr, step)
     template = {"state": state, "key": jax.random.key_data(loop_key), "epoch": 0}
-    try:
-        restored = mngr.restore(step, args=ocp.args.StandardRestore(template))
-    except (ValueError, KeyError, TypeError) as err:
-        legacy = {"state": tuple(state[:3]), "key": template["key"], "epoch": 0}
+    templates = [{**template, "best": _best_template(state)}] if best else []
+    templates += [template, {"state": tuple(state[:3]), "key": template["key"], "epoch": 0}]
+    errors = []
+    for tmpl in templates:
         try:
-            restored = mngr.restore(step, args=ocp.args.StandardRestore(legacy))
-        except Exception:  # noqa: BLE001 - report the first, more telling error
-            raise ValueError(f"checkpoint {step} of {mngr.directory} does not fit this run's state ({err}); "
-                             "it was written by another config or is damaged") from None
+            restored = mngr.restore(step, args=ocp.args.StandardRestore(tmpl))
+            break
+        except Exception as err:  # noqa: BLE001 - orbax raises assorted types for a tree that does not fit
+            errors.append(err)
+    else:
+        # Report the plain template's error: the others only add or drop fields around it.
+        raise ValueError(f"checkpoint {step} of {mngr.directory} does not fit this run's state ({errors[-2]}); "
+                         "it was written by another config or is damaged") from None
+    if len(restored["state"]) == 3:  # the legacy three-field state
         restored["state"] = type(state)(*restored["state"], state.model_state, state.sampler_state)
     new_state = jax.tree.map(jnp.asarray, restored["state"])
     new_state = type(state)(*new_state) if not hasattr(new_state, "_fields") else new_state
-    return new_state, jax.random.wrap_key_data(jnp.asarray(restored["key"])), int(restored["epoch"])
+    key, epoch = jax.random.wrap_key_data(jnp.asarray(restored["key"])), int(restored["epoch"])
+    if not best:
+        return new_state, key, epoch
+    saved = restored.get("best")
+    if saved is not None:
+        b_epoch = int(saved["epoch"])
+        saved = {"score": float(saved["score"]), "epoch": b_epoch,
+                 "params": jax.tree.map(np.array, saved["params"]) if b_epoch else None,
+                 "model_state": jax.tree.map(np.array, saved["model_state"]) if b_epoch else None}
+    return new_state, key, epoch, saved
