@@ -2,7 +2,7 @@
 
 Shared by the experiment scripts. Each task is ``(TrainConfig as a dict,
 run_dir)``; a run with a checkpoint directory resumes, so an interrupted
-sitting loses at most ``checkpoint_every`` epochs per run.
+sitting loses at most ``checkpoint_every`` epochs or ``checkpoint_minutes`` (10) per run.
 
 Why processes with one core each: C-HMCNN trains at batch 4, where a step is a
 handful of small matmuls and an Adam pass. XLA's intra-op threads buy little

@@ -138,6 +138,7 @@ CLI_CASES = [
     (["devices=2"], "applies only with shard"),
     (["epochs=0"], "bad value for epochs"),
     (["checkpoint_every=0"], "bad value for checkpoint_every"),
+    (["checkpoint_minutes=-1"], "bad value for checkpoint_minutes"),
 ]
 
 

@@ -323,6 +323,18 @@ def test_resume_refuses_another_configs_run(tmp_path):
     # Bookkeeping is not the run: another data folder or checkpoint cadence resumes it.
     assert config_diff(str(tmp_path), cfg.replace(checkpoint_every=3, data_dir=str(tmp_path))) == {}
     assert "checkpoint_every" not in cfg.identity() and cfg.identity()["hidden"] == 16
+    assert config_diff(str(tmp_path), cfg.replace(checkpoint_minutes=0.5)) == {}
+
+
+def test_a_checkpoint_is_written_once_checkpoint_minutes_pass(tmp_path):
+    """Minutes-long epochs are checkpointed on time, not only every checkpoint_every epochs."""
+    from hmljax.training import TrainConfig, train_and_evaluate
+
+    cfg = TrainConfig(dataset="synthetic", epochs=3, hidden=16, batch_size=64, checkpoint_every=100)
+    for minutes, kept in [(0, ["3"]), (1e-9, ["2", "3"])]:  # two kept (max_to_keep); 0 turns it off
+        out = tmp_path / str(minutes)
+        train_and_evaluate(cfg.replace(checkpoint_minutes=minutes), str(out), progress=False)
+        assert sorted(p for p in os.listdir(out / "checkpoints") if p.isdigit()) == kept, minutes
 
 
 def test_diverged_run_stops_without_results(tmp_path):

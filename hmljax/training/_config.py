@@ -24,7 +24,7 @@ from hmljax.engine import OPTIMIZERS, get_method, get_sampler, list_methods
 __all__ = ["RunConfig", "TrainConfig", "load_config", "config_diff", "BOOKKEEPING"]
 
 # Keys that do not change a run's results (see TrainConfig.identity).
-BOOKKEEPING = ("data_dir", "checkpoint_every")
+BOOKKEEPING = ("data_dir", "checkpoint_every", "checkpoint_minutes")
 
 SHARDINGS = ("none", "members", "data")
 
@@ -88,6 +88,9 @@ class RunConfig:
     patience: int | None = None  # early_stopping: 20
     drop_remainder: bool = False  # C-HMCNN's DataLoader keeps the last partial batch: pad and mask it
     checkpoint_every: int = 10
+    # Also checkpoint at the end of an epoch once this many minutes passed since the last one (0: off), so
+    # a run with minutes-long epochs that is killed loses minutes, not checkpoint_every epochs.
+    checkpoint_minutes: float = 10.0
     test_curve_every: int = 0  # k > 0: log the test split's headline metric every k epochs (learning curves only)
     threshold: float = 0.5
     threshold_inclusive: bool = False  # RARE's text: >= 0.5; the released code: > 0.5
@@ -175,6 +178,8 @@ class RunConfig:
             ("protocol", self.protocol in ("chmcnn", "early_stopping"), "chmcnn or early_stopping"),
             ("patience", self.patience is None or pos_int(self.patience), "an integer >= 1"),
             ("checkpoint_every", pos_int(self.checkpoint_every), "an integer >= 1"),
+            ("checkpoint_minutes", _finite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
+             "a number of minutes >= 0 (0: off)"),
             ("test_curve_every", isinstance(self.test_curve_every, int) and self.test_curve_every >= 0,
              "an integer >= 0 (0: off)"),
             ("threshold", _finite(self.threshold) and 0 <= self.threshold <= 1, "a probability in [0, 1]"),

@@ -239,7 +239,8 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
     default, on every backend).
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json`` and orbax
-    checkpoints (every ``checkpoint_every`` epochs and at the end, with the optimiser, model and
+    checkpoints (every ``checkpoint_every`` epochs, after any epoch that ends ``checkpoint_minutes`` after
+    the last one, and at the end, with the optimiser, model and
     sampler state, the PRNG key and the epoch, which fixes a host sampler's position; under
     ``protocol=early_stopping`` also the best validation epoch so far, its score and parameters). With
     ``resume=True`` it continues from the latest checkpoint and ends with the same parameters (and the same
@@ -329,7 +330,7 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
 
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} {cfg.dataset} seed {cfg.seed}",
                disable=not progress, initial=start_epoch, total=cfg.epochs, unit="epoch")
-    t_train, compile_s = 0.0, None
+    t_train, compile_s, last_save = 0.0, None, time.monotonic()
     rows_per_epoch = min(method.sampler.steps_per_epoch * method.sampler.batch_size, X.shape[0])
     for epoch in bar:
         t0 = time.perf_counter()
@@ -374,11 +375,13 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
                 "(e.g. a weight or focal factor).")
         bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
         stop = early and epoch + 1 - best["epoch"] >= cfg.patience
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stop:
+        overdue = cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stop or overdue:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(
                 _checkpoint_item(state, loop_key, epoch + 1, best if early else None)))
             mngr.wait_until_finished()
             _record_checksums(mngr)
+            last_save = time.monotonic()
         if stop:
             break
     mngr.wait_until_finished()
