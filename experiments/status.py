@@ -121,8 +121,9 @@ def render(rows: list[dict], *, when: str, machine: str) -> str:
              "runs are not in this checkout); the rest are new. Add `--data-dir ../shared/data` to a command to run",
              "it; it resumes where the last sitting stopped, but only from what survives it: a session may start",
              "from a fresh clone, where finished runs come back from their records and a run in progress starts",
-             f"over. So a run longer than one sitting (**bold**: over {SITTING_H:g} h of a core) never finishes on",
-             "this machine; it needs a GPU sitting or a machine that keeps `runs/`.", "",
+             f"over. So a run longer than one sitting (**bold**: over {SITTING_H:g} h of a core) finishes here only",
+             "if `runs/` survives between sittings (it did between sessions 31 and 32; a run checkpoints every",
+             "10 epochs and every 10 minutes, so it then loses minutes), else it needs a GPU sitting.", "",
              "| paper | item | finished | to do: new | to do: carried ‡ | est. hours (1 core, all to do) | longest "
              "run (h) | untimed | command |",
              "|---|---|---|---|---|---|---|---|---|"]
