@@ -505,7 +505,7 @@ def _checkpoint_item(state, loop_key, epoch: int, best: dict | None) -> dict:
     item = {"state": state, "key": jax.random.key_data(loop_key), "epoch": epoch}
     if best is not None:
         if best["params"] is None:  # no finite validation score yet
-            best = {**_best_template(state), "params": state.params, "model_state": state.model_state}
+            best = _best_template(state)
         item["best"] = {"score": np.asarray(best["score"], np.float64), "epoch": np.asarray(best["epoch"], np.int64),
                         "params": best["params"], "model_state": best["model_state"]}
     return item
