@@ -308,7 +308,7 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     start_epoch, history = 0, []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     early = cfg.protocol == "early_stopping"
-    best = {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
+    best = _no_best()
     if resume and mngr.latest_step() is not None:
         fresh = (state, loop_key)
         state, loop_key, start_epoch, *saved_best = _restore(mngr, state, loop_key, best=early)
@@ -325,7 +325,7 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
                       "parameters are not kept; training again from epoch 0 (the run is deterministic)")
                 _drop_checkpoints(mngr)
                 (state, loop_key), start_epoch, history = fresh, 0, []
-                best = {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
+                best = _no_best()
     atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
 
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} {cfg.dataset} seed {cfg.seed}",
@@ -416,6 +416,11 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     return {"results": results, "params": params, "model_state": model_state, "state": state}
 
 
+def _no_best() -> dict:
+    """The early-stopping record before any finite validation score."""
+    return {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
+
+
 def _best_from_legacy(mngr, state, loop_key, history: list[dict], start_epoch: int, headline: str) -> dict | None:
     """The early-stopping record of a checkpoint written before checkpoints carried it, rebuilt from the
     logged validation scores; the parameters come from the checkpoint of the best epoch if one is kept,
@@ -423,7 +428,7 @@ def _best_from_legacy(mngr, state, loop_key, history: list[dict], start_epoch: i
     key = f"valid_{headline}"
     scored = [m for m in history if np.isfinite(m.get(key, np.nan))]
     if not scored:
-        return {"score": -np.inf, "epoch": 0, "params": None, "model_state": None}
+        return _no_best()
     top = max(m[key] for m in scored)
     b_epoch = min(m["epoch"] for m in scored if m[key] == top)  # the loop keeps the first of equal scores
     if b_epoch == start_epoch:
@@ -524,8 +529,9 @@ def _restore(mngr, state, loop_key, step: int | None = None, *, best: bool = Fal
     step = mngr.latest_step() if step is None else step
     _verify_checksums(mngr, step)
     template = {"state": state, "key": jax.random.key_data(loop_key), "epoch": 0}
+    three_field = {"state": tuple(state[:3]), "key": template["key"], "epoch": 0}
     templates = [{**template, "best": _best_template(state)}] if best else []
-    templates += [template, {"state": tuple(state[:3]), "key": template["key"], "epoch": 0}]
+    templates += [template, three_field]
     errors = []
     for tmpl in templates:
         try:
@@ -537,7 +543,7 @@ def _restore(mngr, state, loop_key, step: int | None = None, *, best: bool = Fal
         # Report the plain template's error: the others only add or drop fields around it.
         raise ValueError(f"checkpoint {step} of {mngr.directory} does not fit this run's state ({errors[-2]}); "
                          "it was written by another config or is damaged") from None
-    if len(restored["state"]) == 3:  # the legacy three-field state
+    if tmpl is three_field:
         restored["state"] = type(state)(*restored["state"], state.model_state, state.sampler_state)
     new_state = jax.tree.map(jnp.asarray, restored["state"])
     new_state = type(state)(*new_state) if not hasattr(new_state, "_fields") else new_state
