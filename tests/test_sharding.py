@@ -1,4 +1,4 @@
-"""Sharded training (ensemble members or batch rows over devices) equals unsharded training.
+"""Sharded training (ensemble members or batch rows over devices) equals unsharded training, resumed or not.
 
 Runs in a subprocess: the simulated CPU devices must be configured before jax starts.
 """
@@ -29,11 +29,21 @@ SCRIPT = textwrap.dedent("""
                    for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(p1)))
         shards = len(jax.tree.leaves(p1)[0].sharding.device_set)
         res[name] = {"max_param_diff": diff, "auprc": [a0, a1], "devices": shards}
+    # A sharded run resumed from its checkpoint (restored into each array's sharding from shapes alone)
+    # ends where the uninterrupted run does, on the same devices.
+    cfg = TrainConfig(dataset="synthetic", epochs=3, hidden=32, batch_size=32, lr=3e-3, shard="members",
+                      ensemble=4, checkpoint_every=1)
+    whole = train_and_evaluate(cfg, tempfile.mkdtemp(), progress=False)["params"]
+    cut = tempfile.mkdtemp()
+    train_and_evaluate(cfg.replace(epochs=2), cut, progress=False)
+    resumed = train_and_evaluate(cfg, cut, resume=True, extend=True, progress=False)["params"]
+    res["resumed"] = {"equal": all(bool(np.array_equal(a, b)) for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed))),
+                      "devices": len(jax.tree.leaves(resumed)[0].sharding.device_set)}
     print("RESULT " + json.dumps(res))
 """)
 
 
-@pytest.mark.slow  # ~35 s of simulated devices; the layouts' unit tests below stay in the default run
+@pytest.mark.slow  # ~45 s of simulated devices; the layouts' unit tests below stay in the default run
 def test_sharded_training_matches_unsharded():
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
@@ -46,6 +56,7 @@ def test_sharded_training_matches_unsharded():
         assert abs(res[name]["auprc"][0] - res[name]["auprc"][1]) < 1e-4, res
     assert res["members"]["devices"] == 4  # the member axis really is split over 4 devices
     assert res["data"]["devices"] == 4  # replicated over the 4 data-parallel devices
+    assert res["resumed"] == {"equal": True, "devices": 4}, res
 
 
 def test_uneven_splits_are_refused():

@@ -11,7 +11,7 @@ import numpy as np
 
 from hmljax.engine import Method, init_train_state, make_predict_fn
 from hmljax.training._config import TrainConfig, load_config
-from hmljax.training._run import _checkpointer, _restore, build_method, load_run_dataset, train_split
+from hmljax.training._run import _checkpointer, _restore, _without_buffers, build_method, load_run_dataset, train_split
 
 __all__ = ["LoadedRun", "load_run", "evaluate_run", "predict_file"]
 
@@ -64,7 +64,8 @@ def load_run(run_dir: str, *, data_dir: str | None = None) -> LoadedRun:
     with jax.default_matmul_precision(cfg.matmul_precision):
         _, method, _ = build_method(cfg, ds)
         init_key, loop_key = jax.random.split(jax.random.key(cfg.seed))
-        state = init_train_state(method, init_key, sampler_key=jax.random.fold_in(init_key, 0x5A3D))
+        # Shapes only: the checkpoint's arrays are the only copy held.
+        state = _without_buffers(init_train_state(method, init_key, sampler_key=jax.random.fold_in(init_key, 0x5A3D)))
         if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
             raise ValueError(f"{run_dir!r} has no checkpoint to load")
         mngr = _checkpointer(run_dir)
