@@ -16,8 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler", "bench_sharding", "profile_step",
            "bench_compile_options", "bench_hlstm", "hlstm_float64_witness", "bench_hmt",
-           "bench_selection", "bench_traffic"]  # bench_engine compares two commits: run it on its own
-UNTIMED = ("bench_traffic",)  # compiles and counts bytes: a busy machine does not change it
+           "bench_selection", "bench_traffic",
+           "bench_checkpoint_memory"]  # bench_engine compares two commits: run it on its own
+# They count bytes (compiled traffic; peak memory), not time: a busy machine does not change them.
+UNTIMED = ("bench_traffic", "bench_checkpoint_memory")
 
 
 def _load(name, sub: str = ""):
@@ -320,6 +322,21 @@ GPU_BENCHES = {"constraint": None, "train": ["dataset", "H", "B"], "ensemble": [
                "hmt": ["dataset", "C", "B"]}
 
 
+def _checkpoint_memory_section(d: dict) -> list[str]:
+    text = ("C-HMCNN's MLP at H = 8000 on the synthetic dataset, Adam, batch 64, a checkpoint after each epoch "
+            "(hmljax: `train_and_evaluate`, orbax; PyTorch: `torch.save` of the model's and optimiser's state "
+            "dicts to a temporary file, then `os.replace`), then a second process resumes from the last one and "
+            "trains one epoch more (PyTorch: `torch.load`, `load_state_dict`). Peak resident set above the same "
+            "phase at H = 16, over the state (12 bytes a parameter: the parameters and Adam's two moments); a step "
+            "alone needs 1.33 (one gradient more). 'torch / hmljax': PyTorch's peak over hmljax's.")
+    cols = ["side", "phase", "params", "epochs_checkpointed", "state_gb", "peak_above_base_gb", "peak_over_state",
+            "torch_over_hmljax"]
+    heads = ["side", "phase", "parameters", "checkpoints", "state GB", "peak above base GB", "peak / state",
+             "torch / hmljax"]
+    return (["## 16. Peak host memory with a checkpoint every epoch, and on resume", "", _command_line(d), "", text,
+             ""] + _table(d["rows"], cols, heads) + [""])
+
+
 def _gpu_section() -> list[str]:
     """The rows measured on a GPU, both frameworks on one device, named with the device; [] if none were."""
     found = {n: d for n in GPU_BENCHES if (d := _load(n, "gpu"))}
@@ -542,6 +559,9 @@ def report() -> str:
     d = _load("traffic")
     if d:
         lines += _traffic_section(d)
+    d = _load("checkpoint_memory")
+    if d:
+        lines += _checkpoint_memory_section(d)
     lines += _gpu_section()
     lines += _targets()
     text = "\n".join(lines) + "\n"
