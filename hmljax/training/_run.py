@@ -603,12 +603,11 @@ def _malloc_trim():
 def _trim_heap() -> None:
     """Hands the heap's free pages back to the OS (glibc's ``malloc_trim``); a no-op elsewhere.
 
-    A checkpoint save or restore allocates about a state's worth of host buffers on orbax's and
-    tensorstore's threads, and glibc keeps what each thread's arena freed. Without this, resident memory
-    grew with every save: 1.6 to 3.7 GiB over 11 saves of a 0.84 GiB state (75M parameters with Adam), and
-    seq_GO's C-HMCNN run reached 5.7 GB for a 2 GB state, which would sink seq_GO's 900M-parameter HLSTM
-    on a 24 GB machine. With it the same 11 saves stay at 1.4 GiB between saves
-    (``benchmarks/bench_checkpoint_memory.py``)."""
+    Orbax and tensorstore read and write checkpoints on their own threads, and glibc keeps what each
+    thread's arena freed. With zstd on (as checkpoints were written before 2026-12-03, and as a restore of
+    one still decompresses), resident memory grew with every save, 1.6 to 3.7 GiB over 11 saves of a
+    0.84 GiB state, and seq_GO's C-HMCNN run reached 5.7 GB for a 2 GB state; trimmed after each, the same
+    11 saves stayed at 1.4 GiB between saves."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
