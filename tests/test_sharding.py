@@ -37,7 +37,8 @@ SCRIPT = textwrap.dedent("""
     cut = tempfile.mkdtemp()
     train_and_evaluate(cfg.replace(epochs=2), cut, progress=False)
     resumed = train_and_evaluate(cfg, cut, resume=True, extend=True, progress=False)["params"]
-    res["resumed"] = {"equal": all(bool(np.array_equal(a, b)) for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed))),
+    pairs = zip(jax.tree.leaves(whole), jax.tree.leaves(resumed))
+    res["resumed"] = {"equal": all(bool(np.array_equal(a, b)) for a, b in pairs),
                       "devices": len(jax.tree.leaves(resumed)[0].sharding.device_set)}
     print("RESULT " + json.dumps(res))
 """)
