@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -596,15 +597,53 @@ def _family(dataset: str) -> str:
     return tail if head and tail in ("FUN", "GO") else dataset
 
 
-def _scaled_from_other_datasets(measured: dict, cfg_dict, ratios: dict[str, float]) -> tuple[float, list[str]] | None:
-    """``(seconds, datasets)``: an epoch time for a dataset this kind of run has not been timed on, from the
-    datasets it has, each scaled by plain C-HMCNN's epoch-time ratio between the two (``ratios``).
+_PARAMETERS: dict[str, int | None] = {}
 
-    A batch-4 epoch's cost is its steps times the step's pass over the parameters, and both grow with the
-    dataset's rows and its per-dataset sizes (hidden width, features, nodes) for every method alike, so
-    C-HMCNN's ratio carries over to first order (an LSTM's hidden-squared share grows a little faster).
-    Only datasets of one annotation family are compared (FUN with FUN, GO with GO): from FUN to GO,
-    C-HMCNN's ratio (26x on cellcycle) overstates an LSTM's (about 5x per step: its width does not
+
+def parameter_count(cfg_dict) -> int | None:
+    """Trainable parameters of the network a config trains, counted from shapes (``jax.eval_shape`` of the
+    method's init: nothing allocated, though the dataset is loaded for its sizes); ``None`` if the config or
+    its dataset cannot be built here. Cached per config."""
+    from hmljax.training import TrainConfig, build_method
+
+    ident = json.dumps(cfg_dict, sort_keys=True, default=str)
+    if ident not in _PARAMETERS:
+        try:
+            import jax
+
+            _, method, _ = build_method(TrainConfig(**cfg_dict).resolved())
+            shapes = jax.eval_shape(lambda k: method.model.init(k)[0], jax.random.key(0))
+            _PARAMETERS[ident] = sum(int(math.prod(a.shape)) for a in jax.tree.leaves(shapes))
+        except Exception:  # noqa: BLE001 - no count is an answer: the estimate then goes without it
+            _PARAMETERS[ident] = None
+    return _PARAMETERS[ident]
+
+
+def _size_factor(cfg_dict, timed_on: str, sizes) -> float | None:
+    """How much more this kind's network grows than plain C-HMCNN's from ``timed_on`` to the config's dataset:
+    ``(P_kind / P_chmcnn)(here) / (P_kind / P_chmcnn)(timed_on)``, from ``sizes(cfg_dict) -> parameters``;
+    ``None`` where a count is missing."""
+    plain = {k: cfg_dict[k] for k in ("data_dir", "preprocessing") if k in cfg_dict}
+    counts = [sizes(c) for c in (cfg_dict, {**plain, "dataset": cfg_dict["dataset"]},
+                                 {**cfg_dict, "dataset": timed_on}, {**plain, "dataset": timed_on})]
+    if any(not c for c in counts):
+        return None
+    return (counts[0] / counts[1]) / (counts[2] / counts[3])
+
+
+def _scaled_from_other_datasets(measured: dict, cfg_dict, ratios: dict[str, float],
+                                sizes=parameter_count) -> tuple[float, list[str], float | None] | None:
+    """``(seconds, datasets, size factor)``: an epoch time for a dataset this kind of run has not been timed on,
+    from the datasets it has, each scaled by plain C-HMCNN's epoch-time ratio between the two (``ratios``) and
+    by how much faster this kind's network grows than C-HMCNN's between them (:func:`_size_factor`, the median
+    factor reported; ``None`` if the parameters could not be counted: then the ratio alone).
+
+    A batch-4 epoch's cost is its steps times the step's pass over the parameters (memory-bound for large
+    networks, and its FLOPs are about 2 per parameter per row for small ones), so C-HMCNN's ratio carries the
+    rows and the per-dataset sizes over, and the parameter factor what C-HMCNN's widths do not: seq_GO's
+    hidden 9,000 grows C-HMCNN's network 24x over cellcycle_GO's but an LSTM's 45-49x (its gate weights are
+    hidden-squared). Only datasets of one annotation family are compared (FUN with FUN, GO with GO): from FUN
+    to GO, C-HMCNN's ratio (26x on cellcycle) overstates an LSTM's (about 5x per step: its width does not
     change, only its heads do) several times over. The median over the timed datasets is used."""
     key = _cost_key(cfg_dict)
     if key[0] not in ratios:
@@ -614,7 +653,11 @@ def _scaled_from_other_datasets(measured: dict, cfg_dict, ratios: dict[str, floa
                    and _family(k[0]) == family)
     if not timed:
         return None
-    return statistics.median(measured[(d,) + key[1:]] * ratios[key[0]] / ratios[d] for d in timed), timed
+    factors = {d: _size_factor(cfg_dict, d, sizes) for d in timed}
+    per = statistics.median(measured[(d,) + key[1:]] * ratios[key[0]] / ratios[d] * (factors[d] or 1.0)
+                            for d in timed)
+    known = [f for f in factors.values() if f]
+    return per, timed, (statistics.median(known) if len(known) == len(timed) else None)
 
 
 def _plain_cost_key(dataset: str) -> tuple:
@@ -634,7 +677,7 @@ def _resumes_from(run_dir: str) -> int:
 
 
 def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: dict | None = None,
-         ratios: dict[str, float] | None = None, replacing_carried: int = 0) -> str:
+         ratios: dict[str, float] | None = None, replacing_carried: int = 0, sizes=parameter_count) -> str:
     """A report of the runs still to do: where each resumes, its epochs left and an estimated time.
 
     Estimates use the median epoch time logged by runs under ``timing_roots`` with
@@ -643,7 +686,9 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
     ``machine`` (default: this one, with today's compiler options). A kind not yet timed at some ensemble
     size is scaled in proportion to E from another size; one not timed on some dataset, from the datasets
     of its family it was timed on by plain C-HMCNN's epoch-time ratio (``ratios``, default: the
-    reproduction table's; see :func:`dataset_cost_ratios`). Those times were measured
+    reproduction table's; see :func:`dataset_cost_ratios`) and by how much faster its network grows than
+    C-HMCNN's between the two (parameters counted by ``sizes(cfg_dict)``, default :func:`parameter_count`;
+    see :func:`_scaled_from_other_datasets`). Those times were measured
     under whatever load their sittings had, so treat the total as a guide.
     Side-by-side workers help FUN-sized runs but not memory-bound ones (see
     this module's docstring), so the wall time is quoted for one worker. ``replacing_carried`` of the tasks
@@ -669,9 +714,10 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
         if per is None and (guess := _scaled_from_other_sizes(measured, cfg)):
             per, near = guess
             how, scaled = f" (from E={near})", scaled + 1
-        if per is None and (guess := _scaled_from_other_datasets(measured, cfg, ratios)):
-            per, timed = guess
-            how, rescaled = f" (from {', '.join(timed)})", rescaled + 1
+        if per is None and (guess := _scaled_from_other_datasets(measured, cfg, ratios, sizes)):
+            per, timed, factor = guess
+            grown = f"; x{factor:.2f} for the network's size" if factor else ""
+            how, rescaled = f" (from {', '.join(timed)}{grown})", rescaled + 1
         if per is None and key[0] in ratios and key[1:] == _plain_cost_key(key[0])[1:]:
             # plain C-HMCNN never timed here: the reproduction table's own measurement of it
             per, how, reproduced = ratios[key[0]], " (the C-HMCNN reproduction's)", reproduced + 1
@@ -685,7 +731,8 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
     lines += ["", f"Estimated {total_s / 3600:.1f} hours for {known} runs"
               + (f" ({scaled} scaled in proportion to E from another ensemble size of their kind)" if scaled else "")
               + (f" ({rescaled} scaled from the datasets their kind was timed on, by plain C-HMCNN's epoch-time "
-                 "ratio between the datasets in experiments/results/chmcnn_reproduction.json)" if rescaled else "")
+                 "ratio between the datasets in experiments/results/chmcnn_reproduction.json and, where shown, by "
+                 "how much more their network grows than C-HMCNN's in parameters)" if rescaled else "")
               + (f" ({reproduced} plain C-HMCNN timed by that table itself)" if reproduced else "")
               + (f"; {unknown} runs have no measured epoch time of their kind (dataset, resampling, E, MC "
                  "passes, focal term, HROS-PD rule) yet" if unknown else "")

@@ -538,6 +538,40 @@ def test_plan_scales_an_untimed_dataset_by_chmcnn_ratio_within_its_family(tmp_pa
     assert "(1 plain C-HMCNN timed by that table itself)" in text
 
 
+def test_plan_scales_an_untimed_dataset_by_how_much_faster_its_network_grows(tmp_path):
+    # seq_GO's case: C-HMCNN's epoch-time ratio carries the rows over, but an LSTM's network grows 2x faster
+    # with the hidden width than C-HMCNN's, and a batch-4 step costs in proportion to the parameters.
+    from _runner import plan
+
+    from hmljax.training import TrainConfig
+
+    here = {"backend": "cpu", "cpus": 2, "compiler_options": {}}
+    params = {("a_GO", "hlstm"): 20, ("a_GO", None): 10, ("c_GO", "hlstm"): 400, ("c_GO", None): 50}
+
+    def sizes(c):
+        return params.get((c["dataset"], c.get("method")))
+
+    _timed_run(tmp_path / "runs", "a", TrainConfig(dataset="a_GO", epochs=10, method="hlstm").to_dict(),
+               [10.0, 10.0], here)
+    task = (TrainConfig(dataset="c_GO", epochs=10, method="hlstm").to_dict(), str(tmp_path / "runs" / "new"))
+    text = plan([task], timing_roots=[str(tmp_path / "runs")], machine=here, ratios={"a_GO": 1.0, "c_GO": 3.0},
+                sizes=sizes)
+    # 10 s x C-HMCNN's 3x x (400 / 50) / (20 / 10) = 120 s an epoch
+    assert f"| {task[1]} | 0 | 10 | 120.00 (from a_GO; x4.00 for the network's size) | 0.33 |" in text
+    params[("c_GO", None)] = None  # a count missing: C-HMCNN's ratio alone, said without a factor
+    text = plan([task], timing_roots=[str(tmp_path / "runs")], machine=here, ratios={"a_GO": 1.0, "c_GO": 3.0},
+                sizes=sizes)
+    assert f"| {task[1]} | 0 | 10 | 30.00 (from a_GO) | 0.08 |" in text
+
+
+def test_parameter_count_counts_the_network_from_shapes():
+    from _runner import parameter_count
+
+    # synthetic's C-HMCNN: 48 features, two hidden layers of 256, 493 nodes; weights and biases
+    assert parameter_count({"dataset": "synthetic"}) == 48 * 256 + 256 + 256 * 256 + 256 + 256 * 493 + 493
+    assert parameter_count({"dataset": "no_such_dataset"}) is None
+
+
 def test_tables_say_where_their_runs_were_trained():
     import rare
 
