@@ -24,6 +24,10 @@ ONE_PASS_BYTES_PER_PARAM = 8 + 28  # weights read forward and backward; Adam in 
 
 def _extra(p):
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--runs", nargs="*", default=["seq_GO:chmcnn", "seq_GO:chmc_lstm", "seq_GO:hlstm"],
+                   metavar="DATASET:METHOD", help="also count the step a run of this method trains (its config's "
+                   "defaults, batch 4), from shapes only: no state is allocated, so seq_GO's 903M-parameter HLSTM "
+                   "compiles in ~1 min on a laptop")
 
 
 def _count(compiled, params) -> dict:
@@ -70,6 +74,26 @@ def hlstm_case(name: str, B: int, data_dir) -> dict:
     return {"case": "HLSTM", "dataset": name, "B": B, "hidden": problem.hidden} | _count(compiled, state.params)
 
 
+def run_case(name: str, method_name: str, data_dir) -> dict:
+    """The step a run of ``method_name`` on ``name`` trains (the engine's method, the config's defaults), its state
+    given as shapes (``jax.eval_shape``): the count needs no memory for the parameters."""
+    import jax
+    import numpy as np
+
+    from benchmarks._engine_levels import first_batch
+    from hmljax.engine import init_train_state, jit_train, make_step
+    from hmljax.training import TrainConfig, build_method
+
+    cfg = TrainConfig(dataset=name, data_dir=data_dir, method=method_name).resolved()
+    _, method, _ = build_method(cfg)
+    state = jax.eval_shape(lambda k: init_train_state(method, k), jax.random.key(0))
+    X, Y = np.asarray(method.train_x, np.float32), np.asarray(method.train_y, np.float32)
+    compiled = jit_train(make_step(method), donate_argnums=(0,)).lower(
+        state, first_batch(X, Y, cfg.batch_size), jax.random.key(2)).compile()
+    return {"case": f"run: {method_name}", "dataset": name, "B": cfg.batch_size,
+            "hidden": getattr(cfg.method_config, "hidden", None)} | _count(compiled, state.params)
+
+
 def main():
     args = C.parse_args(__doc__, _extra, timed=False)
     from benchmarks import bench_train as T
@@ -78,6 +102,11 @@ def main():
     rows += [chmcnn_case("cellcycle_FUN", 500, 4, E, args.data_dir) for E in (5, 10)]
     for name in ("cellcycle_FUN", "cellcycle_GO"):
         rows.append(hlstm_case(name, 4, args.data_dir))
+    for spec in args.runs:
+        name, _, method_name = spec.partition(":")
+        if not method_name:
+            raise SystemExit(f"--runs {spec!r}: expected DATASET:METHOD, e.g. seq_GO:hlstm")
+        rows.append(run_case(name, method_name, args.data_dir))
     for r in rows:
         r["one_pass_bytes_per_param"] = ONE_PASS_BYTES_PER_PARAM
         print(f"{r['case']:<14} {r['dataset']:<14} B={r['B']:<3} params {r['params']:>11,}  "

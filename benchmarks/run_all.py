@@ -152,7 +152,11 @@ def _traffic_section(d: dict) -> list[str]:
              "20-26 ms vmapped (a 3-layer 77-500-500-499 MLP stack with BCE and `add_decayed_weights` + Adam, "
              "64 scanned steps, alternating, beside two training runs, 2026-12-02), and not bitwise (2.4e-7 apart "
              "after 64 steps). Divide by the floor "
-             "table's stream bandwidth for the time this traffic takes.", "",
+             "table's stream bandwidth for the time this traffic takes. The 'run:' rows are the steps the "
+             "experiments train (the method's config defaults, `--runs DATASET:METHOD`), counted from shapes "
+             "only: seq_GO's LSTMs, whose 1.3 GB recurrent kernel is read from memory once per level forward "
+             "and once backward, where cellcycle_GO's (16 MB) stays in L3; this count includes those reads, a "
+             "parameter count does not (README, HLSTM 'Cost and what is left').", "",
              "| case | dataset | B | params | XLA bytes/step | bytes/param | x one fused pass (B = 4) |",
              "|---|---|---|---|---|---|---|"]
     for r in d["rows"]:

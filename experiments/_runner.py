@@ -642,7 +642,10 @@ def _scaled_from_other_datasets(measured: dict, cfg_dict, ratios: dict[str, floa
     networks, and its FLOPs are about 2 per parameter per row for small ones), so C-HMCNN's ratio carries the
     rows and the per-dataset sizes over, and the parameter factor what C-HMCNN's widths do not: seq_GO's
     hidden 9,000 grows C-HMCNN's network 24x over cellcycle_GO's but an LSTM's 45-49x (its gate weights are
-    hidden-squared). Only datasets of one annotation family are compared (FUN with FUN, GO with GO): from FUN
+    hidden-squared). It is a lower bound where the network leaves the cache while the timed ones fit it: a
+    batch-4 LSTM reads its recurrent kernel once per level forward and once backward, from L3 on cellcycle_GO
+    (16 MB) but from memory on seq_GO (1.3 GB), so the run's own epochs, once logged, replace the estimate.
+    Only datasets of one annotation family are compared (FUN with FUN, GO with GO): from FUN
     to GO, C-HMCNN's ratio (26x on cellcycle) overstates an LSTM's (about 5x per step: its width does not
     change, only its heads do) several times over. The median over the timed datasets is used."""
     key = _cost_key(cfg_dict)

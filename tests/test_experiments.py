@@ -572,6 +572,17 @@ def test_parameter_count_counts_the_network_from_shapes():
     assert parameter_count({"dataset": "no_such_dataset"}) is None
 
 
+def test_traffic_counts_a_runs_step_from_shapes_alone():
+    # How seq_GO's 903M-parameter HLSTM step gets its XLA byte count without 10.8 GB of state: the state is
+    # jax.eval_shape's, and the count must still see every parameter (and more bytes than one read of each).
+    from benchmarks.bench_traffic import run_case
+
+    row = run_case("synthetic", "chmcnn", None)
+    assert row["params"] == 48 * 256 + 256 + 256 * 256 + 256 + 256 * 493 + 493
+    assert row["B"] == 32 and row["case"] == "run: chmcnn"
+    assert row["bytes_per_step_xla"] > 4 * row["params"]
+
+
 def test_tables_say_where_their_runs_were_trained():
     import rare
 
