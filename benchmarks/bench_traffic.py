@@ -26,8 +26,8 @@ def _extra(p):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", nargs="*", default=["seq_GO:chmcnn", "seq_GO:chmc_lstm", "seq_GO:hlstm"],
                    metavar="DATASET:METHOD", help="also count the step a run of this method trains (its config's "
-                   "defaults, batch 4), from shapes only: no state is allocated, so seq_GO's 903M-parameter HLSTM "
-                   "compiles in ~1 min on a laptop")
+                   "defaults: batch 4 on the FUN/GO datasets), from shapes only: no state is allocated, so "
+                   "seq_GO's 903M-parameter HLSTM step compiles in under a minute on a 2-core machine")
 
 
 def _count(compiled, params) -> dict:

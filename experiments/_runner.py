@@ -603,10 +603,10 @@ _PARAMETERS: dict[str, int | None] = {}
 def parameter_count(cfg_dict) -> int | None:
     """Trainable parameters of the network a config trains, counted from shapes (``jax.eval_shape`` of the
     method's init: nothing allocated, though the dataset is loaded for its sizes); ``None`` if the config or
-    its dataset cannot be built here. Cached per config."""
+    its dataset cannot be built here. Cached per config (seeds share a count)."""
     from hmljax.training import TrainConfig, build_method
 
-    ident = json.dumps(cfg_dict, sort_keys=True, default=str)
+    ident = json.dumps({k: v for k, v in cfg_dict.items() if k != "seed"}, sort_keys=True, default=str)
     if ident not in _PARAMETERS:
         try:
             import jax
@@ -719,7 +719,7 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
             how, scaled = f" (from E={near})", scaled + 1
         if per is None and (guess := _scaled_from_other_datasets(measured, cfg, ratios, sizes)):
             per, timed, factor = guess
-            grown = f"; x{factor:.2f} for the network's size" if factor else ""
+            grown = f"; x{factor:.2f} for the network's size" if factor and abs(factor - 1) > 0.005 else ""
             how, rescaled = f" (from {', '.join(timed)}{grown})", rescaled + 1
         if per is None and key[0] in ratios and key[1:] == _plain_cost_key(key[0])[1:]:
             # plain C-HMCNN never timed here: the reproduction table's own measurement of it
