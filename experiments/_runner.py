@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -604,6 +603,7 @@ def parameter_count(cfg_dict) -> int | None:
     """Trainable parameters of the network a config trains, counted from shapes (``jax.eval_shape`` of the
     method's init: nothing allocated, though the dataset is loaded for its sizes); ``None`` if the config or
     its dataset cannot be built here. Cached per config (seeds share a count)."""
+    from hmljax.models import count_params
     from hmljax.training import TrainConfig, build_method
 
     ident = json.dumps({k: v for k, v in cfg_dict.items() if k != "seed"}, sort_keys=True, default=str)
@@ -613,7 +613,7 @@ def parameter_count(cfg_dict) -> int | None:
 
             _, method, _ = build_method(TrainConfig(**cfg_dict).resolved())
             shapes = jax.eval_shape(lambda k: method.model.init(k)[0], jax.random.key(0))
-            _PARAMETERS[ident] = sum(int(math.prod(a.shape)) for a in jax.tree.leaves(shapes))
+            _PARAMETERS[ident] = count_params({"params": shapes})
         except Exception:  # noqa: BLE001 - no count is an answer: the estimate then goes without it
             _PARAMETERS[ident] = None
     return _PARAMETERS[ident]
