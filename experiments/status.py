@@ -122,9 +122,11 @@ def render(rows: list[dict], *, when: str, machine: str) -> str:
              "it; it resumes where the last sitting stopped, but only from what survives it: a session may start",
              "from a fresh clone, where finished runs come back from their records and a run in progress starts",
              f"over. So a run longer than one sitting (**bold**: over {SITTING_H:g} h of a core) finishes here only",
-             "if `runs/` survives between sittings (it did between sessions 31 and 32 and between 32 and 33, not",
-             "between 33 and 34; a run checkpoints every 10 epochs and every 10 minutes, so it then loses",
-             "minutes), else it needs a GPU sitting.", "",
+             "if `runs/` survives between sittings (it did between sessions 31 and 32, 32 and 33, and 34 and 35,",
+             "not between 33 and 34; a run checkpoints every 10 epochs and every 10 minutes, so it then loses",
+             "minutes), else it needs a GPU sitting. Hours come from epochs logged beside whatever else ran: the",
+             "big LSTM runs are memory-bound and took about twice as long beside another one as alone (README,",
+             "HLSTM's \"Cost and what is left\").", "",
              "| paper | item | finished | to do: new | to do: carried ‡ | est. hours (1 core, all to do) | longest "
              "run (h) | untimed | command |",
              "|---|---|---|---|---|---|---|---|---|"]
