@@ -125,7 +125,7 @@ def render(rows: list[dict], *, when: str, machine: str) -> str:
              "if `runs/` survives between sittings (it did between sessions 31 and 32, 32 and 33, and 34 and 35,",
              "not between 33 and 34; a run checkpoints every 10 epochs and every 10 minutes, so it then loses",
              "minutes), else it needs a GPU sitting. Hours come from epochs logged beside whatever else ran: the",
-             "big LSTM runs are memory-bound and took about twice as long beside another one as alone (README,",
+             "big LSTM runs are memory-bound and took 1.7-1.8x as long beside another one as alone (README,",
              "HLSTM's \"Cost and what is left\").", "",
              "| paper | item | finished | to do: new | to do: carried ‡ | est. hours (1 core, all to do) | longest "
              "run (h) | untimed | command |",
