@@ -4,19 +4,22 @@ Shared by the experiment scripts. Each task is ``(TrainConfig as a dict,
 run_dir)``; a run with a checkpoint directory resumes, so an interrupted
 sitting loses at most ``checkpoint_every`` epochs or ``checkpoint_minutes`` (10) per run.
 
-Why processes with one core each: C-HMCNN trains at batch 4, where a step is a
-handful of small matmuls and an Adam pass. XLA's intra-op threads buy little
-there (measured: derisi_GO, 2.87 s/epoch on 1 thread against 3.10 s on 2), so
-small (FUN-sized) runs side by side nearly double the throughput. GO-sized runs
-are bound by Adam's memory traffic and slow each other down (cellcycle_GO: 4.5
-s/epoch alone, about 10 s each with two side by side), so they gain little.
-Mid-sized runs can lose outright: once two runs' training states (parameters,
-gradients, Adam moments) no longer fit the shared L3 cache together (32 MiB
-here), each thrashes the other's. ImCLEF07A (1.2M parameters, about 19 MiB of
-state) takes 2.0 s per epoch alone and 5.5-5.7 s with a Diatoms run beside it,
-nearly 3x slower, so the second worker buys nothing. Use --workers 2 for
-FUN-sized runs only; ``--plan`` estimates from whatever load the logged epochs
-had.
+Why each worker is pinned to its own CPUs: XLA's CPU client sizes its thread
+pool by the CPUs the process may use and runs a jitted epoch's independent
+ops and large loops on it, whatever ``XLA_FLAGS`` says
+(``--xla_cpu_multi_thread_eigen=false`` only affects Eigen's matmuls; the
+``intra_op_parallelism_threads=1`` often quoted with it is not an XLA flag).
+So one unpinned run uses both cores of this 2-core machine (ImCLEF07A's HLSTM:
+1.5-1.8 cores, 34.5 s an epoch alone; 55 s pinned to one core), and two
+unpinned runs side by side oversubscribe them: 82 s an epoch each, less work in
+all than one run alone. Pinned to a core each (``os.sched_setaffinity`` in the
+worker, before jax starts its pool) the pair takes 60.5 s each, 14 % more work
+in all than one alone (measured 2026-12-03, 3 epochs each, AMD EPYC; the
+README's HLSTM "Cost and what is left" has the FUN- and GO-sized figures).
+Workers split the CPUs this process may use into equal disjoint sets
+(:func:`cpu_slots`); two commands started by hand share a machine best under
+``taskset -c 0`` and ``taskset -c 1``. ``--plan`` estimates from whatever load
+the logged epochs had.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import tempfile
 
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"  # Eigen's matmuls on the calling thread
 
 
 def _pin_source_commit() -> None:
@@ -124,6 +128,56 @@ def variant_suffix(settings) -> str:
 BUSY = "busy"
 
 
+def cpu_slots(workers: int, cpus=None) -> list[list[int]] | None:
+    """Disjoint CPU sets, one per worker: the CPUs this process may use (``cpus``, default its affinity) split
+    into ``workers`` equal runs, the remainder left out. None (no pinning) for one worker, where the run should
+    have every core, or when there are fewer CPUs than workers, or off Linux."""
+    if cpus is None:
+        if not hasattr(os, "sched_getaffinity"):
+            return None
+        cpus = os.sched_getaffinity(0)
+    cpus = sorted(cpus)
+    if workers < 2 or len(cpus) < workers:
+        return None
+    per = len(cpus) // workers
+    return [cpus[i * per:(i + 1) * per] for i in range(workers)]
+
+
+_SLOT_LOCK = None  # the pinned worker's claim on its slot, held (open) for the process's life
+
+
+def pin_worker(slot_dir: str, slots: list[list[int]], wait_s: float = 30.0) -> list[int] | None:
+    """A worker's initializer: claims a free slot of ``slots`` and pins this process, every thread it has so far
+    included, to that slot's CPUs, before jax creates its thread pool; returns the CPUs, or None if no slot came
+    free within ``wait_s`` (the worker then runs unpinned). A claim is an ``flock`` on ``slot_dir/<i>``, which the
+    OS drops when the worker exits, so a worker the pool starts in place of a finished one
+    (``tasks_per_worker``) takes over that one's CPUs."""
+    import fcntl
+    import time
+
+    global _SLOT_LOCK
+    deadline = time.monotonic() + wait_s
+    while True:
+        for i, cpus in enumerate(slots):
+            fh = open(os.path.join(slot_dir, str(i)), "a")  # noqa: SIM115 - held open as the claim
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                continue
+            _SLOT_LOCK = fh
+            for tid in os.listdir("/proc/self/task"):  # threads already started (imports) keep their own mask
+                try:
+                    os.sched_setaffinity(int(tid), cpus)
+                except OSError:  # a thread that has just ended
+                    pass
+            os.sched_setaffinity(0, cpus)
+            return cpus
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+
+
 def run_one(task, progress: bool = False) -> tuple[str, str | None]:
     """One training run (in a worker, or in this process). Returns ``(run_dir, error or None)``; the error
     is :data:`BUSY` when another process holds the run's lock."""
@@ -188,8 +242,14 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     ctx = multiprocessing.get_context("spawn")  # jax is not fork-safe
     totals = [_epochs_planned(cfg) for cfg, _ in tasks]
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker) as pool, \
+    slots = cpu_slots(workers)
+    with tempfile.TemporaryDirectory(prefix="hmljax-cpu-slots-") as slot_dir, \
+            cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker,
+                                   **({"initializer": pin_worker, "initargs": (slot_dir, slots)} if slots else {})
+                                   ) as pool, \
             tqdm(total=sum(totals), desc=desc, unit="epoch") as bar:
+        if slots:
+            tqdm.write(f"{workers} workers pinned to CPUs {', '.join(map(str, slots))}")
         futs = {pool.submit(run_one, t): i for i, t in enumerate(tasks)}
         pending, finished = set(futs), 0
         while pending:
@@ -693,10 +753,10 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
     C-HMCNN's between the two (parameters counted by ``sizes(cfg_dict)``, default :func:`parameter_count`;
     see :func:`_scaled_from_other_datasets`). Those times were measured
     under whatever load their sittings had, so treat the total as a guide.
-    Side-by-side workers help FUN-sized runs but not memory-bound ones (see
-    this module's docstring), so the wall time is quoted for one worker. ``replacing_carried`` of the tasks
-    belong to rows the committed table already shows from runs not in this checkout (‡): said apart, since
-    training them replaces values rather than adding any.
+    Pinned side-by-side workers do 1.1-1.2x the work of one memory-bound run alone and ~4x that of a
+    FUN-sized one (see this module's docstring), so the wall time is quoted for one worker.
+    ``replacing_carried`` of the tasks belong to rows the committed table already shows from runs not in
+    this checkout (‡): said apart, since training them replaces values rather than adding any.
     """
     check_configs(tasks)
     measured = measured_epoch_seconds(timing_roots, machine=current_machine() if machine is None else machine)
@@ -739,8 +799,8 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
               + (f" ({reproduced} plain C-HMCNN timed by that table itself)" if reproduced else "")
               + (f"; {unknown} runs have no measured epoch time of their kind (dataset, resampling, E, MC "
                  "passes, focal term, HROS-PD rule) yet" if unknown else "")
-              + (f"; with --workers {workers} the wall time is between that / {workers} (small runs) and that "
-                 "(memory-bound ones)" if workers > 1 else "") + "."]
+              + (f"; with --workers {workers} (pinned, one share of the CPUs each) the wall time is about that / "
+                 f"{workers} for small runs and that / 1.2 for memory-bound ones" if workers > 1 else "") + "."]
     return "\n".join(lines)
 
 

@@ -193,6 +193,47 @@ def test_parallel_runner_trains_reports_failures_and_counts_epochs(tmp_path, cap
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
 
 
+def test_cpu_slots_split_the_usable_cpus_into_disjoint_equal_sets():
+    import _runner
+
+    assert _runner.cpu_slots(2, cpus={0, 1}) == [[0], [1]]
+    assert _runner.cpu_slots(3, cpus=range(8)) == [[0, 1], [2, 3], [4, 5]]  # the remainder is left out
+    assert _runner.cpu_slots(8, cpus={4, 2, 6, 0, 1, 3, 5, 7}) == [[i] for i in range(8)]
+    assert _runner.cpu_slots(1, cpus={0, 1}) is None  # one run gets every core
+    assert _runner.cpu_slots(3, cpus={0, 1}) is None  # more workers than CPUs: no pinning
+
+
+def _affinity_of_every_thread(_):
+    import jax.numpy as jnp
+
+    float(jnp.ones((256, 256)).sum())  # jax's CPU client and its thread pool exist from here on
+    return os.getpid(), sorted({frozenset(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")},
+                               key=sorted)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least 2 usable CPUs")
+def test_pinned_workers_each_run_every_thread_on_their_own_cpus(tmp_path):
+    """What run_tasks does with workers=2: each worker claims a slot, and every thread it has, jax's pool
+    included, runs on that slot's CPUs only; a worker started in place of a finished one takes its slot."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    import _runner
+
+    slots = _runner.cpu_slots(2)
+    ctx = multiprocessing.get_context("spawn")
+    seen = {}
+    with cf.ProcessPoolExecutor(2, mp_context=ctx, max_tasks_per_child=1, initializer=_runner.pin_worker,
+                                initargs=(str(tmp_path), slots)) as pool:
+        for pid, masks in pool.map(_affinity_of_every_thread, range(4)):
+            assert len(masks) == 1, masks  # one mask for all of the worker's threads
+            seen[pid] = sorted(masks[0])
+    assert len(seen) == 4  # a fresh process per task
+    assert all(cpus in slots for cpus in seen.values())
+    assert {tuple(c) for c in seen.values()} == {tuple(c) for c in slots}
+
+
 def test_a_run_another_process_trains_is_skipped_not_failed(tmp_path, capsys):
     """The same command started again (to use another core) leaves the locked run to its owner and
     trains the next; neither a failure nor a finished run (on_done) is reported for it."""

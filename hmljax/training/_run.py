@@ -210,6 +210,9 @@ def _machine() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
+        # The CPUs this process may run on: fewer than ``cpus`` when pinned (experiments' --workers N, taskset),
+        # and XLA sizes its thread pool by them, so an epoch time means little without it.
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
