@@ -56,7 +56,16 @@ def parse_args(description: str, extra=None, *, timed: bool = True) -> argparse.
 
 
 def pin_threads(n: int) -> None:
-    """Same thread count on both sides; must run before jax/torch create their pools."""
+    """Same thread count on both sides; must run before jax/torch create their pools.
+
+    Fewer threads than usable CPUs also pins the process to the first ``n`` of them: XLA's CPU thread pool is
+    sized by the CPUs the process may use, not by these flags, so until 2026-12-03 ``--threads 1`` gave torch
+    one thread and jax a pool over every core (the committed ``--threads 1`` results, profile_step's op times,
+    were measured so; traffic and checkpoint memory time nothing)."""
+    if hasattr(os, "sched_getaffinity") and n < len(os.sched_getaffinity(0)):
+        from hmljax.training import pin_cpus
+
+        pin_cpus(sorted(os.sched_getaffinity(0))[:n])
     flags = os.environ.get("XLA_FLAGS", "")
     if "intra_op_parallelism_threads" not in flags:
         multi = "true" if n > 1 else "false"

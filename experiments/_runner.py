@@ -166,13 +166,9 @@ def pin_worker(slot_dir: str, slots: list[list[int]], wait_s: float = 30.0) -> l
                 fh.close()
                 continue
             _SLOT_LOCK = fh
-            for tid in os.listdir("/proc/self/task"):  # threads already started (imports) keep their own mask
-                try:
-                    os.sched_setaffinity(int(tid), cpus)
-                except OSError:  # a thread that has just ended
-                    pass
-            os.sched_setaffinity(0, cpus)
-            return cpus
+            from hmljax.training import pin_cpus
+
+            return pin_cpus(cpus)
         if time.monotonic() > deadline:
             return None
         time.sleep(0.05)

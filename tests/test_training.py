@@ -345,3 +345,37 @@ def test_diverged_run_stops_without_results(tmp_path):
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch \d"):
         train_and_evaluate(cfg, str(tmp_path), progress=False)
     assert not (tmp_path / "results.json").exists()
+
+
+_THREAD_MASKS = """
+import json, os, sys
+sys.path.insert(0, os.getcwd())
+{pin}
+import jax.numpy as jnp
+float(jnp.ones((256, 256)).sum())  # jax's CPU client and its thread pool exist from here on
+print(json.dumps(sorted({{tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")}})))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least 2 usable CPUs")
+@pytest.mark.parametrize("pin", ["from hmljax.training import pin_cpus; pin_cpus([{cpu}])",
+                                 "from benchmarks import _common as C; C.pin_threads(1)"])
+def test_pinning_puts_every_thread_jax_starts_on_the_chosen_cpu(pin):
+    """XLA's CPU pool ignores XLA_FLAGS' thread settings and spans every usable CPU; pin_cpus (and the benchmarks'
+    --threads 1, which uses it) must leave every thread of the process, jax's pool included, on one CPU."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    code = _THREAD_MASKS.format(pin=pin.format(cpu=cpu))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[cpu]]
+    unpinned = subprocess.run([sys.executable, "-c", _THREAD_MASKS.format(pin="")], cwd=root, capture_output=True,
+                              text=True, check=True)
+    assert json.loads(unpinned.stdout.strip().splitlines()[-1]) == [sorted(os.sched_getaffinity(0))]
+
+
+def test_pin_cpus_refuses_an_empty_set():
+    from hmljax.training import pin_cpus
+
+    with pytest.raises(ValueError, match="no CPUs"):
+        pin_cpus([])
