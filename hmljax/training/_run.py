@@ -214,10 +214,8 @@ def pin_cpus(cpus) -> list[int]:
     if not cpus:
         raise ValueError("pin_cpus: no CPUs given")
     for tid in os.listdir("/proc/self/task"):  # threads already started (by imports) keep their own mask
-        try:
+        with contextlib.suppress(OSError):  # a thread that ended since the listing
             os.sched_setaffinity(int(tid), cpus)
-        except (OSError, ValueError):  # a thread that has just ended
-            pass
     os.sched_setaffinity(0, cpus)
     return cpus
 
