@@ -170,6 +170,7 @@ def pin_worker(slot_dir: str, slots: list[list[int]], wait_s: float = 30.0) -> l
 
             return pin_cpus(cpus)
         if time.monotonic() > deadline:
+            print(f"worker {os.getpid()}: no CPU slot came free in {wait_s:g} s; running unpinned", flush=True)
             return None
         time.sleep(0.05)
 

@@ -234,6 +234,20 @@ def test_pinned_workers_each_run_every_thread_on_their_own_cpus(tmp_path):
     assert {tuple(c) for c in seen.values()} == {tuple(c) for c in slots}
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux")
+def test_a_worker_finding_every_slot_taken_runs_unpinned_and_says_so(tmp_path, capsys):
+    import fcntl
+
+    import _runner
+
+    before = os.sched_getaffinity(0)
+    with open(tmp_path / "0", "a") as held:  # another worker's claim on the only slot
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert _runner.pin_worker(str(tmp_path), [sorted(before)[:1]], wait_s=0.2) is None
+    assert os.sched_getaffinity(0) == before
+    assert "no CPU slot came free in 0.2 s; running unpinned" in capsys.readouterr().out
+
+
 def test_a_run_another_process_trains_is_skipped_not_failed(tmp_path, capsys):
     """The same command started again (to use another core) leaves the locked run to its owner and
     trains the next; neither a failure nor a finished run (on_done) is reported for it."""
