@@ -203,10 +203,19 @@ def test_cpu_slots_split_the_usable_cpus_into_disjoint_equal_sets():
     assert _runner.cpu_slots(3, cpus={0, 1}) is None  # more workers than CPUs: no pinning
 
 
-def _affinity_of_every_thread(_):
+def _affinity_of_every_thread(alive_dir, _):
+    """A task: the (pid, thread affinities) of the worker running it. The first two tasks each wait until two
+    workers are alive at once, so that they must hold different slots (a pool under load may otherwise run the
+    tasks one worker after another, each taking the slot the last one freed)."""
+    import time
+
     import jax.numpy as jnp
 
     float(jnp.ones((256, 256)).sum())  # jax's CPU client and its thread pool exist from here on
+    open(os.path.join(alive_dir, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(alive_dir)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     return os.getpid(), sorted({frozenset(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")},
                                key=sorted)
 
@@ -215,23 +224,28 @@ def _affinity_of_every_thread(_):
                     reason="needs Linux and at least 2 usable CPUs")
 def test_pinned_workers_each_run_every_thread_on_their_own_cpus(tmp_path):
     """What run_tasks does with workers=2: each worker claims a slot, and every thread it has, jax's pool
-    included, runs on that slot's CPUs only; a worker started in place of a finished one takes its slot."""
+    included, runs on that slot's CPUs only; two workers alive at once hold different slots; a worker started
+    in place of a finished one takes a free slot."""
     import concurrent.futures as cf
+    import functools
     import multiprocessing
 
     import _runner
 
     slots = _runner.cpu_slots(2)
+    (tmp_path / "slots").mkdir()
+    (tmp_path / "alive").mkdir()
     ctx = multiprocessing.get_context("spawn")
-    seen = {}
+    seen = []
     with cf.ProcessPoolExecutor(2, mp_context=ctx, max_tasks_per_child=1, initializer=_runner.pin_worker,
-                                initargs=(str(tmp_path), slots)) as pool:
-        for pid, masks in pool.map(_affinity_of_every_thread, range(4)):
+                                initargs=(str(tmp_path / "slots"), slots)) as pool:
+        task = functools.partial(_affinity_of_every_thread, str(tmp_path / "alive"))
+        for pid, masks in pool.map(task, range(4)):
             assert len(masks) == 1, masks  # one mask for all of the worker's threads
-            seen[pid] = sorted(masks[0])
-    assert len(seen) == 4  # a fresh process per task
-    assert all(cpus in slots for cpus in seen.values())
-    assert {tuple(c) for c in seen.values()} == {tuple(c) for c in slots}
+            seen.append((pid, sorted(masks[0])))
+    assert len({pid for pid, _ in seen}) == 4  # a fresh process per task
+    assert all(cpus in slots for _, cpus in seen)
+    assert seen[0][1] != seen[1][1]  # the first two ran at the same time, so on different slots
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux")
