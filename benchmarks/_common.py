@@ -438,6 +438,7 @@ def _command() -> str:
 def write_rows(name: str, rows: list[dict], args, out=None, *, measure_rates: bool = True) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = out or getattr(args, "out", None) or os.path.join(RESULTS, f"{name}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     load = getattr(args, "load", None)  # set by guard_load
     if load and load.get("loaded"):
         rows = [r | {"loaded_machine": True} for r in rows]

@@ -374,6 +374,81 @@ def _gpu_section() -> list[str]:
     return lines
 
 
+def _thread_sweep_section() -> list[str]:
+    """Section 17: bench_train at several thread counts in one sitting, and each side at its own best count.
+
+    XLA's CPU client and torch both split work across threads, and on small steps the split can cost more than
+    it saves; a comparison at one shared count could favour whichever side that count suits. Here every
+    implementation gets its fastest count, and hmljax's best is compared with each PyTorch level's best."""
+    import glob
+
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(HERE, "results", "threads", "train_t*.json"))):
+        with open(path) as fh:
+            d = json.load(fh)
+        runs[d["threads"]] = d
+    if len(runs) < 2:
+        return []
+    counts = sorted(runs)
+    times, e2e = {}, {}
+    for t, d in runs.items():
+        for r in d["rows"]:
+            if "impl" in r and r.get("step_ms"):
+                times.setdefault((r["dataset"], r["B"]), {}).setdefault(r["impl"], {})[t] = r["step_ms"]
+            if "end_to_end" in r:
+                e = r["end_to_end"]
+                e2e.setdefault("hmljax scan epoch", {})[t] = e["hmljax_epoch_s"]
+                for lv, sec in e["torch_epoch_s_by_level"].items():
+                    e2e.setdefault(f"torch {lv}", {})[t] = sec
+    flagged = [t for t, d in runs.items() if any(r.get("loaded_machine") for r in d["rows"])]
+    m = runs[counts[0]]["machine"]
+    out = ["## 17. Thread count: each side at its best (train step, section 2's cases)", "",
+           "Commands: " + "; ".join(f"`{runs[t]['command']}` ({str(runs[t]['date'])[:16]})" for t in counts)
+           + f", one after the other on {m.get('cpu_model') or m.get('processor')}, {m.get('cpus')} CPUs, nothing "
+           "else running" + (f" (rows flagged loaded at threads {flagged})" if flagged else "") + ". Threads "
+           "below the usable CPUs pin the process (`hmljax.training.pin_cpus`), so XLA's pool shrinks too. "
+           "Absolute times hold for that sitting only (float32 matmul, measured at each run's thread count: "
+           + ", ".join(f"{runs[t]['machine'].get('matmul_gflops_f32', 0):.0f} GFLOP/s at {t}" for t in counts)
+           + "). "
+           "`best` is each implementation's fastest count; the x columns divide each PyTorch level's best "
+           "time by hmljax's best. Again: `python -m benchmarks.run_all --data-dir ../shared/data --only "
+           "--sweep-threads " + " ".join(map(str, counts)) + "` (into `benchmarks/results/threads/`).", "",
+           "| dataset | B | impl | " + " | ".join(f"ms at {t} thr" for t in counts)
+           + " | best ms (threads) | x torch same algorithm | x torch best effort |",
+           "|" + "---|" * (6 + len(counts))]
+
+    def best(per):
+        t = min(per, key=per.get)
+        return per[t], t
+
+    for (ds, b), impls in times.items():
+        torch_best = {lv: best(impls[f"torch {lv}"])[0] for lv in ("same algorithm", "best effort")
+                      if f"torch {lv}" in impls}
+        for impl, per in impls.items():
+            ms, t = best(per)
+            ratios = [f"**{torch_best[lv] / ms:.2f}**" if impl.startswith("hmljax") and lv in torch_best else ""
+                      for lv in ("same algorithm", "best effort")]
+            out.append(f"| {ds} | {b} | {impl} | " + " | ".join(_fmt(per.get(t_)) for t_ in counts)
+                       + f" | {_fmt(ms)} ({t}) | " + " | ".join(ratios) + " |")
+    leads = sorted((min(best(impls[f"torch {lv}"])[0] for lv in ("same algorithm", "best effort")) / best(per)[0],
+                    ds, b, impl) for (ds, b), impls in times.items() for impl, per in impls.items()
+                   if impl.startswith("hmljax"))
+    lo, hi = leads[0], leads[-1]
+    out += ["", f"Each side at its best count, hmljax's lead over the faster PyTorch level runs from {lo[0]:.2f}x "
+            f"({lo[3]}, {lo[1]}, B = {lo[2]}) to {hi[0]:.2f}x ({hi[3]}, {hi[1]}, B = {hi[2]})"
+            + ("; below 1, PyTorch is faster." if lo[0] < 1 else ".")]
+    if e2e:
+        out += ["", "One cellcycle_FUN epoch (section 4's loops, published settings, batch 4), seconds:", "",
+                "| impl | " + " | ".join(f"s at {t} thr" for t in counts) + " | best s (threads) | hmljax's lead |",
+                "|" + "---|" * (3 + len(counts))]
+        h = best(e2e["hmljax scan epoch"])[0]
+        for impl, per in e2e.items():
+            sec, t = best(per)
+            out.append(f"| {impl} | " + " | ".join(_fmt(per.get(t_)) for t_ in counts) + f" | {_fmt(sec)} ({t}) | "
+                       + ("" if impl.startswith("hmljax") else f"{sec / h:.2f}x") + " |")
+    return out + [""]
+
+
 def report() -> str:
     lines = ["# Benchmarks: hmljax vs PyTorch", "",
              "Written by `python -m benchmarks.run_all` from the JSON rows in `benchmarks/results/`. Every",
@@ -566,6 +641,7 @@ def report() -> str:
     d = _load("checkpoint_memory")
     if d:
         lines += _checkpoint_memory_section(d)
+    lines += _thread_sweep_section()
     lines += _gpu_section()
     lines += _targets()
     text = "\n".join(lines) + "\n"
@@ -585,6 +661,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", nargs="*", default=BENCHES, help=f"a subset of {', '.join(BENCHES)}")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--sweep-threads", type=C.count, nargs="+", default=None, metavar="N",
+                   help="also run bench_train at each of these thread counts into results/threads/ (section 17)")
     p.add_argument("--allow-loaded", action="store_true",
                    help="time on a busy machine anyway, every row flagged (passed to each benchmark)")
     p.add_argument("--max-load", type=float, default=0.5, help="busy threshold per core (passed to each benchmark)")
@@ -609,6 +687,14 @@ def main(argv=None) -> int:
             if rc:
                 failed.append(b)
                 print(f"run_all: {b} failed (exit {rc}; its output is above); the others go on", flush=True)
+        for t in args.sweep_threads or ():
+            out = os.path.join(HERE, "results", "threads", f"train_t{t}.json")
+            cmd = [sys.executable, "-m", "benchmarks.bench_train", "--threads", str(t), "--max-load",
+                   str(args.max_load), "--out", os.path.relpath(out, ROOT)]
+            cmd += ["--data-dir", args.data_dir] * bool(args.data_dir) + ["--allow-loaded"] * args.allow_loaded
+            print("$", " ".join(cmd), flush=True)
+            if subprocess.run(cmd, cwd=ROOT).returncode:
+                failed.append(f"bench_train --threads {t}")
     print(report())
     if failed:
         print(f"run_all: {len(failed)} benchmark(s) failed: {', '.join(failed)}; benchmarks/README.md shows their "

@@ -494,6 +494,44 @@ def test_run_all_report_shows_every_level_its_equality_and_the_goals(monkeypatch
     assert "| cellcycle_FUN | 500 | 64 | best effort | yes | 5 |" in gpu
 
 
+def test_thread_sweep_compares_each_side_at_its_own_best_count(monkeypatch, tmp_path, capsys):
+    """Section 17: bench_train at each --sweep-threads count, then each implementation at its fastest count and
+    hmljax's best against the faster PyTorch level's best (not against the same count's)."""
+    from benchmarks import run_all
+
+    calls = []
+    monkeypatch.setattr(run_all, "report", lambda: "report")
+    monkeypatch.setattr(run_all.subprocess, "run", lambda cmd, cwd: calls.append(cmd) or types.SimpleNamespace(
+        returncode=0))
+    assert run_all.main(["--only", "--sweep-threads", "1", "2", "--data-dir", "d"]) == 0
+    assert [c[2] for c in calls] == ["benchmarks.bench_train"] * 2
+    assert [c[c.index("--threads") + 1] for c in calls] == ["1", "2"]
+    assert [c[c.index("--out") + 1] for c in calls] == [os.path.join("benchmarks", "results", "threads",
+                                                                     f"train_t{t}.json") for t in (1, 2)]
+    monkeypatch.undo()
+
+    ms = {1: {"hmljax jit step": 2.0, "torch same algorithm": 3.0, "torch best effort": 5.0},
+          2: {"hmljax jit step": 4.0, "torch same algorithm": 6.0, "torch best effort": 2.5}}
+    os.makedirs(tmp_path / "results" / "threads")
+    for t, per in ms.items():
+        rows = [{"dataset": "cellcycle_GO", "B": 4, "impl": impl, "step_ms": v} for impl, v in per.items()]
+        e2e = {"hmljax_epoch_s": 1.0 * t, "torch_epoch_s_by_level": {"best effort": 3.0}}
+        with open(tmp_path / "results" / "threads" / f"train_t{t}.json", "w") as fh:
+            json.dump({"rows": rows + [{"end_to_end": e2e}], "threads": t, "date": "2026-12-04 05:00:00",
+                       "command": f"python -m benchmarks.bench_train --threads {t}",
+                       "machine": {"cpu_model": "test cpu", "cpus": 2, "matmul_gflops_f32": 100.0 * t}}, fh)
+    monkeypatch.setattr(run_all, "HERE", str(tmp_path))
+    text = "\n".join(run_all._thread_sweep_section())
+    # hmljax best 2.0 ms (1 thread); torch's best levels 3.0 (1 thread) and 2.5 (2 threads)
+    assert "| cellcycle_GO | 4 | hmljax jit step | 2 | 4 | 2 (1) | **1.50** | **1.25** |" in text
+    assert "| cellcycle_GO | 4 | torch best effort | 5 | 2.5 | 2.5 (2) |  |  |" in text
+    assert "runs from 1.25x (hmljax jit step, cellcycle_GO, B = 4) to 1.25x" in text
+    assert "| torch best effort | 3 | 3 | 3 (1) | 3.00x |" in text  # against hmljax's best epoch, 1 s
+    assert "100 GFLOP/s at 1, 200 GFLOP/s at 2" in text
+    os.remove(tmp_path / "results" / "threads" / "train_t2.json")
+    assert run_all._thread_sweep_section() == []  # one count is no comparison
+
+
 def test_selection_rows_get_their_level_and_ratios_per_dataset_and_update():
     """The released dict loop is 'as published', torch eager 'same algorithm', torch.compile 'best effort';
     ratios never mix datasets or update rules, and the every-row update has no as-published level."""
