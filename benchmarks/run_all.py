@@ -17,7 +17,7 @@ ROOT = os.path.dirname(HERE)
 BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler", "bench_sharding", "profile_step",
            "bench_compile_options", "bench_hlstm", "hlstm_float64_witness", "bench_hmt",
            "bench_selection", "bench_traffic",
-           "bench_checkpoint_memory"]  # bench_engine compares two commits: run it on its own
+           "bench_checkpoint_memory", "bench_adam_layouts"]  # bench_engine compares two commits: run it on its own
 # They count bytes (compiled traffic; peak memory), not time: a busy machine does not change them.
 UNTIMED = ("bench_traffic", "bench_checkpoint_memory")
 
@@ -649,6 +649,22 @@ def report() -> str:
     if d:
         lines += _checkpoint_memory_section(d)
     lines += _thread_sweep_section()
+    d = _load("adam_layouts")
+    if d:
+        lines += ["## 18. Adam's update in one pass? Three rewrites, timed", "", _command_line(d), "",
+                  "The update alone on one flat, donated parameter vector: hmljax's optax chain and three rewrites "
+                  "that compute the same numbers in the same order (`benchmarks/bench_adam_layouts.py` says how). "
+                  "None brings XLA's CPU plan below hmljax's 48 bytes per parameter (torch's fused Adam: 28): "
+                  "one function with three outputs compiles to the same plan, stacking the moments into one "
+                  "array adds a concatenation pass (7x slower), and a loop over cache-sized chunks is ~80x slower: "
+                  "each of its ~38 iterations costs about what copying the three 20 MB carried buffers would, so "
+                  "they were not updated in place (and its arithmetic, compiled inside the loop, is not bitwise "
+                  "the same).", ""]
+        lines += _table(d["rows"], ["variant", "params", "median_ms", "x_hmljax", "bytes_per_param_xla",
+                                    "bitwise_equal_to_hmljax", "repeats"],
+                        ["variant", "params", "median ms", "x hmljax", "XLA bytes/param", "bitwise equal to hmljax "
+                         "after 3 updates", "repeats"])
+        lines.append("")
     lines += _gpu_section()
     lines += _targets()
     text = "\n".join(lines) + "\n"

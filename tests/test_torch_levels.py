@@ -589,3 +589,41 @@ def test_xla_traffic_is_counted_and_reported(monkeypatch, tmp_path):
     # 63,500 bytes at 1e8 B/s: 0.635 ms of the 1.0 ms step
     assert "moves 63.5 bytes per parameter, 0 MB, which alone takes 0.6 ms of the 1.0 ms step" in text
     assert "| XLA bytes/param | hmljax traffic ms |" in text and "| 63.5 | 0.635 |" in text
+
+
+def test_adam_layout_rewrites_compute_hmljax_adam_and_the_report_shows_them(monkeypatch, tmp_path):
+    """bench_adam_layouts' claim rests on its rewrites doing hmljax's update: its baseline must be
+    hmljax's own optimiser, and the fused rewrites must match it bitwise (the same ops in the same order)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import bench_adam_layouts as A
+    from benchmarks import run_all
+    from hmljax.engine import adam_coupled
+
+    n, chunk = 4096, 1024
+    p0 = jax.random.normal(jax.random.key(0), (n,)) * 0.05
+    gs = [jax.random.normal(jax.random.key(k), (n,)) * 1e-3 for k in (1, 2, 3)]
+    opt = adam_coupled(lr=A.LR, weight_decay=A.WD)
+    step = jax.jit(lambda p, s, g: (lambda u, s: (p + u, s))(*opt.update(g, s, p)))  # jitted: fused like theirs
+    p, s = p0, opt.init(p0)
+    for g in gs:
+        p, s = step(p, s, g)
+    for name, (init, update) in A.variants(n, chunk).items():
+        state = init(jnp.asarray(p0))
+        for g in gs:
+            state = jax.jit(update)(state, g)
+        if name.startswith("chunked"):  # its loop body is compiled apart: equal to rounding only
+            np.testing.assert_allclose(state[0], p, rtol=1e-6, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(state[0], p, err_msg=name)
+
+    os.makedirs(tmp_path / "results")
+    rows = [{"variant": "one function", "params": n, "median_ms": 1.0, "x_hmljax": 1.02, "bytes_per_param_xla": 48.0,
+             "bitwise_equal_to_hmljax": True, "repeats": 30}]
+    with open(tmp_path / "results" / "adam_layouts.json", "w") as fh:
+        json.dump({"rows": rows, "machine": {"cpu_model": "test cpu", "cpus": 2}, "threads": 2, "date": "2026-12-04",
+                   "command": "python -m benchmarks.bench_adam_layouts"}, fh)
+    monkeypatch.setattr(run_all, "HERE", str(tmp_path))
+    assert "| one function | 4096 | 1 | 1.02 | 48 | True | 30 |" in run_all.report()
