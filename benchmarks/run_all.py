@@ -411,8 +411,8 @@ def _thread_sweep_section() -> list[str]:
     m = runs[counts[0]]["machine"]
     out = ["## 17. Thread count: each side at its best (train step, section 2's cases)", "",
            "Commands: " + "; ".join(f"`{runs[t]['command']}` ({str(runs[t]['date'])[:16]})" for t in counts)
-           + f", one after the other on {m.get('cpu_model') or m.get('processor')}, {m.get('cpus')} CPUs, nothing "
-           "else running" + (f" (rows flagged loaded at threads {flagged})" if flagged else "") + ". Threads "
+           + f", one after the other on {m.get('cpu_model') or m.get('processor')}, {m.get('cpus')} CPUs, "
+           + (f"rows flagged loaded at threads {flagged}" if flagged else "nothing else running") + ". Threads "
            "below the usable CPUs pin the process (`hmljax.training.pin_cpus`), so XLA's pool shrinks too. "
            "Absolute times hold for that sitting only (float32 matmul, measured at each run's thread count: "
            + ", ".join(f"{runs[t]['machine'].get('matmul_gflops_f32', 0):.0f} GFLOP/s at {t}" for t in counts)
@@ -656,10 +656,9 @@ def report() -> str:
                   "that compute the same numbers in the same order (`benchmarks/bench_adam_layouts.py` says how). "
                   "None brings XLA's CPU plan below hmljax's 48 bytes per parameter (torch's fused Adam: 28): "
                   "one function with three outputs compiles to the same plan, stacking the moments into one "
-                  "array adds a concatenation pass (7x slower), and a loop over cache-sized chunks is ~80x slower: "
-                  "each of its ~38 iterations costs about what copying the three 20 MB carried buffers would, so "
-                  "they were not updated in place (and its arithmetic, compiled inside the loop, is not bitwise "
-                  "the same).", ""]
+                  "array adds a concatenation pass, and a loop over cache-sized chunks is slower still: on 2026-12-04 "
+                  "each of its iterations cost about what copying the three carried buffers would, so they were "
+                  "not updated in place (its arithmetic, compiled inside the loop, is not bitwise the same).", ""]
         lines += _table(d["rows"], ["variant", "params", "median_ms", "x_hmljax", "bytes_per_param_xla",
                                     "bitwise_equal_to_hmljax", "repeats"],
                         ["variant", "params", "median ms", "x hmljax", "XLA bytes/param", "bitwise equal to hmljax "
