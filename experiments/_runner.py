@@ -211,6 +211,9 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     """
     check_configs(tasks)
     if records is not None:
+        for _cfg, run_dir in tasks:
+            if line := records.lost_progress(run_dir):
+                print(line, flush=True)
         user_done = on_done
 
         def on_done(run_dir, _user=user_done):
@@ -437,6 +440,19 @@ class RunRecords:
         if os.path.isdir(timing):  # the finished run's own log now times it
             shutil.rmtree(timing, ignore_errors=True)
         return True
+
+    def lost_progress(self, run_dir: str) -> str | None:
+        """A line saying so when this run starts behind where a sitting before this checkout took it (its timing
+        record logged more epochs than the run's latest checkpoint here): that progress is gone with the other
+        checkout's ``runs/``, and the run trains those epochs again. None when nothing was lost."""
+        rel = os.path.relpath(run_dir, self.runs_root)
+        if rel.startswith(os.pardir):
+            return None
+        reached, start = _epochs_logged(os.path.join(self.timings, rel)), _resumes_from(run_dir)
+        if reached <= start:
+            return None
+        return (f"{run_dir}: starts at epoch {start}, but a sitting before this checkout took it to epoch {reached} "
+                f"(experiments/results/timings); its checkpoints are not here, so those epochs train again")
 
     def save_timings(self) -> int:
         """Records the config and epoch log of every unfinished run under the runs root that has timed at least

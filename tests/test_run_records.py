@@ -300,3 +300,29 @@ def test_unfinished_runs_leave_timing_records_that_plans_read_in_a_fresh_checkou
     os.remove(timing / "results.json")
     rec.sync()
     assert not timing.exists()
+
+
+def test_a_run_that_starts_behind_its_timing_record_says_what_was_lost(tmp_path, capsys):
+    """A fresh checkout lost runs/ (checkpoints included) but kept the timing record: the runner says the run
+    starts again behind where an earlier sitting took it, instead of restarting it silently."""
+    from _runner import run_tasks
+
+    runs, results = tmp_path / "runs" / "exp", tmp_path / "results"
+    run = runs / "synthetic" / "s0"
+    cfg = _cfg(0, epochs=50)
+    rec = RunRecords(str(runs), str(results))
+    timing = results / "timings" / "exp" / "synthetic" / "s0"
+    _fake_run(str(timing), cfg, 0.0, finished=False, checkpoints=False)
+    _log(timing, [9.0] + [2.0] * 73)  # an earlier sitting reached epoch 74
+    assert rec.lost_progress(str(run)) == (
+        f"{run}: starts at epoch 0, but a sitting before this checkout took it to epoch 74 "
+        "(experiments/results/timings); its checkpoints are not here, so those epochs train again")
+    _fake_run(str(run), cfg, 0.0, finished=False)  # a checkpoint at epoch 1 here: still behind
+    assert "starts at epoch 1, but" in rec.lost_progress(str(run))
+    os.makedirs(run / "checkpoints" / "80")
+    assert rec.lost_progress(str(run)) is None  # ahead of the record: nothing lost
+    assert rec.lost_progress(str(tmp_path / "elsewhere")) is None  # not under the runs root
+    shutil.rmtree(run / "checkpoints" / "80")
+    # run_tasks prints it before training (here the run fails at once: its dataset cannot be built)
+    run_tasks([({"dataset": "no-such-dataset", "epochs": 50}, str(run))], records=rec)
+    assert "took it to epoch 74" in capsys.readouterr().out
