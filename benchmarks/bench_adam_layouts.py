@@ -3,7 +3,7 @@
     python -m benchmarks.bench_adam_layouts [--threads 2] [--params 5000000]
 
 At batch 4 the GO step and the E = 10 ensemble are bound by the optimiser's memory traffic (sections 7 and
-15): XLA's plan for ``optax.chain(add_decayed_weights, adam)`` plus ``apply_updates`` moves 48 bytes per
+15): XLA's plan for hmljax's Adam (``hmljax.engine.adam_coupled``) plus ``apply_updates`` moves 48 bytes per
 parameter, torch's fused Adam 28 (p, g, m, v read; p, m, v written). This times the update alone, on one flat
 parameter of ``--params`` floats (donated, so it updates in place), as hmljax writes it and as three rewrites
 that compute the same numbers in the same order:
@@ -54,7 +54,9 @@ def variants(n: int, chunk: int):
     import jax.numpy as jnp
     import optax
 
-    opt = optax.chain(optax.add_decayed_weights(WD), optax.adam(LR))
+    from hmljax.engine import adam_coupled
+
+    opt = adam_coupled(lr=LR, weight_decay=WD)  # what hmljax trains with: optax's add_decayed_weights + adam
 
     def optax_update(state, g):
         p, s = state
@@ -98,6 +100,8 @@ def main() -> None:
     import jax
     import numpy as np
 
+    if args.params < args.chunk:
+        raise SystemExit(f"bench_adam_layouts: --params {args.params} is less than one --chunk ({args.chunk})")
     n = args.params - args.params % args.chunk  # whole chunks, the same n for every variant
     key = jax.random.key(0)
     p0 = np.asarray(jax.random.normal(key, (n,)) * 0.05)
