@@ -444,13 +444,18 @@ class RunRecords:
     def lost_progress(self, run_dir: str) -> str | None:
         """A line saying so when this run starts behind where a sitting before this checkout took it (its timing
         record logged more epochs than the run's latest checkpoint here): that progress is gone with the other
-        checkout's ``runs/``, and the run trains those epochs again. None when nothing was lost."""
+        checkout's ``runs/``, and the run trains those epochs again. When this checkout's own log reached the
+        record, only the epochs after the latest checkpoint are lost, and the line says that instead. None when
+        nothing was lost."""
         rel = os.path.relpath(run_dir, self.runs_root)
         if rel.startswith(os.pardir):
             return None
         reached, start = _epochs_logged(os.path.join(self.timings, rel)), _resumes_from(run_dir)
         if reached <= start:
             return None
+        if _epochs_logged(run_dir) >= reached:  # this checkout trained them: only the epochs since its checkpoint
+            return (f"{run_dir}: resumes from its checkpoint at epoch {start}; epochs {start + 1}-{reached}, "
+                    "trained after it before the last stop, train again")
         return (f"{run_dir}: starts at epoch {start}, but a sitting before this checkout took it to epoch {reached} "
                 f"(experiments/results/timings); its checkpoints are not here, so those epochs train again")
 

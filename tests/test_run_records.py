@@ -323,6 +323,14 @@ def test_a_run_that_starts_behind_its_timing_record_says_what_was_lost(tmp_path,
     assert rec.lost_progress(str(run)) is None  # ahead of the record: nothing lost
     assert rec.lost_progress(str(tmp_path / "elsewhere")) is None  # not under the runs root
     shutil.rmtree(run / "checkpoints" / "80")
+    # Same checkout, stopped between checkpoints: its own log reached the record, only epochs 71-74 are lost.
+    os.makedirs(run / "checkpoints" / "70")
+    _log(run, [9.0] + [2.0] * 73)
+    assert rec.lost_progress(str(run)) == (
+        f"{run}: resumes from its checkpoint at epoch 70; epochs 71-74, trained after it before the last stop, "
+        "train again")
+    shutil.rmtree(run / "checkpoints" / "70")
+    _log(run, [9.0])
     # run_tasks prints it before training (here the run fails at once: its dataset cannot be built)
     run_tasks([({"dataset": "no-such-dataset", "epochs": 50}, str(run))], records=rec)
     assert "took it to epoch 74" in capsys.readouterr().out
