@@ -757,13 +757,17 @@ def _resumes_from(run_dir: str) -> int:
     return max(steps, default=0)
 
 
+# How many of a started run's latest epochs price the rest of it in :func:`plan`.
+RECENT_EPOCHS = 50
+
+
 def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: dict | None = None,
          ratios: dict[str, float] | None = None, replacing_carried: int = 0, sizes=parameter_count) -> str:
     """A report of the runs still to do: where each resumes, its epochs left and an estimated time.
 
     Estimates use the median epoch time logged by runs under ``timing_roots`` with
     the same dataset, resampling (and HROS-PD rule), ensemble size, MC passes and focal term
-    (their own epochs first, if they have started), preferring runs made on
+    (a started run's own last ``RECENT_EPOCHS`` epochs first), preferring runs made on
     ``machine`` (default: this one, with today's compiler options). A kind not yet timed at some ensemble
     size is scaled in proportion to E from another size; one not timed on some dataset, from the datasets
     of its family it was timed on by plain C-HMCNN's epoch-time ratio (``ratios``, default: the
@@ -791,7 +795,9 @@ def plan(tasks, *, timing_roots, finished: int = 0, workers: int = 1, machine: d
         start, planned = _resumes_from(run_dir), _epochs_planned(cfg)
         left = max(planned - start, 0)
         own, key = _epoch_seconds(run_dir), _cost_key(cfg)
-        per, how = (statistics.median(own) if own else measured.get(key)), ""
+        # A started run is priced by its recent pace: its early epochs may have run beside other work or been
+        # paused (a benchmark stops the runs), and the epochs left will run as the latest ones did.
+        per, how = (statistics.median(own[-RECENT_EPOCHS:]) if own else measured.get(key)), ""
         if per is None and (guess := _scaled_from_other_sizes(measured, cfg)):
             per, near = guess
             how, scaled = f" (from E={near})", scaled + 1

@@ -516,6 +516,14 @@ def test_plan_reports_resume_points_and_estimates_from_logged_epoch_times(tmp_pa
     # With no run from this machine, every run's times count: the median of 2, 2, 4, 4 x 7 and 4 x 9 s
     other = plan(tasks[:1], timing_roots=[str(tmp_path / "runs")], machine={**here, "cpus": 4})
     assert f"| {half} | 20 | 30 | 7.00 | 0.06 |" in other
+    # A started run is priced by its own latest RECENT_EPOCHS epochs: early ones spent paused or beside a
+    # benchmark (100 s) do not price the rest, which will run as the latest did (3 s).
+    from _runner import RECENT_EPOCHS
+
+    secs = [30.0] + [100.0] * 2 * RECENT_EPOCHS + [3.0] * RECENT_EPOCHS
+    (half / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n"
+                                                for i, t in enumerate(secs)))
+    assert f"| {half} | 20 | 30 | 3.00 | 0.03 |" in plan(tasks[:1], timing_roots=[str(tmp_path / "runs")], machine=here)
 
 
 def _timed_run(root, name, saved, epoch_s, machine):
