@@ -68,14 +68,14 @@ def update_seconds(params, opt, repeats: int, passes: int = 20) -> float:
     run inside the train step: no dispatch and no fresh buffers per update.
     """
     import jax
-    import optax
+
+    from hmljax.engine import apply_optimizer
 
     grads = jax.tree.map(lambda p: p * 1e-3, params)
 
-    def one(_, carry):
+    def one(_, carry):  # as the train step applies it (a fused optimiser writes the parameters itself)
         params, opt_state = carry
-        u, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, u), opt_state
+        return apply_optimizer(opt, grads, opt_state, params)
 
     upd = jax.jit(lambda params, opt_state: jax.lax.fori_loop(0, passes, one, (params, opt_state)),
                   donate_argnums=(0, 1))

@@ -9,7 +9,15 @@ losses ``[B]``), a prediction head, an optax optimiser, a sampler (host-side ``[
 :func:`hmljax.training.train_and_evaluate` adds checkpoints, resume, early stopping and evaluation.
 """
 
-from hmljax.engine._optim import OPTIMIZERS, adam_coupled, make_optimizer, sgd_warmup_step
+from hmljax.engine._fused_adam import FusedAdam, adam_coupled_fused, build_adam_cpu_kernel
+from hmljax.engine._optim import (
+    ADAM_KERNELS,
+    OPTIMIZERS,
+    adam_coupled,
+    apply_optimizer,
+    make_optimizer,
+    sgd_warmup_step,
+)
 from hmljax.engine._registry import (
     MethodSpec,
     SamplerSpec,
@@ -34,7 +42,8 @@ from hmljax.engine._types import Batch, LossOutput, Method, MetricSuite, Model, 
 __all__ = [
     "Batch", "LossOutput", "Method", "MetricSuite", "Model", "ModelOutput", "TrainState",
     "DeviceSampler", "device_shuffle", "is_device_sampler",
-    "OPTIMIZERS", "adam_coupled", "make_optimizer", "sgd_warmup_step", "optimizer_from_config",
+    "OPTIMIZERS", "ADAM_KERNELS", "adam_coupled", "adam_coupled_fused", "FusedAdam", "build_adam_cpu_kernel",
+    "apply_optimizer", "make_optimizer", "sgd_warmup_step", "optimizer_from_config",
     "sampler_from_config",
     "MethodSpec", "SamplerSpec", "get_method", "get_sampler", "list_methods", "list_samplers", "register_method",
     "register_sampler",
@@ -46,7 +55,8 @@ def optimizer_from_config(cfg, *, steps_per_epoch: int):
     """The optimiser a resolved run config names (``optimizer=adam|sgd`` and its keys; epochs -> steps)."""
     clip = cfg.grad_clip or 0.0
     if cfg.optimizer == "adam":
-        return make_optimizer("adam", lr=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=clip)
+        return make_optimizer("adam", lr=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=clip,
+                              adam_kernel=cfg.adam_kernel or "xla")
     milestones = tuple(int(e) * steps_per_epoch for e in (cfg.lr_milestones or "").split(",") if e.strip())
     return make_optimizer(cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                           warmup_steps=cfg.warmup_epochs * steps_per_epoch,

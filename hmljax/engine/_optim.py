@@ -5,9 +5,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "adam_coupled", "sgd_warmup_step"]
+__all__ = ["OPTIMIZERS", "ADAM_KERNELS", "make_optimizer", "adam_coupled", "sgd_warmup_step", "apply_optimizer"]
 
 OPTIMIZERS = ("adam", "sgd")
+# How Adam's update is computed: 'xla' (optax's update, compiled by XLA) or 'fused' (one C++ pass on CPU,
+# :func:`hmljax.engine.adam_coupled_fused`; XLA code on other platforms).
+ADAM_KERNELS = ("xla", "fused")
 
 
 def adam_coupled(*, lr: float, weight_decay: float) -> optax.GradientTransformation:
@@ -47,9 +50,19 @@ def sgd_warmup_step(*, lr: float, weight_decay: float, momentum: float, warmup_s
 def make_optimizer(name: str = "adam", *, lr: float, weight_decay: float, momentum: float = 0.9,
                    warmup_steps: int = 0, decay_every: int = 0, decay_factor: float = 0.1,
                    nesterov: bool = False, warmup_from: float = 0.0, milestones: tuple[int, ...] = (),
-                   clip_norm: float = 0.0) -> optax.GradientTransformation:
-    """The optimiser ``name`` (``adam``: :func:`adam_coupled`; ``sgd``: :func:`sgd_warmup_step`), after clipping
-    the gradient's global norm to ``clip_norm`` when it is > 0 (DB's ``grad_clip``: 35)."""
+                   clip_norm: float = 0.0, adam_kernel: str = "xla") -> optax.GradientTransformation:
+    """The optimiser ``name`` (``adam``: :func:`adam_coupled`, or with ``adam_kernel="fused"``
+    :func:`~hmljax.engine.adam_coupled_fused`; ``sgd``: :func:`sgd_warmup_step`), after clipping the gradient's
+    global norm to ``clip_norm`` when it is > 0 (DB's ``grad_clip``: 35)."""
+    if adam_kernel not in ADAM_KERNELS:
+        raise ValueError(f"unknown adam_kernel {adam_kernel!r}; choose one of {ADAM_KERNELS}")
+    if name == "adam" and adam_kernel == "fused":
+        if clip_norm > 0:
+            raise ValueError("adam_kernel='fused' applies the update itself and takes no gradient clipping; "
+                             "use adam_kernel='xla' with grad_clip")
+        from hmljax.engine._fused_adam import adam_coupled_fused
+
+        return adam_coupled_fused(lr=lr, weight_decay=weight_decay)
     if name == "adam":
         opt = adam_coupled(lr=lr, weight_decay=weight_decay)
     elif name == "sgd":
@@ -59,3 +72,13 @@ def make_optimizer(name: str = "adam", *, lr: float, weight_decay: float, moment
     else:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
     return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm > 0 else opt
+
+
+def apply_optimizer(optimizer, grads, opt_state, params):
+    """``(params, opt_state)`` after one step: the optimiser's own ``apply(grads, opt_state, params)`` where it
+    has one (a fused update that writes the parameters itself, e.g. :func:`~hmljax.engine.adam_coupled_fused`),
+    else optax's ``update`` then ``apply_updates``."""
+    if hasattr(optimizer, "apply"):
+        return optimizer.apply(grads, opt_state, params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state

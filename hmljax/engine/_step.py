@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hmljax.engine._optim import apply_optimizer
 from hmljax.engine._samplers import is_device_sampler
 from hmljax.engine._types import Batch, Method, TrainState
 
@@ -42,11 +43,8 @@ def make_step(method: Method):
         step_key = jax.random.fold_in(key, state.step)
         (_, (aux, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params, state.model_state, batch, step_key)
-        import optax
-
         with jax.named_scope("optimizer"):
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            params, opt_state = apply_optimizer(optimizer, grads, state.opt_state, state.params)
         return TrainState(params, opt_state, state.step + 1, model_state, state.sampler_state), aux
 
     return step

@@ -19,7 +19,7 @@ import jax
 
 from hmljax._suggest import did_you_mean
 from hmljax.data import PREPROCESSING_MODES, get_spec, resolve_data_dir
-from hmljax.engine import OPTIMIZERS, get_method, get_sampler, list_methods
+from hmljax.engine import ADAM_KERNELS, OPTIMIZERS, get_method, get_sampler, list_methods
 
 __all__ = ["RunConfig", "TrainConfig", "load_config", "config_diff", "BOOKKEEPING"]
 
@@ -71,6 +71,7 @@ class RunConfig:
     lr_milestones: str | None = None  # sgd: decay at these epochs, e.g. "55,70" (DB / HMT-Net); or lr_decay_every
     warmup_from: float | None = None  # sgd: the warm-up's first lr as a fraction of lr (0; DB: 1/3)
     grad_clip: float = 0.0  # clip the gradient's global norm (0: off; DB: 35)
+    adam_kernel: str | None = None  # adam: 'xla' (optax's update) or 'fused' (one C++ pass on CPU, same numbers)
     preprocessing: str = "chmcnn"  # 'leakfree', 'minmax' (fit on train) or 'minmax_all' (all rows: the adaptive code's)
     folds: int = 0  # 0: the dataset's own splits; k >= 2: k iteratively stratified folds over all its rows
     fold: int | None = None  # with folds: the held-out fold (0)
@@ -103,6 +104,7 @@ class RunConfig:
     def _conditional(self):
         sgd, es = self.optimizer == "sgd", self.protocol == "early_stopping"
         return {
+            "adam_kernel": (self.optimizer == "adam", "optimizer=adam", "xla"),
             "momentum": (sgd, "optimizer=sgd", 0.9),
             "warmup_epochs": (sgd, "optimizer=sgd", 0),
             "lr_decay_every": (sgd, "optimizer=sgd", 0),
@@ -146,6 +148,10 @@ class RunConfig:
             ("batch_size", pos_int(self.batch_size), "an integer >= 1"),
             ("weight_decay", _finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+            ("adam_kernel", self.adam_kernel is None or self.adam_kernel in ADAM_KERNELS,
+             f"one of {', '.join(ADAM_KERNELS)}"),
+            ("adam_kernel", not (self.adam_kernel == "fused" and self.grad_clip),
+             "'xla' with grad_clip (the fused kernel takes no clipping)"),
             ("momentum", self.momentum is None or (_finite(self.momentum) and 0 <= self.momentum < 1), "in [0, 1)"),
             ("warmup_epochs", self.warmup_epochs is None or self.warmup_epochs >= 0, "an integer >= 0"),
             ("lr_decay_every", self.lr_decay_every is None or self.lr_decay_every >= 0, "an integer >= 0"),
