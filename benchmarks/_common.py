@@ -43,6 +43,9 @@ def parse_args(description: str, extra=None, *, timed: bool = True) -> argparse.
                    help="time on a busy machine anyway (rows are flagged) instead of refusing; see load_check")
     p.add_argument("--max-load", type=float, default=0.5,
                    help="busy threshold: 1-minute load, or other processes' CPU use, per core")
+    p.add_argument("--adam-kernel", choices=("xla", "fused"), default="xla",
+                   help="hmljax's Adam: optax's, compiled by XLA, or the fused C++ pass on CPU (adam_kernel=fused; "
+                        "rows go to benchmarks/results/adam_fused/ unless --out says otherwise)")
     if extra:
         extra(p)
     args = p.parse_args()
@@ -440,12 +443,14 @@ def _command() -> str:
 
 def write_rows(name: str, rows: list[dict], args, out=None, *, measure_rates: bool = True) -> str:
     os.makedirs(RESULTS, exist_ok=True)
-    path = out or getattr(args, "out", None) or os.path.join(RESULTS, f"{name}.json")
+    kernel_dir = "adam_fused" if getattr(args, "adam_kernel", "xla") == "fused" else ""
+    path = out or getattr(args, "out", None) or os.path.join(RESULTS, kernel_dir, f"{name}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     load = getattr(args, "load", None)  # set by guard_load
     if load and load.get("loaded"):
         rows = [r | {"loaded_machine": True} for r in rows]
     payload = {"benchmark": name, "machine": machine(measure_rates=measure_rates), "threads": args.threads,
+               "adam_kernel": getattr(args, "adam_kernel", "xla"),
                "repeats": args.repeats,
                "command": _command(), "rows": rows,
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}

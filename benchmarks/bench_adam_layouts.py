@@ -15,7 +15,12 @@ that compute the same numbers in the same order:
   ``dynamic_update_slice``, so that the repeated reads of a chunk hit the cache.
 
 Each row records XLA's ``bytes accessed`` per parameter and whether the parameters equal hmljax's bitwise
-after 3 updates.
+after 3 updates (and, for every row, the largest relative difference from them).
+
+Beside them, what does make it one pass (section 19): hmljax's fused CPU kernel (``adam_kernel=fused``,
+``hmljax.engine.adam_coupled_fused``: a C++ loop called through XLA's FFI, in place), and PyTorch's own
+``torch.optim.Adam(weight_decay=wd)`` with ``fused=True`` and with ``foreach=True`` on the same vector
+(when torch is installed; ``--no-torch`` leaves them out).
 """
 
 from __future__ import annotations
@@ -54,14 +59,19 @@ def variants(n: int, chunk: int):
     import jax.numpy as jnp
     import optax
 
-    from hmljax.engine import adam_coupled
+    from hmljax.engine import adam_coupled, adam_coupled_fused
 
     opt = adam_coupled(lr=LR, weight_decay=WD)  # what hmljax trains with: optax's add_decayed_weights + adam
+    fused = adam_coupled_fused(lr=LR, weight_decay=WD, b1=B1, b2=B2, eps=EPS)
 
     def optax_update(state, g):
         p, s = state
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s
+
+    def fused_update(state, g):
+        p, s = state
+        return fused.apply(g, s, p)
 
     def one_function(state, g):
         p, m, v, t = state
@@ -91,12 +101,36 @@ def variants(n: int, chunk: int):
     return {"hmljax (optax chain + apply_updates)": (lambda p: (p, opt.init(p)), optax_update),
             "one function": (lambda p: (p, z(p), z(p), t0()), one_function),
             "stacked moments": (lambda p: (p, jnp.zeros((2, *p.shape)), t0()), stacked),
-            f"chunked ({chunk:,} per chunk)": (lambda p: (p, z(p), z(p), t0()), chunked)}
+            f"chunked ({chunk:,} per chunk)": (lambda p: (p, z(p), z(p), t0()), chunked),
+            "fused CPU kernel (adam_kernel=fused)": (lambda p: (p, fused.init(p)), fused_update)}
+
+
+def torch_rows(p0, g_np, ref, repeats: int) -> list[dict]:
+    """torch.optim.Adam(lr, weight_decay=wd) with ``fused=True`` and ``foreach=True`` on one flat vector."""
+    import numpy as np
+    import torch
+
+    rows = []
+    for impl in ("fused", "foreach"):
+        p = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+        p.grad = torch.from_numpy(np.asarray(g_np).copy())
+        opt = torch.optim.Adam([p], lr=LR, betas=(B1, B2), eps=EPS, weight_decay=WD, **{impl: True})
+        with torch.no_grad():
+            for _ in range(3):
+                opt.step()
+            p3 = p.detach().numpy().copy()
+        t = C.timeit(opt.step, repeats=repeats, sync=C.torch_sync)
+        rows.append({"variant": f"torch.optim.Adam({impl}=True)", "params": p0.size, "median_ms": t["median_s"] * 1e3,
+                     "min_ms": t["min_s"] * 1e3, "repeats": t["repeats"], "bytes_per_param_xla": None,
+                     "bitwise_equal_to_hmljax": bool(np.array_equal(p3, ref)),
+                     "max_rel_diff_vs_hmljax": float(np.max(np.abs(p3 - ref)) / np.max(np.abs(ref)))})
+    return rows
 
 
 def main() -> None:
     args = C.parse_args(__doc__, lambda p: (p.add_argument("--params", type=C.count, default=5_000_000),
-                                            p.add_argument("--chunk", type=C.count, default=131_072)))
+                                            p.add_argument("--chunk", type=C.count, default=131_072),
+                                            p.add_argument("--no-torch", action="store_true")))
     import jax
     import numpy as np
 
@@ -124,14 +158,25 @@ def main() -> None:
         t = C.timeit(run, repeats=args.repeats, sync=C.jax_sync)
         b = C.xla_bytes(compiled)
         rows.append({"variant": name, "params": n, "median_ms": t["median_s"] * 1e3, "min_ms": t["min_s"] * 1e3,
-                     "repeats": t["repeats"], "bytes_per_param_xla": b / n if b else None,
-                     "bitwise_equal_to_hmljax": bool(np.array_equal(p3, ref))})
+                     "repeats": t["repeats"], "bytes_per_param_xla": b / n if b and "kernel" not in name else None,  # a custom call counts 0
+                     "bitwise_equal_to_hmljax": bool(np.array_equal(p3, ref)),
+                     "max_rel_diff_vs_hmljax": float(np.max(np.abs(p3 - ref)) / np.max(np.abs(ref)))})
         print(f"{name:40s} {t['median_s'] * 1e3:9.2f} ms  {rows[-1]['bytes_per_param_xla'] or 0:6.1f} B/param  "
               f"equal: {rows[-1]['bitwise_equal_to_hmljax']}", flush=True)
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("torch not installed: its rows left out (pip install -e '.[bench]')")
+        else:
+            rows += torch_rows(p0, g, ref, args.repeats)
+            for r in rows[-2:]:
+                print(f"{r['variant']:40s} {r['median_ms']:9.2f} ms  equal: {r['bitwise_equal_to_hmljax']}", flush=True)
     base = rows[0]["median_ms"]
     for r in rows:
         r["x_hmljax"] = base / r["median_ms"]
-    print(C.print_table(rows, ["variant", "median_ms", "x_hmljax", "bytes_per_param_xla", "bitwise_equal_to_hmljax"]))
+    print(C.print_table(rows, ["variant", "median_ms", "x_hmljax", "bytes_per_param_xla", "bitwise_equal_to_hmljax",
+                               "max_rel_diff_vs_hmljax"]))
     print("wrote", C.write_rows("adam_layouts", rows, args))
 
 

@@ -53,7 +53,7 @@ def _extra(p):
     p.add_argument("--check-steps", type=int, default=5, help="steps each level must match hmljax on")
 
 
-def setup(name: str, B: int, data_dir, *, dropout=None, local_init=None):
+def setup(name: str, B: int, data_dir, *, dropout=None, local_init=None, adam_kernel: str = "xla"):
     """(problem, method, X, Y, dropout): the run's HLSTM method for ``name`` at batch ``B``.
 
     The equality checks pass ``dropout=0.0``; ``local_init`` overrides the paper's constant 0.1 (witness runs).
@@ -66,7 +66,7 @@ def setup(name: str, B: int, data_dir, *, dropout=None, local_init=None):
 
     keys = {k: v for k, v in (("dropout", dropout), ("local_init", local_init)) if v is not None}
     cfg = TrainConfig(dataset=name, data_dir=data_dir, method="hlstm", batch_size=B, lr=LR, weight_decay=WD,
-                      **keys).resolved()
+                      adam_kernel=adam_kernel, **keys).resolved()
     ds = load_run_dataset(cfg)
     _, method, _ = build_method(cfg, ds)
     X, Y = np.asarray(method.train_x, np.float32), np.asarray(method.train_y, np.float32)
@@ -91,8 +91,10 @@ def case(name: str, B: int, args, rates: dict) -> list[dict]:
     from benchmarks.bench_train import dense_float64_skip
 
     print(f"{name} B={B}", flush=True)
-    problem, method0, X, Y, _ = setup(name, B, args.data_dir, dropout=0.0, local_init=CHECK_LOCAL_INIT)
-    _, method, _, _, dropout = setup(name, B, args.data_dir)
+    kernel = getattr(args, "adam_kernel", "xla")
+    problem, method0, X, Y, _ = setup(name, B, args.data_dir, dropout=0.0, local_init=CHECK_LOCAL_INIT,
+                                      adam_kernel=kernel)
+    _, method, _, _, dropout = setup(name, B, args.data_dir, adam_kernel=kernel)
     skip = {"as published": why} if (why := dense_float64_skip(B, problem.num_nodes)) else {}
     return EL.case(HL.build, problem, method0, method, X, Y, B, args, rates,
                    keys={"dataset": name, "levels": len(problem.level_index), "H": problem.hidden,

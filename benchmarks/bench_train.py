@@ -135,7 +135,7 @@ def dense_float64_skip(B: int, N: int, members: int = 0) -> str | None:
     return None
 
 
-def hmljax_step(hierarchy, num_features: int, hidden: int, members: int = 0):
+def hmljax_step(hierarchy, num_features: int, hidden: int, members: int = 0, adam_kernel: str = "xla"):
     """``(model, opt, step, state)``: hmljax's C-HMCNN train step as every timing here builds it (dropout 0.7,
     Adam lr 1e-4, wd 1e-5; ``members=E``: an E-network vmapped stack)."""
     import jax
@@ -145,7 +145,7 @@ def hmljax_step(hierarchy, num_features: int, hidden: int, members: int = 0):
     from hmljax.training import init_state, make_optimizer, make_train_step
 
     model = ChmcnnMLP(hidden=hidden, num_outputs=hierarchy.num_nodes, dropout=DROPOUT)
-    opt = make_optimizer(lr=LR, weight_decay=WD)
+    opt = make_optimizer(lr=LR, weight_decay=WD, adam_kernel=adam_kernel)
     step = make_train_step(model, opt, ancestry=constraint_graph(hierarchy), evaluated=hierarchy.evaluated,
                            forward=stacked_forward(model, members) if members else None)
     return model, opt, step, init_state(model, opt, num_features, key=jax.random.key(0), members=members)
@@ -164,7 +164,8 @@ def hmljax_timings(problem, X, Y, B: int, args, members: int = 0) -> dict:
     from hmljax.training import init_state, jit_train, make_train_epoch
 
     D = X.shape[1]
-    model, opt, step, state = hmljax_step(problem.hierarchy, D, problem.hidden, members)
+    model, opt, step, state = hmljax_step(problem.hierarchy, D, problem.hidden, members,
+                                          adam_kernel=getattr(args, "adam_kernel", "xla"))
     xj, yj, wj, key = jnp.asarray(X[:B]), jnp.asarray(Y[:B]), jnp.ones(B, bool), jax.random.key(2)
     c_s, compiled = C.compile_seconds(jit_train(step), state, xj, yj, wj, key)
     jstep = jit_train(step, donate_argnums=(0,))
@@ -333,7 +334,7 @@ def end_to_end(args, checks: dict, steps: dict) -> dict:
     Xall, Yall = np.asarray(Xall, np.float32), np.asarray(Yall, np.uint8)
     D, B, n = Xall.shape[1], 4, Xall.shape[0]
     model = ChmcnnMLP(hidden=500, num_outputs=h.num_nodes, dropout=DROPOUT)
-    opt = make_optimizer(lr=LR, weight_decay=WD)
+    opt = make_optimizer(lr=LR, weight_decay=WD, adam_kernel=getattr(args, "adam_kernel", "xla"))
     epoch = jit_train(make_train_epoch(make_train_step(model, opt, ancestry=constraint_graph(h),
                                                        evaluated=h.evaluated)), donate_argnums=(0,))
     sampler = EpochSampler(n, B, seed=0)

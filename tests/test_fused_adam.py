@@ -77,8 +77,10 @@ def test_fused_update_is_optaxs_adam_to_rounding_and_matches_a_float64_reference
 
 def test_fused_update_runs_in_place_in_a_donated_scan_and_under_vmap():
     fused, ref = E.adam_coupled_fused(lr=LR, weight_decay=WD), E.adam_coupled(lr=LR, weight_decay=WD)
-    params = {"w": jax.random.normal(jax.random.key(0), (1000,)), "b": jnp.ones((7,))}
-    g_seq = {"w": jax.random.normal(jax.random.key(1), (6, 1000)), "b": jnp.linspace(-1, 1, 42).reshape(6, 7)}
+    # w spans several of the kernel's 64K-element chunks (threads share them); stacked 3 deep below, chunk
+    # boundaries fall inside members.
+    params = {"w": jax.random.normal(jax.random.key(0), (100_003,)), "b": jnp.ones((7,))}
+    g_seq = {"w": jax.random.normal(jax.random.key(1), (6, 100_003)), "b": jnp.linspace(-1, 1, 42).reshape(6, 7)}
 
     def epoch(apply):
         def run(params, state):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmljax.engine import Batch, Method, Model, TrainState, adam_coupled, make_predict_fn, make_step
+from hmljax.engine import make_optimizer as engine_make_optimizer
 from hmljax.losses import constrained_probs
 from hmljax.methods import RareLoss, forward_apply, make_rare_loss
 from hmljax.models import init_stacked, single_forward
@@ -28,8 +29,11 @@ class LossConfig(RareLoss):
     mc_passes: int = 0
 
 
-def make_optimizer(*, lr: float, weight_decay: float):
-    """Adam with PyTorch-style weight decay (:func:`hmljax.engine.adam_coupled`)."""
+def make_optimizer(*, lr: float, weight_decay: float, adam_kernel: str = "xla"):
+    """Adam with PyTorch-style weight decay (:func:`hmljax.engine.adam_coupled`; ``adam_kernel="fused"``:
+    :func:`hmljax.engine.adam_coupled_fused`, one C++ pass on CPU)."""
+    if adam_kernel != "xla":
+        return engine_make_optimizer("adam", lr=lr, weight_decay=weight_decay, adam_kernel=adam_kernel)
     return adam_coupled(lr=lr, weight_decay=weight_decay)
 
 
