@@ -17,7 +17,9 @@ ROOT = os.path.dirname(HERE)
 BENCHES = ["bench_constraint", "bench_train", "bench_ensemble", "bench_sampler", "bench_sharding", "profile_step",
            "bench_compile_options", "bench_hlstm", "hlstm_float64_witness", "bench_hmt",
            "bench_selection", "bench_traffic",
-           "bench_checkpoint_memory", "bench_adam_layouts"]  # bench_engine compares two commits: run it on its own
+           "bench_checkpoint_memory", "bench_adam_layouts", "bench_adam_kernel"]
+# bench_engine compares two commits: run it on its own. --adam-fused runs these again with hmljax's fused CPU Adam.
+ADAM_FUSED = ("bench_train", "bench_ensemble", "bench_hlstm")
 # They count bytes (compiled traffic; peak memory), not time: a busy machine does not change them.
 UNTIMED = ("bench_traffic", "bench_checkpoint_memory")
 
@@ -233,7 +235,15 @@ def _targets() -> list[str]:
                            f"{tr['bytes_per_step_xla'] / 1e6:,.0f} MB, which alone takes {ms:.1f} ms of the "
                            f"{r['step_ms']:.1f} ms step at that bandwidth; "
                            "torch's fused Adam reads and writes its 28 bytes per parameter in one pass.")
-    h = _load("hlstm")
+    fe = _load("ensemble", "adam_fused")
+    r = next((r for r in (fe or {}).get("rows", []) if r.get("E") == 10 and r.get("impl") == "hmljax scan epoch"),
+             None)
+    if r and r.get("speedup_vs_best_effort"):
+        met = "met" if r["speedup_vs_best_effort"] >= 3 else "missed"
+        out.append(f"  With `adam_kernel=fused` (section 19, its own run): {r['speedup_vs_best_effort']:.2f}x best "
+                   f"effort, {r['step_ms']:.2f} ms/step (goal 3x: {met}).")
+    h, fh = _load("hlstm"), _load("hlstm", "adam_fused")
+    fused_h = {(r["dataset"], r["B"]): r for r in (fh or {}).get("rows", []) if r.get("impl") == "hmljax scan epoch"}
     if h:
         for r in h["rows"]:
             if r.get("impl") == "hmljax scan epoch" and r.get("B") == 4 and r.get("speedup_vs_as_published"):
@@ -244,6 +254,12 @@ def _targets() -> list[str]:
                                        for lv in LEVELS[1:])
                            + f"; {r['step_ms']:.2f} ms/step against a floor of {r['floor_step_s'] * 1e3:.2f} ms "
                            f"({_of_floor(r['fraction_of_floor'])}).")
+                f = fused_h.get((r["dataset"], 4))
+                if f and f.get("speedup_vs_as_published"):
+                    out.append(f"  With `adam_kernel=fused` (section 19, its own run): "
+                               f"{f['speedup_vs_as_published']:.1f}x as published, "
+                               f"{f.get('speedup_vs_best_effort') or float('nan'):.2f}x best effort, "
+                               f"{f['step_ms']:.2f} ms/step.")
     return out + [""]
 
 
@@ -379,6 +395,82 @@ def _gpu_section() -> list[str]:
             lines += _levels_table(rows, keys)
         lines.append("")
     return lines
+
+
+def _best_hmljax_vs_levels(d: dict) -> dict[tuple, dict]:
+    """``{(dataset, B, E): {"hmljax": (impl, ms), level: ms}}``: hmljax's faster row of a case (jit step or scan
+    epoch) and each PyTorch level's time, from one benchmark's rows."""
+    out: dict[tuple, dict] = {}
+    for r in d["rows"]:
+        if "impl" not in r or r.get("step_ms") is None:
+            continue
+        case = out.setdefault((r["dataset"], r["B"], r.get("E")), {})
+        if r["impl"].startswith("hmljax"):
+            if "hmljax" not in case or r["step_ms"] < case["hmljax"][1]:
+                case["hmljax"] = (r["impl"].removeprefix("hmljax "), r["step_ms"])
+        else:
+            case[r["impl"].removeprefix("torch ")] = r["step_ms"]
+    return out
+
+
+def _adam_kernel_section() -> list[str]:
+    """Section 19: the fused CPU Adam, step A/B and the PyTorch ratios with it beside those with XLA's."""
+    d = _load("adam_kernel")
+    if not d:
+        return []
+    lines = ["## 19. The fused CPU Adam (`adam_kernel=fused`)", "", _command_line(d), "",
+             "Section 18 found no way to write Adam that XLA's CPU backend compiles to one pass. "
+             "`adam_kernel=fused` (`hmljax.engine.adam_coupled_fused`, a config key: `hmljax train ... "
+             "adam_kernel=fused`) calls a C++ loop through XLA's FFI instead (`hmljax/engine/adam_cpu.cc`, built "
+             "for the host CPU on first use and cached): p, g, m and v read and p, m and v written once (28 "
+             "B/param), in place in the donated train state, its chunks shared over XLA's intra-op thread pool. "
+             "Its numbers are optax's to float32 rounding (XLA fuses some multiply-adds into FMAs, the kernel "
+             "rounds every operation; tests/test_fused_adam.py); on GPU and TPU the same step runs the update "
+             "as XLA code. Section 18's last rows time the update alone against PyTorch's fused and foreach Adam "
+             "on the same vector. The default stays `xla`: runs in progress and the tables' configs keep the "
+             "update they were made with.", "",
+             "Whole steps, the two kernels alternating in one process (each case's scan-fused epoch over a "
+             "slice of batch-4 batches; median ms per step):", ""]
+    cols = ["case", "dataset", "params", "xla_ms_per_step", "fused_ms_per_step", "speedup"]
+    heads = ["case", "dataset", "params", "XLA's Adam ms/step", "fused ms/step", "x"]
+    lines += _table(d["rows"], cols, heads)
+    t1 = _load("adam_kernel_t1")
+    if t1:
+        lines += ["", "The same on one thread (`taskset -c 0 ... --threads 1`, as a pinned experiment worker "
+                  f"trains; measured {str(t1.get('date', '?'))[:10]}):", ""]
+        lines += _table(t1["rows"], cols, heads)
+    # The XLA-kernel side: a run made beside the fused one (results/adam_xla/) where there is one, else the
+    # sections' own run.
+    pairs = [(n, _load(n, "adam_xla") or _load(n), _load(n, "adam_fused")) for n in ("train", "ensemble", "hlstm")]
+    pairs = [(n, a, b) for n, a, b in pairs if a and b]
+    if pairs:
+        lines += ["", "Against PyTorch: `python -m benchmarks.<bench> --data-dir ../shared/data --threads 2 "
+                  "--adam-kernel fused` (`run_all --adam-fused`) times sections 2, 3 and 11's cases again with "
+                  "hmljax on the fused kernel, beside the same PyTorch levels (`benchmarks/results/adam_fused/`). "
+                  "hmljax's faster of its jit step and scan epoch, and its ratio to each level measured in the "
+                  "same run. The XLA-kernel columns come from a run of the same benchmarks without the flag "
+                  "(`--out benchmarks/results/adam_xla/<name>.json`) made beside it, where there is one, else from "
+                  "sections 2, 3 and 11's run: another run either way, in which PyTorch's own step times differ "
+                  "too, so compare each run's ratios, and the kernels themselves in the A/B tables above.", "",
+                  "| bench | dataset | B | E | hmljax fused ms | x as published | x same algorithm | x best effort | "
+                  "hmljax XLA-Adam ms (its run) | x best effort (its run) |", "|" + "---|" * 10]
+        for name, xla, fused in pairs:
+            old = _best_hmljax_vs_levels(xla)
+            for key, c in _best_hmljax_vs_levels(fused).items():
+                if "hmljax" not in c:
+                    continue
+                o = old.get(key, {})
+                ms = c["hmljax"][1]
+                ratio = lambda case, lvl, ms: _fmt(case[lvl] / ms) if case.get(lvl) else ""  # noqa: E731
+                lines.append(f"| {name} | {key[0]} | {key[1]} | {_fmt(key[2])} | {_fmt(ms)} ({c['hmljax'][0]}) | "
+                             f"{ratio(c, 'as published', ms)} | {ratio(c, 'same algorithm', ms)} | "
+                             f"{ratio(c, 'best effort', ms)} | "
+                             f"{_fmt(o['hmljax'][1]) if 'hmljax' in o else ''} | "
+                             f"{ratio(o, 'best effort', o['hmljax'][1]) if 'hmljax' in o else ''} |")
+        dates = "; ".join(f"{n}: fused {str(b.get('date', '?'))[:16]}, XLA {str(a.get('date', '?'))[:16]}"
+                          for n, a, b in pairs)
+        lines += ["", f"Measured: {dates}. {_command_line(pairs[0][2])}"]
+    return lines + [""]
 
 
 def _thread_sweep_section() -> list[str]:
@@ -658,12 +750,18 @@ def report() -> str:
                   "one function with three outputs compiles to the same plan, stacking the moments into one "
                   "array adds a concatenation pass, and a loop over cache-sized chunks is slower still: on 2026-12-04 "
                   "each of its iterations cost about what copying the three carried buffers would, so they were "
-                  "not updated in place (its arithmetic, compiled inside the loop, is not bitwise the same).", ""]
+                  "not updated in place (its arithmetic, compiled inside the loop, is not bitwise the same). "
+                  "The last three rows are what does make it one pass: hmljax's fused CPU kernel "
+                  "(`adam_kernel=fused`, section 19; XLA counts no bytes for a custom call) and PyTorch's "
+                  "`torch.optim.Adam(weight_decay=wd)` with `fused=True` and `foreach=True`, on the same vector "
+                  "and thread count. The last column is the largest difference from hmljax's parameters after 3 "
+                  "updates, relative to their largest magnitude (float32 rounding: about 1e-7).", ""]
         lines += _table(d["rows"], ["variant", "params", "median_ms", "x_hmljax", "bytes_per_param_xla",
-                                    "bitwise_equal_to_hmljax", "repeats"],
+                                    "bitwise_equal_to_hmljax", "max_rel_diff_vs_hmljax", "repeats"],
                         ["variant", "params", "median ms", "x hmljax", "XLA bytes/param", "bitwise equal to hmljax "
-                         "after 3 updates", "repeats"])
+                         "after 3 updates", "max relative difference", "repeats"])
         lines.append("")
+    lines += _adam_kernel_section()
     lines += _gpu_section()
     lines += _targets()
     text = "\n".join(lines) + "\n"
@@ -688,6 +786,9 @@ def main(argv=None) -> int:
     p.add_argument("--allow-loaded", action="store_true",
                    help="time on a busy machine anyway, every row flagged (passed to each benchmark)")
     p.add_argument("--max-load", type=float, default=0.5, help="busy threshold per core (passed to each benchmark)")
+    p.add_argument("--adam-fused", action="store_true",
+                   help=f"also run {', '.join(ADAM_FUSED)} with hmljax's fused CPU Adam into results/adam_fused/ "
+                        "(section 19)")
     args = p.parse_args(argv)
     if bad := [b for b in args.only if b not in BENCHES]:
         p.error(f"--only: no benchmark {', '.join(map(repr, bad))} (there are: {', '.join(BENCHES)})")
@@ -709,6 +810,14 @@ def main(argv=None) -> int:
             if rc:
                 failed.append(b)
                 print(f"run_all: {b} failed (exit {rc}; its output is above); the others go on", flush=True)
+        for b in ADAM_FUSED if args.adam_fused else ():
+            cmd = [sys.executable, "-m", f"benchmarks.{b}", "--threads", str(args.threads), "--max-load",
+                   str(args.max_load), "--adam-kernel", "fused"]
+            cmd += ["--data-dir", args.data_dir] * bool(args.data_dir) + ["--quick"] * args.quick
+            cmd += ["--allow-loaded"] * args.allow_loaded
+            print("$", " ".join(cmd), flush=True)
+            if subprocess.run(cmd, cwd=ROOT).returncode:
+                failed.append(f"{b} --adam-kernel fused")
         for t in args.sweep_threads or ():
             out = os.path.join(HERE, "results", "threads", f"train_t{t}.json")
             cmd = [sys.executable, "-m", "benchmarks.bench_train", "--threads", str(t), "--max-load",

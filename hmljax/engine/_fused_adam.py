@@ -44,8 +44,9 @@ _REGISTERED: dict[str, Any] = {}
 
 
 def _cache_dir() -> str:
-    return os.path.join(os.environ.get("HMLJAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hmljax"),
-                        "kernels")
+    from hmljax.data._cache import cache_dir  # the one cache root ($HMLJAX_CACHE, else ~/.cache/hmljax)
+
+    return os.path.join(cache_dir(), "kernels")
 
 
 def _cpu_identity() -> str:
@@ -157,10 +158,15 @@ def adam_coupled_fused(*, lr: float, weight_decay: float, b1: float = 0.9, b2: f
     one fused pass on CPU and as XLA code elsewhere; ``init``/``update`` are the optax chain's, so states and
     checkpoints are interchangeable with :func:`~hmljax.engine.adam_coupled`'s.
 
-    Builds the CPU kernel now (see the module docstring), so a missing compiler is an error here, not in a step.
+    Builds the CPU kernel now (see the module docstring), so on a CPU backend a missing compiler is an error
+    here, not in a step.
     """
-    if jax.default_backend() == "cpu":  # elsewhere the step lowers only the XLA branch: nothing to build
-        _register()
+    try:
+        _register()  # also beside a GPU: a computation placed on the CPU there lowers the CPU branch
+    except RuntimeError:
+        if jax.default_backend() == "cpu":
+            raise
+        # On GPU or TPU by default, steps lower the XLA branch; without a compiler only CPU-placed steps fail.
     chain = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr, b1=b1, b2=b2, eps=eps))
     # The scalars as optax rounds them: Python floats (1 - b1 in double) cast once to float32.
     consts = np.asarray([lr, weight_decay, b1, 1 - b1, b2, 1 - b2, eps], np.float32)
