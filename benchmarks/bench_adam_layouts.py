@@ -62,7 +62,11 @@ def variants(n: int, chunk: int):
     from hmljax.engine import adam_coupled, adam_coupled_fused
 
     opt = adam_coupled(lr=LR, weight_decay=WD)  # what hmljax trains with: optax's add_decayed_weights + adam
-    fused = adam_coupled_fused(lr=LR, weight_decay=WD, b1=B1, b2=B2, eps=EPS)
+    try:
+        fused = adam_coupled_fused(lr=LR, weight_decay=WD, b1=B1, b2=B2, eps=EPS)
+    except RuntimeError as err:  # no C++ compiler here: the other rows still stand
+        print(f"bench_adam_layouts: the fused kernel's row left out: {err}", flush=True)
+        fused = None
 
     def optax_update(state, g):
         p, s = state
@@ -101,8 +105,8 @@ def variants(n: int, chunk: int):
     return {"hmljax (optax chain + apply_updates)": (lambda p: (p, opt.init(p)), optax_update),
             "one function": (lambda p: (p, z(p), z(p), t0()), one_function),
             "stacked moments": (lambda p: (p, jnp.zeros((2, *p.shape)), t0()), stacked),
-            f"chunked ({chunk:,} per chunk)": (lambda p: (p, z(p), z(p), t0()), chunked),
-            "fused CPU kernel (adam_kernel=fused)": (lambda p: (p, fused.init(p)), fused_update)}
+            f"chunked ({chunk:,} per chunk)": (lambda p: (p, z(p), z(p), t0()), chunked)} | (
+        {"fused CPU kernel (adam_kernel=fused)": (lambda p: (p, fused.init(p)), fused_update)} if fused else {})
 
 
 def torch_rows(p0, g_np, ref, repeats: int) -> list[dict]:
