@@ -133,6 +133,12 @@ def test_kernel_keys_and_errors(tmp_path, monkeypatch):
     assert TrainConfig().resolved().to_dict()["adam_kernel"] == "xla"
     with pytest.raises(ValueError, match="gradient clipping"):
         E.make_optimizer("adam", lr=1e-3, weight_decay=0.0, clip_norm=1.0, adam_kernel="fused")
+    # An unwritable cache: the error names the folder and the variable that moves it.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HMLJAX_CACHE", str(blocker))
+    with pytest.raises(RuntimeError, match="cannot write the kernel to .*HMLJAX_CACHE"):
+        E.build_adam_cpu_kernel()
     # No compiler: the error names it and the way out.
     monkeypatch.setenv("HMLJAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")

@@ -94,8 +94,12 @@ def build_adam_cpu_kernel() -> str:
         with open(digest) as fh:
             if fh.read().strip() == _sha256(lib):
                 return lib
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".adam_cpu-", suffix=".so.tmp", dir=out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".adam_cpu-", suffix=".so.tmp", dir=out_dir)
+    except OSError as err:
+        raise RuntimeError(f"adam_kernel='fused': cannot write the kernel to {out_dir!r}: {err.strerror} (set "
+                           "HMLJAX_CACHE to a writable folder)") from err
     os.close(fd)
     try:
         res = subprocess.run([cxx, *_FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp],
