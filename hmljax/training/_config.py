@@ -71,7 +71,7 @@ class RunConfig:
     lr_milestones: str | None = None  # sgd: decay at these epochs, e.g. "55,70" (DB / HMT-Net); or lr_decay_every
     warmup_from: float | None = None  # sgd: the warm-up's first lr as a fraction of lr (0; DB: 1/3)
     grad_clip: float = 0.0  # clip the gradient's global norm (0: off; DB: 35)
-    adam_kernel: str | None = None  # adam: 'xla' (optax's update) or 'fused' (one C++ pass on CPU, same numbers)
+    adam_kernel: str | None = None  # adam: 'xla' (optax's update) or 'fused' (one C++ pass on CPU; equal to rounding)
     preprocessing: str = "chmcnn"  # 'leakfree', 'minmax' (fit on train) or 'minmax_all' (all rows: the adaptive code's)
     folds: int = 0  # 0: the dataset's own splits; k >= 2: k iteratively stratified folds over all its rows
     fold: int | None = None  # with folds: the held-out fold (0)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hmljax.engine import Batch, Method, Model, TrainState, adam_coupled, make_predict_fn, make_step
+from hmljax.engine import Batch, Method, Model, TrainState, make_predict_fn, make_step
 from hmljax.engine import make_optimizer as engine_make_optimizer
 from hmljax.losses import constrained_probs
 from hmljax.methods import RareLoss, forward_apply, make_rare_loss
@@ -32,9 +32,7 @@ class LossConfig(RareLoss):
 def make_optimizer(*, lr: float, weight_decay: float, adam_kernel: str = "xla"):
     """Adam with PyTorch-style weight decay (:func:`hmljax.engine.adam_coupled`; ``adam_kernel="fused"``:
     :func:`hmljax.engine.adam_coupled_fused`, one C++ pass on CPU)."""
-    if adam_kernel != "xla":
-        return engine_make_optimizer("adam", lr=lr, weight_decay=weight_decay, adam_kernel=adam_kernel)
-    return adam_coupled(lr=lr, weight_decay=weight_decay)
+    return engine_make_optimizer("adam", lr=lr, weight_decay=weight_decay, adam_kernel=adam_kernel)
 
 
 def init_state(model, optimizer, num_features: int, *, key: jax.Array, members: int = 0) -> TrainState:
