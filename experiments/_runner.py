@@ -115,11 +115,23 @@ def check_configs(tasks) -> None:
         checked.add(key)
 
 
+def identity_settings(settings) -> list[str]:
+    """The ``key=value`` settings that change what a run computes: all but the bookkeeping keys
+    (``hmljax.training.BOOKKEEPING``: where the data is read from, how often checkpoints are written), which a
+    run's config leaves out of its identity too. A GPU sitting sets ``checkpoint_every`` high (its checkpoints
+    do not come back, and writing a seq_GO LSTM's 5-11 GB state every 10 epochs costs its budget) and still
+    finishes the table's own run."""
+    from hmljax.training import BOOKKEEPING
+
+    return [s for s in settings if s.split("=", 1)[0].strip() not in BOOKKEEPING]
+
+
 def variant_suffix(settings) -> str:
     """``"__a=1_b=x"`` for settings applied to every run of an experiment (``--override`` and the like), ``""``
     for none: a variant is another experiment, with its own run folders and outputs, so that neither refuses
-    (another config) nor overwrites the other's runs and tables."""
-    settings = list(settings)
+    (another config) nor overwrites the other's runs and tables. Bookkeeping settings
+    (:func:`identity_settings`) make no variant."""
+    settings = identity_settings(settings)
     return "__" + "".join(c if c.isalnum() or c in "=.-" else "_" for c in "_".join(settings)) if settings else ""
 
 

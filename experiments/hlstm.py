@@ -44,6 +44,7 @@ from _runner import (  # noqa: E402
     check_datasets,
     config_from,
     finished_run,
+    identity_settings,
     int_at_least,
     pending,
     plan,
@@ -210,9 +211,9 @@ def write_tables(args) -> str:
         "Tables II-V (its C-HMCNN column is C-HMCNN's own published values). Protocol: C-HMCNN's per-dataset "
         "hidden size, dropout, lr and epochs, trained on train+valid, last epoch; HLSTM b_r = 0.5, local weights "
         "0.1, LSTM over min(depth, 6) levels; CHMC-LSTM is the same network without the local branch, MCLoss only."
-        + (f" **Every run here also has `{' '.join(args.override)}`** (the protocol above unless it says otherwise; "
-           "`protocol=early_stopping`: trained on train, the epoch of best validation AU(PRC) tested, patience 20)."
-           if args.override else ""),
+        + (f" **Every run here also has `{' '.join(identity_settings(args.override))}`** (the protocol above unless "
+           "it says otherwise; `protocol=early_stopping`: trained on train, the epoch of best validation AU(PRC) "
+           "tested, patience 20)." if identity_settings(args.override) else ""),
         "", "| dataset | n | HLSTM | CHMC-LSTM | C-HMCNN | published HLSTM | published CHMC-LSTM | published C-HMCNN "
         "| lift % (ours) | lift % (paper) | s/epoch HLSTM / C-HMCNN |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows, complete = {}, []

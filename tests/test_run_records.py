@@ -172,6 +172,11 @@ def test_an_override_is_another_experiment_with_its_own_runs_and_outputs(tmp_pat
     from _runner import variant_suffix
 
     assert variant_suffix([]) == "" and variant_suffix(["lr=0.001", "a b"]) == "__lr=0.001_a_b"
+    # bookkeeping (where data is read, how often checkpoints go out) changes no result: the same experiment
+    assert variant_suffix(["checkpoint_every=1000", "checkpoint_minutes=0"]) == ""
+    assert variant_suffix(["checkpoint_every=1000", "lr=0.001"]) == "__lr=0.001"
+    ckpt = hlstm.build_parser().parse_args(["tables", "--data-dir", DATA_DIR, "--override", "checkpoint_every=1000"])
+    assert hlstm.tag("tables", ckpt) == "tables"
     base = ["--data-dir", DATA_DIR, "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
     plain = hlstm.build_parser().parse_args(["tables", *base])
     es = hlstm.build_parser().parse_args(["tables", *base, "--override", "protocol=early_stopping"])
