@@ -93,9 +93,12 @@ def pin_device(device: str) -> None:
 
     cpu: ``JAX_PLATFORMS=cpu`` (unless set), so a GPU machine's CPU rows are CPU rows.
     cuda: torch's default device becomes the GPU (every factory call and module the levels make
-    lands there; numpy inputs go through ``torch.as_tensor``), and jax's default matmul precision
-    becomes ``highest``: JAX's GPU default is TF32 while PyTorch's float32 matmuls are full float32
-    (``allow_tf32`` is off by default), and the equality checks need both in float32.
+    lands there; numpy inputs go through ``torch.as_tensor``), and both sides compute float32 in float32:
+    jax's default matmul precision becomes ``highest`` (JAX's GPU default is TF32), and torch's cuDNN
+    TF32 is turned off. PyTorch's cuBLAS matmuls are float32 by default, but ``torch.backends.cudnn.allow_tf32``
+    is on by default, so ``nn.LSTM`` (a cuDNN kernel) ran in TF32: on an H200 (2026-12-04) the HLSTM
+    twin's best-effort level, the one on ``nn.LSTM``, parted from hmljax by 5-10 % of an update after 5
+    steps, where every other level agreed to float32 rounding. The equality checks need both in float32.
     """
     global TORCH_DEVICE
     TORCH_DEVICE = device
@@ -115,6 +118,8 @@ def pin_device(device: str) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     torch.set_default_device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False  # the default; set so that no import can change it
+    torch.backends.cudnn.allow_tf32 = False  # True by default: cuDNN's RNNs and convolutions would use TF32
 
 
 def torch_sync(r):
@@ -441,18 +446,31 @@ def _command() -> str:
     return " ".join(["python", *argv])
 
 
-def write_rows(name: str, rows: list[dict], args, out=None, *, measure_rates: bool = True) -> str:
+def partial_path(path: str) -> str:
+    """Where :func:`write_rows` keeps a benchmark's rows so far (``train.json`` -> ``train.partial.json``)."""
+    return (path[:-len(".json")] if path.endswith(".json") else path) + ".partial.json"
+
+
+def write_rows(name: str, rows: list[dict], args, out=None, *, measure_rates: bool = True,
+               partial: bool = False) -> str:
+    """Writes a benchmark's rows as JSON (atomically), with the machine, the command and the date.
+
+    ``partial=True``, after each case: the rows so far go to :func:`partial_path` beside the result, marked
+    ``"complete": false``, and a complete result already there is left alone. A benchmark stopped before its
+    end (a GPU sitting's job at its time limit, a ^C) thus keeps the cases it finished. The final write removes
+    the partial file."""
     os.makedirs(RESULTS, exist_ok=True)
     kernel_dir = "adam_fused" if getattr(args, "adam_kernel", "xla") == "fused" else ""
-    path = out or getattr(args, "out", None) or os.path.join(RESULTS, kernel_dir, f"{name}.json")
+    final = out or getattr(args, "out", None) or os.path.join(RESULTS, kernel_dir, f"{name}.json")
+    path = partial_path(final) if partial else final
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     load = getattr(args, "load", None)  # set by guard_load
     if load and load.get("loaded"):
         rows = [r | {"loaded_machine": True} for r in rows]
-    payload = {"benchmark": name, "machine": machine(measure_rates=measure_rates), "threads": args.threads,
-               "adam_kernel": getattr(args, "adam_kernel", "xla"),
+    payload = {"benchmark": name, "machine": machine(measure_rates=measure_rates and not partial),
+               "threads": args.threads, "adam_kernel": getattr(args, "adam_kernel", "xla"),
                "repeats": args.repeats,
-               "command": _command(), "rows": rows,
+               "command": _command(), "rows": rows, "complete": not partial,
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if load is not None:
         payload["load"] = load
@@ -460,6 +478,8 @@ def write_rows(name: str, rows: list[dict], args, out=None, *, measure_rates: bo
     with open(tmp, "w") as fh:
         json.dump(payload, fh, indent=2)
     os.replace(tmp, path)
+    if not partial and os.path.exists(partial_path(final)):
+        os.remove(partial_path(final))
     return path
 
 

@@ -64,6 +64,7 @@ def main():
                                                                                       flops, adam_s, rates,
                                                                                       bytes_xla=hj["bytes_xla"])
         rows += T.case_rows(base, hj, torch_t, checks)
+        C.write_rows("ensemble", rows + [{"machine_rates": rates}], args, partial=True)
     path = C.write_rows("ensemble", rows + [{"machine_rates": rates}], args)
     C.print_table(rows, ["E", "impl", "step_ms", "speedup_vs_as_published", "speedup_vs_same_algorithm",
                          "speedup_vs_best_effort", "compile_s", "graph_breaks", "fraction_of_floor"])

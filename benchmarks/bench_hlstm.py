@@ -111,6 +111,7 @@ def main():
     rows = []
     for name, B in (QUICK_CASES if args.quick else CASES):
         rows += case(name, B, args, rates)
+        C.write_rows("hlstm", rows + [{"machine_rates": rates}], args, partial=True)
     path = C.write_rows("hlstm", rows + [{"machine_rates": rates}], args)
     C.print_table(rows, ["dataset", "B", "impl", "step_ms", "speedup_vs_as_published", "speedup_vs_same_algorithm",
                          "speedup_vs_best_effort", "compile_s", "graph_breaks", "fraction_of_floor"])

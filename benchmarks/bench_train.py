@@ -310,6 +310,7 @@ def train_step_rows(args, rates: dict) -> tuple[list[dict], dict | None]:
         base = {"dataset": name, "H": hidden, "B": B} | floor_figures(n_params, hj["flops_xla"], flops_analytic,
                                                                        adam_s, rates, bytes_xla=hj["bytes_xla"])
         rows += case_rows(base, hj, torch_t, checks)
+        C.write_rows("train", rows + [{"end_to_end": e2e, "machine_rates": rates}], args, partial=True)
     return rows, e2e
 
 

@@ -366,7 +366,8 @@ def _checkpoint_memory_section(d: dict) -> list[str]:
 
 def _gpu_section() -> list[str]:
     """The rows measured on a GPU, both frameworks on one device, named with the device; [] if none were."""
-    found = {n: d for n in GPU_BENCHES if (d := _load(n, "gpu"))}
+    # a job stopped at its sitting's time limit keeps the cases it finished (``<name>.partial.json``)
+    found = {n: d for n in GPU_BENCHES if (d := _load(n, "gpu") or _load(n + ".partial", "gpu"))}
     if not found:
         return []
     d0 = next(iter(found.values()))
@@ -377,15 +378,18 @@ def _gpu_section() -> list[str]:
              f"{m.get('cpu_model', m.get('processor'))}, {m.get('cpus')} CPUs; jax {m.get('jax')}, torch "
              f"{m.get('torch')}{rate}; date {d0['date']}.", "",
              "Measured in one GPU sitting (`experiments/gpu_sitting.py`) with `--device cuda`: torch's default "
-             "device is the GPU, both sides compute float32 matmuls in full float32 (jax's `highest`; torch's "
-             "default leaves TF32 off), and each timing waits for torch's GPU queue. The equality checks are the "
-             "CPU rows' own. Ratios compare the two frameworks on this device only.", ""]
+             "device is the GPU, both sides compute float32 in full float32 (jax's `highest`; torch's cuDNN TF32 "
+             "turned off, which is on by default and ran `nn.LSTM` in TF32), and each timing waits for torch's GPU "
+             "queue. The equality checks are the CPU rows' own. Ratios compare the two frameworks on this device "
+             "only.", ""]
     for name, keys in GPU_BENCHES.items():
         d = found.get(name)
         if not d:
             continue
         rows = [r for r in d["rows"] if "impl" in r]
         lines += [f"### {name}", "", _command_line(d), ""]
+        if d.get("complete") is False:
+            lines += ["Partial: the job stopped at its time limit; these are the cases it finished.", ""]
         if keys is None:
             lines += _table(rows, ["hierarchy", "N", "B", "impl", "mode", "median_ms", "speedup_vs_as_published",
                                    "speedup_vs_same_algorithm", "speedup_vs_best_effort"],

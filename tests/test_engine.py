@@ -60,6 +60,20 @@ def test_toy_method_trains_and_its_sampler_follows_the_loss(tmp_path):
     assert json.loads(json.dumps(evaluate_run(str(tmp_path / "a")))) == res["test"]
 
 
+def test_checkpoint_every_0_writes_no_checkpoint_and_the_same_run(tmp_path):
+    # A GPU sitting's run: its checkpoints never come back, so it writes none, not even the last. What it
+    # trains and reports is the checkpointed run's, bit for bit (the key is bookkeeping, not identity).
+    a = train_and_evaluate(TrainConfig(epochs=2, checkpoint_every=1, **TOY), str(tmp_path / "a"), progress=False)
+    b = train_and_evaluate(TrainConfig(epochs=2, checkpoint_every=0, checkpoint_minutes=0, **TOY),
+                           str(tmp_path / "b"), progress=False)
+    assert _leaves_equal(a["state"], b["state"])
+    ra, rb = (json.loads((tmp_path / d / "results.json").read_text()) for d in "ab")
+    assert ra["test"] == rb["test"]
+    assert os.listdir(tmp_path / "a" / "checkpoints") and not os.listdir(tmp_path / "b" / "checkpoints")
+    with pytest.raises(ValueError, match="no checkpoint to load"):
+        load_run(str(tmp_path / "b"))
+
+
 @pytest.mark.slow  # the kill test below resumes bitwise too, and the CLI test extends a run
 def test_toy_method_is_reproducible_and_resumes_bitwise(tmp_path):
     # (Two fresh runs of one config agreeing bit for bit is checked by the kill test below.)

@@ -137,7 +137,7 @@ CLI_CASES = [
     (["shard=pipeline"], "bad value for shard"),
     (["devices=2"], "applies only with shard"),
     (["epochs=0"], "bad value for epochs"),
-    (["checkpoint_every=0"], "bad value for checkpoint_every"),
+    (["checkpoint_every=-1"], "bad value for checkpoint_every"),
     (["checkpoint_minutes=-1"], "bad value for checkpoint_minutes"),
 ]
 

@@ -407,6 +407,32 @@ def test_a_busy_machine_refuses_or_flags_every_row(monkeypatch, tmp_path):
     assert payload["rows"] == [{"a": 1, "loaded_machine": True}] and payload["load"]["loaded"]
 
 
+def test_rows_written_after_each_case_survive_a_stop_and_give_way_to_the_complete_result(tmp_path, monkeypatch):
+    # A GPU sitting stops a benchmark at its job's time limit: its finished cases must come back, and must
+    # never overwrite a complete result that is already there.
+    args = types.SimpleNamespace(threads=2, repeats=1, out=None)
+    monkeypatch.setattr(C, "machine", lambda measure_rates=True: {"cpus": 2})
+    final = tmp_path / "gpu" / "t.json"
+    final.parent.mkdir()
+    final.write_text('{"rows": [{"old": 1}], "complete": true}')
+    part = C.write_rows("t", [{"a": 1}], args, out=str(final), partial=True)
+    assert part == C.partial_path(str(final)) == str(tmp_path / "gpu" / "t.partial.json")
+    assert json.loads(final.read_text())["rows"] == [{"old": 1}]  # the complete result is left alone
+    payload = json.loads(open(part).read())
+    assert payload["rows"] == [{"a": 1}] and payload["complete"] is False
+    C.write_rows("t", [{"a": 1}, {"a": 2}], args, out=str(final))
+    assert not os.path.exists(part) and json.loads(final.read_text())["complete"] is True
+    # run_all's GPU section takes a partial result when there is no complete one, and says it is partial
+    from benchmarks import run_all
+
+    row = {"dataset": "cellcycle_FUN", "B": 4, "impl": "hmljax scan epoch", "step_ms": 0.6}
+    partial = {"rows": [row], "complete": False, "machine": {"gpu": "NVIDIA H200"}, "command": "python -m x",
+               "date": "2026-12-04 12:20:00"}
+    monkeypatch.setattr(run_all, "_load", lambda name, sub="": partial if name == "hlstm.partial" else None)
+    text = "\n".join(run_all._gpu_section())
+    assert "NVIDIA H200" in text and "### hlstm" in text and "Partial: the job stopped" in text
+
+
 def test_run_all_checks_once_passes_its_flags_and_names_a_failed_benchmark(monkeypatch, capsys):
     # A busy machine was the first benchmark's exit status, raised by run_all as a CalledProcessError traceback
     # (and the others never ran); --allow-loaded could not be passed through; --threads 0 was taken.

@@ -88,6 +88,8 @@ class RunConfig:
     protocol: str = "chmcnn"  # train on train+valid for `epochs`; or 'early_stopping' on the valid headline metric
     patience: int | None = None  # early_stopping: 20
     drop_remainder: bool = False  # C-HMCNN's DataLoader keeps the last partial batch: pad and mask it
+    # 0: no checkpoint at all, not even the last (a GPU sitting's run, whose checkpoints never come back and
+    # would cost its budget: seq_GO's HLSTM writes 10.8 GB each); such a run cannot resume or be loaded.
     checkpoint_every: int = 10
     # Also checkpoint at the end of an epoch once this many minutes passed since the last one (0: off), so
     # a run with minutes-long epochs that is killed loses minutes, not checkpoint_every epochs.
@@ -183,7 +185,8 @@ class RunConfig:
                                                              and self.longtail_seed >= 0), "an integer >= 0"),
             ("protocol", self.protocol in ("chmcnn", "early_stopping"), "chmcnn or early_stopping"),
             ("patience", self.patience is None or pos_int(self.patience), "an integer >= 1"),
-            ("checkpoint_every", pos_int(self.checkpoint_every), "an integer >= 1"),
+            ("checkpoint_every", isinstance(self.checkpoint_every, int) and not isinstance(self.checkpoint_every, bool)
+             and self.checkpoint_every >= 0, "an integer >= 0 (0: no checkpoints)"),
             ("checkpoint_minutes", _finite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
              "a number of minutes >= 0 (0: off)"),
             ("test_curve_every", isinstance(self.test_curve_every, int) and self.test_curve_every >= 0,

@@ -269,7 +269,7 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json`` and orbax
     checkpoints (every ``checkpoint_every`` epochs, after any epoch that ends ``checkpoint_minutes`` after
-    the last one, and at the end, with the optimiser, model and
+    the last one, and at the end; none with ``checkpoint_every=0``), with the optimiser, model and
     sampler state, the PRNG key and the epoch, which fixes a host sampler's position; under
     ``protocol=early_stopping`` also the best validation epoch so far, its score and parameters). With
     ``resume=True`` it continues from the latest checkpoint and ends with the same parameters (and the same
@@ -414,7 +414,8 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
         bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
         stop = early and epoch + 1 - best["epoch"] >= cfg.patience
         overdue = cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stop or overdue:
+        if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stop
+                                     or overdue):
             mngr.save(epoch + 1, args=ocp.args.PyTreeSave(
                 _checkpoint_item(state, loop_key, epoch + 1, best if early else None)))
             mngr.wait_until_finished()
