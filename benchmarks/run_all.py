@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -369,7 +370,16 @@ def _gpu_section() -> list[str]:
     # a job stopped at its sitting's time limit keeps the cases it finished (``<name>.partial.json``)
     found = {n: d for n in GPU_BENCHES if (d := _load(n, "gpu") or _load(n + ".partial", "gpu"))}
     if not found:
-        return []
+        # A sitting whose jobs all stopped before writing rows (before partial files existed) left only logs.
+        logs = sorted(glob.glob(os.path.join(HERE, "results", "gpu", "logs_*")))
+        if not logs:
+            return []
+        return ["## 14. On a GPU", "", "No rows yet: the benchmark jobs of the GPU sitting(s) below stopped at "
+                "their time limits before writing their JSON. What they printed is kept as logs (each case's "
+                "equality checks, then every level's ms/step and ratios); the README's \"A GPU sitting\" quotes "
+                "them. Benchmarks now also write each finished case to `<name>.partial.json`.", ""] + [
+                    f"- `{os.path.relpath(d, os.path.dirname(HERE))}/`: "
+                    + ", ".join(sorted(f for f in os.listdir(d) if f.endswith(".log"))) for d in logs] + [""]
     d0 = next(iter(found.values()))
     m = d0["machine"]
     rate = f"; measured float32 matmul {m['matmul_gflops_f32'] / 1e3:.1f} TFLOP/s" if m.get("matmul_gflops_f32") else ""
