@@ -431,6 +431,15 @@ def test_rows_written_after_each_case_survive_a_stop_and_give_way_to_the_complet
     monkeypatch.setattr(run_all, "_load", lambda name, sub="": partial if name == "hlstm.partial" else None)
     text = "\n".join(run_all._gpu_section())
     assert "NVIDIA H200" in text and "### hlstm" in text and "Partial: the job stopped" in text
+    # no rows at all: the section names the sitting's logs, or is absent when there are none
+    monkeypatch.setattr(run_all, "_load", lambda name, sub="": None)
+    monkeypatch.setattr(run_all, "HERE", str(tmp_path / "benchmarks"))
+    assert run_all._gpu_section() == []
+    logs = tmp_path / "benchmarks" / "results" / "gpu" / "logs_2026-12-04"
+    logs.mkdir(parents=True)
+    (logs / "00_bench_hlstm.log").write_text("cellcycle_FUN B=4\n")
+    text = "\n".join(run_all._gpu_section())
+    assert "No rows yet" in text and "`benchmarks/results/gpu/logs_2026-12-04/`: 00_bench_hlstm.log" in text
 
 
 def test_run_all_checks_once_passes_its_flags_and_names_a_failed_benchmark(monkeypatch, capsys):
