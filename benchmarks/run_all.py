@@ -389,7 +389,7 @@ def _gpu_section() -> list[str]:
              f"{m.get('torch')}{rate}; date {d0['date']}.", "",
              "Measured in one GPU sitting (`experiments/gpu_sitting.py`) with `--device cuda`: torch's default "
              "device is the GPU, both sides compute float32 in full float32 (jax's `highest`; torch's cuDNN TF32 "
-             "turned off, which is on by default and ran `nn.LSTM` in TF32), and each timing waits for torch's GPU "
+             "flag, on by default, turned off), and each timing waits for torch's GPU "
              "queue. The equality checks are the CPU rows' own. Ratios compare the two frameworks on this device "
              "only.", ""]
     for name, keys in GPU_BENCHES.items():
