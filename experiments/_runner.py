@@ -624,7 +624,9 @@ def measured_epoch_seconds(roots, *, machine: dict | None = None) -> dict[tuple,
     that machine and its CPU model, if it has any; else from those that recorded that machine (runs made
     before runs named their CPU model, or on another model); else from all its runs: times logged by older
     code (before jit_train, or before runs recorded their compiler options) or on another machine can be
-    2-3x off.
+    2-3x off. A run that recorded another backend is left out: seq_GO's CHMC-LSTM took 6.1 s an epoch on a
+    GPU and ~2,040 s on one core here, so a GPU run prices no CPU run (nor one of its dataset's family,
+    scaled from it), and the reverse.
     """
     logs: dict[tuple, tuple[tuple, int, list[float]]] = {}
     for root, _dirs, files in (w for r in roots for w in os.walk(r)):
@@ -634,6 +636,9 @@ def measured_epoch_seconds(roots, *, machine: dict | None = None) -> dict[tuple,
                     saved = json.load(fh)
                 cfg, ran_on = saved["config"], saved.get("machine", {})
             except (OSError, ValueError, KeyError):
+                continue
+            backends = (ran_on.get("backend"), (machine or {}).get("backend"))
+            if all(backends) and backends[0] != backends[1]:
                 continue
             same = machine is not None and all(ran_on.get(k) == machine.get(k) for k in _MACHINE_KEYS)
             tier = (0 if ran_on.get("cpu_model") == machine.get("cpu_model") else 1) if same else 2

@@ -580,6 +580,10 @@ def test_plan_prefers_runs_from_the_same_cpu_model(tmp_path):
     assert per_epoch({**keys, "cpu_model": "AMD EPYC"}) == "8.00"
     assert per_epoch({**keys, "cpu_model": "Other"}) == "6.00"  # no run of its model: its machine's, all of them
     assert per_epoch({**keys, "cpus": 16, "cpu_model": "Intel Xeon"}) == "6.00"  # another machine: every run
+    # A GPU run's epochs (300x faster on seq_GO) never price a CPU run, nor the reverse.
+    _timed_run(tmp_path / "runs", "h200", c, [0.01, 0.01], {**keys, "backend": "gpu", "cpus": 16})
+    assert per_epoch({**keys, "cpus": 16, "cpu_model": "Intel Xeon"}) == "6.00"
+    assert per_epoch({**keys, "backend": "gpu", "cpus": 16}) == "0.01"
 
 
 def test_plan_scales_an_untimed_dataset_by_chmcnn_ratio_within_its_family(tmp_path):
