@@ -159,6 +159,18 @@ def run_jobs(jobs: list[tuple[float, str]], *, root: str, data_dir: str | None, 
     return records
 
 
+def log_tail(path: str, lines: int = 3) -> list[str]:
+    """The last ``lines`` non-blank lines of a job's log, progress bars split at their carriage returns: what
+    the run tool's short output tail shows of each job (its last epoch rate, a benchmark's last rows), so the
+    next call can be decided in the 30 s a lent machine stays warm."""
+    try:
+        with open(path, errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return []
+    return [ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()][-lines:]
+
+
 def device_facts() -> dict:
     """What ran the sitting: the JAX backend and devices, and nvidia-smi's GPU line where there is one.
 
@@ -315,6 +327,9 @@ def main(argv=None) -> int:
     with open(os.path.join(args.root, "sitting", "manifest.json"), "w") as fh:
         json.dump(manifest, fh, indent=2)
     names = pack(args.root, os.path.join(args.out, PACK_NAME), since=since)
+    for j in records:
+        for line in log_tail(os.path.join(args.root, j["log"])) if j.get("log") else []:
+            print(f"[sitting] job {j['job']} {j['label']} | {line}")
     print(f"[sitting] packed {len(names)} files into {os.path.join(args.out, PACK_NAME)}: "
           + "; ".join(f"{j['label']}: {j['status']}" for j in records), flush=True)
     return 0

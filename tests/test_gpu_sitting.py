@@ -31,7 +31,7 @@ TRAINER = textwrap.dedent("""
 """)
 
 
-def test_sitting_stops_jobs_at_their_limit_and_packs_runs_without_checkpoints(tmp_path, monkeypatch):
+def test_sitting_stops_jobs_at_their_limit_and_packs_runs_without_checkpoints(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gpu_sitting, "MIN_JOB_S", 1.0)
     monkeypatch.setattr(gpu_sitting, "PACK_RESERVE_S", 1.0)
     root = tmp_path / "device"
@@ -53,6 +53,16 @@ def test_sitting_stops_jobs_at_their_limit_and_packs_runs_without_checkpoints(tm
     assert {"runs/exp/ds/a/results.json", "runs/exp/ds/a/config.json", "runs/exp/ds/b/metrics.jsonl",
             "sitting/manifest.json", "sitting/00_trainer_0.log"} <= names
     assert not any("checkpoints" in n or n.endswith(".lock") for n in names)
+    # each job's last log lines end the output, the run tool's short tail: enough to decide the next call
+    assert "[sitting] job 1 trainer_600 | trained" in capsys.readouterr().out
+
+
+def test_log_tail_splits_progress_bars(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_text("start\nrun:  50%| 1/2 [00:06, 6.1s/epoch]\rrun: 100%| 2/2 [00:12, 6.1s/epoch]\n\n")
+    assert gpu_sitting.log_tail(str(log), 2) == ["run:  50%| 1/2 [00:06, 6.1s/epoch]",
+                                                 "run: 100%| 2/2 [00:12, 6.1s/epoch]"]
+    assert gpu_sitting.log_tail(str(tmp_path / "missing.log")) == []
 
 
 def test_a_sitting_with_a_wrong_argument_runs_nothing_and_says_every_problem(tmp_path, capsys):
