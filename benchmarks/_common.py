@@ -119,7 +119,7 @@ def pin_device(device: str) -> None:
         raise SystemExit("--device cuda: torch sees no CUDA device")
     torch.set_default_device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False  # the default; set so that no import can change it
-    torch.backends.cudnn.allow_tf32 = False  # True by default: cuDNN's RNNs and convolutions would use TF32
+    torch.backends.cudnn.allow_tf32 = False  # True by default: cuDNN's kernels may use TF32
 
 
 def torch_sync(r):

@@ -118,9 +118,9 @@ def check_configs(tasks) -> None:
 def identity_settings(settings) -> list[str]:
     """The ``key=value`` settings that change what a run computes: all but the bookkeeping keys
     (``hmljax.training.BOOKKEEPING``: where the data is read from, how often checkpoints are written), which a
-    run's config leaves out of its identity too. A GPU sitting sets ``checkpoint_every`` high (its checkpoints
-    do not come back, and writing a seq_GO LSTM's 5-11 GB state every 10 epochs costs its budget) and still
-    finishes the table's own run."""
+    run's config leaves out of its identity too. A GPU sitting sets ``checkpoint_every`` to 0 or above 10 (its
+    checkpoints do not come back, and writing a seq_GO LSTM's 5-11 GB state every 10 epochs costs its budget)
+    and still finishes the table's own run."""
     from hmljax.training import BOOKKEEPING
 
     return [s for s in settings if s.split("=", 1)[0].strip() not in BOOKKEEPING]
