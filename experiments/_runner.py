@@ -259,7 +259,10 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
             cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker,
                                    **({"initializer": pin_worker, "initargs": (slot_dir, slots)} if slots else {})
                                    ) as pool, \
-            tqdm(total=sum(totals), desc=desc, unit="epoch") as bar:
+            tqdm(total=sum(totals), desc=desc, unit="epoch",
+                 # Resumed epochs are not this sitting's work: counted from the start, they would make the
+                 # rate (and so the time left) many times too good for the first hours of a resumed table.
+                 initial=sum(_resumes_from(rd) for _, rd in tasks)) as bar:
         if slots:
             tqdm.write(f"{workers} workers pinned to CPUs {', '.join(map(str, slots))}")
         futs = {pool.submit(run_one, t): i for i, t in enumerate(tasks)}

@@ -939,3 +939,20 @@ def test_fig7_takes_b_r_0p5_from_the_tables_finished_hlstm_run(tmp_path, capsys)
     other = TrainConfig(dataset="synthetic", method="hlstm", b_r=0.3, epochs=2)
     assert adopt_twins([(other, str(tmp_path / "x"))], {str(tmp_path / "x"): str(twin)}) == []
     assert not (tmp_path / "x").exists()
+
+
+def test_parallel_runner_bar_starts_at_the_resumed_epochs(tmp_path, capsys, monkeypatch):
+    """A resumed table's bar starts where its runs resume, so its rate and time left count this sitting's epochs."""
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+
+    import _runner
+
+    from hmljax.training import TrainConfig
+
+    cfg = TrainConfig(dataset="spo_FUN", seed=0, epochs=4, hidden=16, data_dir=str(tmp_path / "no-data")).to_dict()
+    run_dir = tmp_path / "resumed"
+    (run_dir / "checkpoints" / "3").mkdir(parents=True)  # fails on its missing data before it reads this
+    failures = _runner.run_tasks([(cfg, str(run_dir))], workers=2, poll_s=0.2)
+    assert [d for d, _ in failures] == [str(run_dir)]
+    first = next(seg for seg in capsys.readouterr().err.split("\r") if "/4 " in seg)  # the bar as first drawn
+    assert " 3/4 " in first, first
