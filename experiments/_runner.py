@@ -138,6 +138,18 @@ def variant_suffix(settings) -> str:
 # ``run_one``'s error for a run another process is training now (the same command started twice, to use
 # another core): not a failure; that process finishes and records it.
 BUSY = "busy"
+# ``run_one``'s error prefix for a run that stopped at a checkpoint before its deadline ($HMLJAX_STOP_BY):
+# not a failure either; the same command resumes it.
+PAUSED = "paused: "
+
+
+def _not_failed(run_dir: str, err: str | None) -> str | None:
+    """The line to print for a run that ended unfinished but did not fail (busy or paused), else None."""
+    if err == BUSY:
+        return f"skipped {run_dir}: another process is training it"
+    if err and err.startswith(PAUSED):
+        return f"paused {run_dir} at {err[len(PAUSED):]}"
+    return None
 
 
 def cpu_slots(workers: int, cpus=None) -> list[list[int]] | None:
@@ -189,9 +201,10 @@ def pin_worker(slot_dir: str, slots: list[list[int]], wait_s: float = 30.0) -> l
 
 def run_one(task, progress: bool = False) -> tuple[str, str | None]:
     """One training run (in a worker, or in this process). Returns ``(run_dir, error or None)``; the error
-    is :data:`BUSY` when another process holds the run's lock."""
+    is :data:`BUSY` when another process holds the run's lock, and starts with :data:`PAUSED` when the run
+    stopped at a checkpoint before its deadline (``$HMLJAX_STOP_BY``)."""
     cfg_dict, run_dir = task
-    from hmljax.training import RunInUseError, TrainConfig, train_and_evaluate
+    from hmljax.training import RunInUseError, TrainConfig, TrainingPaused, train_and_evaluate
 
     try:
         cfg = TrainConfig(**cfg_dict)
@@ -200,6 +213,8 @@ def run_one(task, progress: bool = False) -> tuple[str, str | None]:
         return run_dir, None
     except RunInUseError:
         return run_dir, BUSY
+    except TrainingPaused as e:
+        return run_dir, PAUSED + f"epoch {e.epoch} of {e.epochs}, before its deadline; the same command resumes it"
     except Exception as e:  # noqa: BLE001 - reported by the caller, and the other runs go on
         return run_dir, f"{type(e).__name__}: {e}"
 
@@ -241,8 +256,8 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     if workers <= 1 and tasks_per_worker is None:  # in this process, with each run's epoch progress bar
         for t in tasks:
             run_dir, err = run_one(t, progress=True)
-            if err == BUSY:
-                print(f"skipped {run_dir}: another process is training it", flush=True)
+            if line := _not_failed(run_dir, err):
+                print(line, flush=True)
             elif err:
                 failures.append((run_dir, err))
                 print(f"FAILED {run_dir}: {err}", flush=True)
@@ -266,14 +281,15 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
         if slots:
             tqdm.write(f"{workers} workers pinned to CPUs {', '.join(map(str, slots))}")
         futs = {pool.submit(run_one, t): i for i, t in enumerate(tasks)}
-        pending, finished = set(futs), 0
+        pending, finished, unfinished = set(futs), 0, set()
         while pending:
             done, pending = cf.wait(pending, timeout=poll_s, return_when=cf.FIRST_COMPLETED)
             for f in done:
                 run_dir, err = f.result()
                 finished += 1
-                if err == BUSY:
-                    tqdm.write(f"skipped {run_dir}: another process is training it")
+                if line := _not_failed(run_dir, err):
+                    unfinished.add(f)
+                    tqdm.write(line)
                 elif err:
                     failures.append((run_dir, err))
                     tqdm.write(f"FAILED {run_dir}: {err}")
@@ -282,8 +298,10 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
                     if on_done is not None:
                         on_done(run_dir)
             # Epoch-level progress: a long table's bar moves with every epoch of the runs in flight,
-            # read from their metrics.jsonl (finished runs count in full, failed ones as planned).
-            epochs = sum(totals[futs[f]] if f not in pending else _epochs_logged(tasks[futs[f]][1]) for f in futs)
+            # read from their metrics.jsonl (finished runs count in full, failed ones as planned, paused or
+            # skipped ones as far as they got).
+            epochs = sum(totals[futs[f]] if f not in pending and f not in unfinished
+                         else _epochs_logged(tasks[futs[f]][1]) for f in futs)
             bar.n = epochs
             bar.set_postfix(runs=f"{finished}/{len(tasks)}")
     return failures

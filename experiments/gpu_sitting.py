@@ -54,6 +54,10 @@ if ROOT not in sys.path:  # on the device hmljax is not installed: the checkout 
 PACKED = ("runs", os.path.join("benchmarks", "results", "gpu"), "sitting")
 PACK_NAME = "sitting.tar.gz"
 PACK_RESERVE_S = 30.0  # kept back from the budget for packing and the copy out
+# A job's runs pause this long before its limit: the training process's exit and the job's own teardown
+# (a table rebuilt, its workers joined) fit in it.
+STOP_MARGIN_S = 20.0
+STOP_BY_ENV = "HMLJAX_STOP_BY"  # hmljax.training.STOP_BY_ENV; not imported: the driver starts no jax
 MIN_JOB_S = 20.0  # a job given less than this (its imports and compile alone take longer) is skipped
 
 
@@ -144,6 +148,9 @@ def run_jobs(jobs: list[tuple[float, str]], *, root: str, data_dir: str | None, 
             continue
         log = os.path.join(root, "sitting", f"{i:02d}_{label}.log")
         start = clock()
+        # The job's runs stop at a checkpoint before its limit (hmljax.training.STOP_BY_ENV) rather than die
+        # mid-epoch at it, so the next call on the still-warm machine resumes them.
+        env[STOP_BY_ENV] = f"{time.time() + limit - STOP_MARGIN_S:.3f}"
         with open(log, "w") as fh:
             proc = subprocess.Popen([python, *argv], cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True)

@@ -74,6 +74,48 @@ def test_checkpoint_every_0_writes_no_checkpoint_and_the_same_run(tmp_path):
         load_run(str(tmp_path / "b"))
 
 
+def test_a_run_pauses_at_a_checkpoint_before_its_deadline_and_resumes_to_the_same_bits(tmp_path, monkeypatch):
+    """A deadline (a scheduler's limit, a GPU sitting's job) stops the run at a checkpoint, even with
+    checkpoint_every=0, with nothing evaluated; the same call resumes it to an uninterrupted run's bits."""
+    from hmljax.training import STOP_BY_ENV, TrainingPaused
+
+    cfg = TrainConfig(epochs=3, checkpoint_every=0, checkpoint_minutes=0, **TOY)
+    full = train_and_evaluate(cfg, str(tmp_path / "full"), progress=False)
+    run_dir = tmp_path / "paused"
+    monkeypatch.setenv(STOP_BY_ENV, f"{time.time():.3f}")  # already due: no second epoch fits
+    with pytest.raises(TrainingPaused, match="paused at epoch 1 of 3") as paused:
+        train_and_evaluate(cfg, str(run_dir), progress=False)
+    assert (paused.value.epoch, paused.value.epochs) == (1, 3)
+    assert os.listdir(run_dir / "checkpoints") == ["1"] and not (run_dir / "results.json").exists()
+    # A deadline an hour away lets it finish, from its checkpoint.
+    resumed = train_and_evaluate(cfg, str(run_dir), resume=True, progress=False, stop_by=time.time() + 3600)
+    assert _leaves_equal(full["state"], resumed["state"])
+    assert resumed["results"]["test"] == full["results"]["test"]
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in history] == [1, 2, 3]
+    # The last epoch is never a pause: past the deadline, a run with nothing left to train finishes.
+    last = train_and_evaluate(cfg.replace(epochs=1), str(tmp_path / "one"), progress=False, stop_by=time.time())
+    assert last["results"]["epochs_run"] == 1
+    monkeypatch.setenv(STOP_BY_ENV, "in an hour")
+    with pytest.raises(ValueError, match="HMLJAX_STOP_BY='in an hour': expected a deadline in Unix seconds"):
+        train_and_evaluate(cfg, str(tmp_path / "bad"), progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_cli_stop_after_pauses_with_its_exit_status_and_resume_finishes(tmp_path, capsys):
+    from hmljax.cli import main
+
+    run_dir = str(tmp_path / "r")
+    args = ["train", "--epochs", "2", "--out", run_dir, "--no-progress", "method=toy", "sampler=loss_proportional",
+            "batch_size=64", "lr=0.01"]
+    assert main([*args, "--stop-after", "0.001"]) == 3
+    assert f"paused at epoch 1 of 2, before the deadline, with a checkpoint in {run_dir}" in capsys.readouterr().out
+    assert main([*args, "--stop-after", "-5"]) == 2
+    assert "--stop-after -5: expected a positive number of seconds" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["epochs_run"] == 2
+
+
 @pytest.mark.slow  # the kill test below resumes bitwise too, and the CLI test extends a run
 def test_toy_method_is_reproducible_and_resumes_bitwise(tmp_path):
     # (Two fresh runs of one config agreeing bit for bit is checked by the kill test below.)

@@ -280,6 +280,23 @@ def test_a_run_another_process_trains_is_skipped_not_failed(tmp_path, capsys):
     assert f"skipped {tasks[0][1]}: another process is training it" in capsys.readouterr().out
 
 
+def test_a_run_paused_at_its_deadline_is_reported_not_failed_and_the_same_command_finishes_it(
+        tmp_path, capsys, monkeypatch):
+    import _runner
+
+    from hmljax.training import STOP_BY_ENV, TrainConfig
+
+    task = (TrainConfig(dataset="synthetic", epochs=2, hidden=8, batch_size=64).to_dict(), str(tmp_path / "r"))
+    seen = []
+    monkeypatch.setenv(STOP_BY_ENV, "1")  # long past
+    assert _runner.run_tasks([task], on_done=seen.append) == [] and seen == []
+    assert (f"paused {task[1]} at epoch 1 of 2, before its deadline; the same command resumes it"
+            in capsys.readouterr().out)
+    monkeypatch.delenv(STOP_BY_ENV)
+    assert _runner.run_tasks([task], on_done=seen.append) == [] and seen == [task[1]]
+    assert os.path.exists(os.path.join(task[1], "results.json"))
+
+
 def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(tmp_path):
     import argparse
 

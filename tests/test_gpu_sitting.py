@@ -6,6 +6,7 @@ import os
 import sys
 import tarfile
 import textwrap
+import time
 
 import pytest
 
@@ -55,6 +56,23 @@ def test_sitting_stops_jobs_at_their_limit_and_packs_runs_without_checkpoints(tm
     assert not any("checkpoints" in n or n.endswith(".lock") for n in names)
     # each job's last log lines end the output, the run tool's short tail: enough to decide the next call
     assert "[sitting] job 1 trainer_600 | trained" in capsys.readouterr().out
+
+
+def test_each_job_gets_a_deadline_before_its_limit_for_its_runs_to_pause_at(tmp_path):
+    """The job's training runs stop at a checkpoint STOP_MARGIN_S before the job's limit (or the budget's end),
+    where the run tool's next call on the warm machine resumes them."""
+    from hmljax.training import STOP_BY_ENV
+
+    assert gpu_sitting.STOP_BY_ENV == STOP_BY_ENV  # the driver names it without importing jax
+    (tmp_path / "show.py").write_text("import os; print('deadline', os.environ['HMLJAX_STOP_BY'])")
+    t0 = time.time()
+    records = gpu_sitting.run_jobs([(300.0, "show.py"), (900.0, "show.py")], root=str(tmp_path), data_dir=None,
+                                   budget_s=500.0)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    deadlines = [float((tmp_path / r["log"]).read_text().split()[-1]) for r in records]
+    # the first job's own limit; the second one's is the budget left (less the pack's reserve)
+    assert t0 + 300 - gpu_sitting.STOP_MARGIN_S <= deadlines[0] <= time.time() + 300 - gpu_sitting.STOP_MARGIN_S
+    assert abs(deadlines[1] - (t0 + 500 - gpu_sitting.PACK_RESERVE_S - gpu_sitting.STOP_MARGIN_S)) < 2
 
 
 def test_log_tail_splits_progress_bars(tmp_path):

@@ -9,13 +9,16 @@ from hmljax.engine import TrainState, jit_train, train_compiler_options
 from hmljax.training._config import BOOKKEEPING, RunConfig, TrainConfig, config_diff, load_config
 from hmljax.training._load import LoadedRun, evaluate_run, load_run, predict_file
 from hmljax.training._run import (
+    STOP_BY_ENV,
     RunInUseError,
+    TrainingPaused,
     build_method,
     cpu_model,
     load_run_dataset,
     pin_cpus,
     run_lock,
     source_commit,
+    stop_by_from_env,
     train_and_evaluate,
 )
 from hmljax.training._sharding import SHARDINGS, make_mesh, replicate, shard_epoch_batches, shard_members
@@ -56,7 +59,10 @@ __all__ = [
     "jit_train",
     "predict_file",
     "RunInUseError",
+    "STOP_BY_ENV",
+    "TrainingPaused",
     "run_lock",
+    "stop_by_from_env",
     "train_compiler_options",
     "train_and_evaluate",
     "source_commit",

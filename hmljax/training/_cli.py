@@ -53,12 +53,28 @@ def _wanted_config(args):
     return TrainConfig(data_dir=args.data_dir, **flags).override(args.overrides)
 
 
+# ``hmljax train``'s exit status when the run stopped at a checkpoint before its deadline: not finished, and
+# not failed (a scheduler's requeue loop resumes on it).
+EXIT_PAUSED = 3
+
+
 def _train(args) -> int:
-    from hmljax.training import train_and_evaluate
+    from hmljax.training import TrainingPaused, train_and_evaluate
 
     cfg = _wanted_config(args)
     t0 = time.perf_counter()
-    out = train_and_evaluate(cfg, args.out, resume=args.resume, progress=not args.no_progress, extend=args.extend)
+    stop_by = None
+    if args.stop_after is not None:
+        if not (math.isfinite(args.stop_after) and args.stop_after > 0):
+            raise ValueError(f"--stop-after {args.stop_after:g}: expected a positive number of seconds")
+        stop_by = time.time() + args.stop_after
+    try:
+        out = train_and_evaluate(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                                 extend=args.extend, stop_by=stop_by)
+    except TrainingPaused as paused:
+        print(f"paused at epoch {paused.epoch} of {paused.epochs}, before the deadline, with a checkpoint in "
+              f"{args.out}: `hmljax train --out {args.out} --resume` continues it")
+        return EXIT_PAUSED
     _print_table(out["results"])
     print(f"\nrun directory: {args.out}  ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -161,6 +177,9 @@ def add_commands(sub) -> None:
                    "flags and keys given must agree with the saved config")
     t.add_argument("--extend", action="store_true", help="with --resume and a larger --epochs: train a finished "
                    "run further")
+    t.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                   help="a deadline: stop at a checkpoint before one more epoch and checkpoint would end past it "
+                   f"(exit status {EXIT_PAUSED}; --resume continues). Default: $HMLJAX_STOP_BY (Unix seconds)")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("overrides", nargs="*", help="config keys key=value (method=NAME, hidden=, lr=, weights=code, "
                    "...; `hmljax methods` lists them)")

@@ -81,6 +81,46 @@ class RunInUseError(ValueError):
     """Another process holds the run directory's lock (it is training there now)."""
 
 
+class TrainingPaused(Exception):  # noqa: N818 - not an error: the run stopped where it can resume
+    """A run stopped before its deadline (``stop_by``) with a checkpoint at ``epoch``; resuming continues it.
+
+    Nothing is evaluated and no ``results.json`` is written: the run is not finished."""
+
+    def __init__(self, run_dir: str, epoch: int, epochs: int):
+        super().__init__(f"{run_dir}: paused at epoch {epoch} of {epochs} before its deadline ({STOP_BY_ENV}); "
+                         "its checkpoint is written: resume with the same command")
+        self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
+
+
+# A deadline for every run a process trains (Unix seconds): a scheduler's time limit, or a GPU sitting's
+# job limit. A run that could not train one more epoch and write a checkpoint before it stops at a
+# checkpoint instead of being killed mid-epoch, and the next sitting resumes it from there.
+STOP_BY_ENV = "HMLJAX_STOP_BY"
+# Before a run has saved once, a checkpoint's time is priced at this rate: seq_GO's HLSTM state (10.8 GB)
+# then costs ~22 s; the H200 machine wrote CHMC-LSTM's 4.6 GB in ~6 s. Once saved, the measured time counts.
+_SAVE_BYTES_PER_S = 0.5e9
+
+
+def stop_by_from_env() -> float | None:
+    """``$HMLJAX_STOP_BY`` as Unix seconds (None when unset or empty)."""
+    raw = os.environ.get(STOP_BY_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{STOP_BY_ENV}={raw!r}: expected a deadline in Unix seconds, e.g. "
+                         f"$(( $(date +%s) + 3600 )) for an hour from now")
+    return value
+
+
+def _pause_due(stop_by: float | None, *, now: float, epoch_s: float, save_s: float) -> bool:
+    """Whether one more epoch and a checkpoint after it would end past ``stop_by``."""
+    return stop_by is not None and now + epoch_s + save_s > stop_by
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str):
     """An exclusive lock on ``run_dir`` for one training at a time: a second one into the same folder
@@ -261,7 +301,7 @@ def _package_versions() -> dict[str, str]:
 
 
 def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, progress: bool = True,
-                       extend: bool = False) -> dict:
+                       extend: bool = False, stop_by: float | None = None) -> dict:
     """Trains the configured method, evaluates the test split once, writes the run directory.
 
     Every step and the evaluation are traced under ``cfg.matmul_precision`` (true float32 by
@@ -275,14 +315,21 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
     ``resume=True`` it continues from the latest checkpoint and ends with the same parameters (and the same
     chosen epoch) as an uninterrupted run; a saved config that differs is refused, except a larger ``epochs`` with
     ``extend=True`` (training a finished run further).
+
+    ``stop_by`` (Unix seconds; default ``$HMLJAX_STOP_BY``) is a deadline: after an epoch that leaves too little
+    time for one more epoch and a checkpoint, the run writes a checkpoint (even with ``checkpoint_every=0``:
+    resuming is what a deadline is for) and raises :class:`TrainingPaused`. Resumed, it ends as an
+    uninterrupted run would.
     """
+    if stop_by is None:
+        stop_by = stop_by_from_env()
     cfg = cfg.resolved()
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as err:
         raise ValueError(f"cannot create the run directory {run_dir!r}: {err.strerror}") from None
     with run_lock(run_dir), jax.default_matmul_precision(cfg.matmul_precision):
-        return _train_and_evaluate(cfg, run_dir, resume=resume, progress=progress, extend=extend)
+        return _train_and_evaluate(cfg, run_dir, resume=resume, progress=progress, extend=extend, stop_by=stop_by)
 
 
 def _check_resume(cfg: TrainConfig, run_dir: str, *, resume: bool, extend: bool) -> None:
@@ -305,7 +352,8 @@ def _check_resume(cfg: TrainConfig, run_dir: str, *, resume: bool, extend: bool)
                          f"config or choose another --out{hint}")
 
 
-def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progress: bool, extend: bool) -> dict:
+def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progress: bool, extend: bool,
+                        stop_by: float | None) -> dict:
     # cfg is resolved; the caller holds the run lock and set the matmul precision every trace below runs under.
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
@@ -369,6 +417,8 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} {cfg.dataset} seed {cfg.seed}",
                disable=not progress, initial=start_epoch, total=cfg.epochs, unit="epoch")
     t_train, compile_s, last_save = 0.0, None, time.monotonic()
+    save_s = None if stop_by is None else 2.0 + sum(
+        leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes")) / _SAVE_BYTES_PER_S
     rows_per_epoch = min(method.sampler.steps_per_epoch * method.sampler.batch_size, X.shape[0])
     for epoch in bar:
         t0 = time.perf_counter()
@@ -414,14 +464,23 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
         bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
         stop = early and epoch + 1 - best["epoch"] >= cfg.patience
         overdue = cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
-        if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stop
-                                     or overdue):
+        # The epoch just timed prices the next (the first one's compile makes it err on the early side).
+        pause = (not stop and epoch + 1 < cfg.epochs
+                 and _pause_due(stop_by, now=time.time(), epoch_s=dt, save_s=save_s))
+        if pause or cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+                                              or stop or overdue):
+            t_save = time.monotonic()
             mngr.save(epoch + 1, args=ocp.args.PyTreeSave(
                 _checkpoint_item(state, loop_key, epoch + 1, best if early else None)))
             mngr.wait_until_finished()
             _record_checksums(mngr)
             _trim_heap()
             last_save = time.monotonic()
+            save_s = last_save - t_save
+        if pause:
+            mngr.close()
+            bar.close()
+            raise TrainingPaused(run_dir, epoch + 1, cfg.epochs)
         if stop:
             break
     mngr.wait_until_finished()
