@@ -4,7 +4,11 @@ file that comes back, then unpacked here into the runs and results it extends.
 A lent machine is short (15 minutes of device time per session, at most 10 per command, 8 files back)
 and bare, and ``../shared`` does not travel with the checkout. So a sitting is one command that runs a
 list of jobs, each with its own time limit, stops the last one at the budget (its finished runs are
-kept, the run in flight is lost: checkpoints do not come back), and packs what it made.
+kept), and packs what it made. Checkpoints do not come back, but the machine keeps them while it is warm
+(30 s after a call): each job's runs get a deadline :data:`STOP_MARGIN_S` before its limit
+(``$HMLJAX_STOP_BY``) and stop at a checkpoint after the last epoch that fits, so the same command issued at
+once as the next call resumes them, where a run killed at the limit would lose its epochs since its last
+periodic checkpoint.
 
 Here, once per checkout (the data is 17 MB; it travels as a carried folder, which .gitignore ignores)::
 
