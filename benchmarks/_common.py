@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -443,7 +444,7 @@ def _command() -> str:
     if argv and argv[0].endswith(".py") and os.path.abspath(argv[0]).startswith(root + os.sep):
         mod = os.path.relpath(os.path.abspath(argv[0]), root)[:-3].replace(os.sep, ".")
         argv = ["-m", mod, *argv[1:]]
-    return " ".join(["python", *argv])
+    return shlex.join(["python", *argv])  # quoted: `--levels "best effort"` copies back as one argument
 
 
 def partial_path(path: str) -> str:

@@ -17,11 +17,17 @@ import numpy as np
 from benchmarks import _common as C
 
 
-def method_trajectory(method, batches) -> tuple[dict, list[float], dict[str, np.ndarray]]:
+def _flat(params) -> dict[str, np.ndarray]:
+    return {f"{layer}/{name}": np.asarray(v) for layer, d in params.items() for name, v in d.items()}
+
+
+def method_trajectory(method, batches,
+                      snapshots: list | None = None) -> tuple[dict, list[float], dict[str, np.ndarray]]:
     """hmljax's step of ``method`` over ``batches`` [(x, y)]: (initial params, losses, final params).
 
     The parameters start from ``init_train_state(method, key(0))``; the losses
-    are the step's reported loss; the final parameters are keyed ``layer/name``.
+    are the step's reported loss; the final parameters are keyed ``layer/name``
+    (and, with a ``snapshots`` list, appended to it after every step, the same way).
     """
     import jax
     import jax.numpy as jnp
@@ -38,8 +44,9 @@ def method_trajectory(method, batches) -> tuple[dict, list[float], dict[str, np.
                       jnp.arange(k * B, (k + 1) * B, dtype=jnp.int32), jnp.asarray(k, jnp.int32))
         state, out = step(state, batch, jax.random.key(1))
         losses.append(float(out.report))
-    final = {f"{layer}/{name}": np.asarray(v) for layer, d in state.params.items() for name, v in d.items()}
-    return params0, losses, final
+        if snapshots is not None:
+            snapshots.append(_flat(state.params))
+    return params0, losses, _flat(state.params)
 
 
 def run_checks(build, problem, method0, X, Y, B: int, args, skip: dict | None = None) -> tuple[dict, dict]:

@@ -293,6 +293,33 @@ def test_hlstm_float64_witness_compares_both_float32_sides_with_float64(torch):
     assert {"gates_x/kernel", "gates_a/kernel", "global/kernel"} <= set(per)
     assert r["params"] == sum(v["size"] for v in per.values()) and 0 <= r["disagree"] <= r["params"]
     assert all(v["max_abs_t32_minus_h32"] < 1e-3 for v in per.values())  # the same computation on both sides
+    # each side's distance from float64, as a share of the update: rounding, far below the update itself
+    assert r["level"] == "same algorithm" and 0 < r["max_h32_off_f64_share_of_update"] < 0.03
+    assert 0 < r["max_t32_off_f64_share_of_update"] < 0.03 and r["lmc_switches"] == len(r["lmc_first_switches"])
+
+
+def test_hlstm_witness_names_where_lhloss_min_switches_between_two_points(torch, hlstm_case):
+    """The witness's tie probe: the same parameters switch nothing; raising one level's local logits moves
+    LHLoss's min, at that level's nodes (their own entry) and their children's (the parent entry), only."""
+    from benchmarks import hlstm_float64_witness as W
+    from benchmarks._engine_levels import method_trajectory
+
+    problem, method, batches, _ = hlstm_case
+    snaps: list[dict] = []
+    method_trajectory(method, batches[:2], snaps)
+    h = snaps[0]
+    assert W.near_tie_switches(problem, [h], [h], batches) == {"switches": 0, "first": []}
+    choice, vals = W.lmc_choices(problem, h, *batches[1])
+    assert choice.shape == vals.shape[:2] == (8, problem.num_nodes)
+    assert np.all(np.take_along_axis(vals, choice[..., None], -1)[..., 0] == vals.min(-1))
+    t = {k: (v + 10.0 if k == "local_1/bias" else v) for k, v in h.items()}
+    out = W.near_tie_switches(problem, [h], [t], batches, limit=1000)
+    assert out["switches"] > 0 and len(out["first"]) == out["switches"]
+    level1 = set(int(j) for j in problem.level_index[1])
+    for sw in out["first"]:
+        mine, parents = sw["row"][0], sw["row"][1:]
+        assert sw["step"] == 2 and sw["hmljax_picks"] != sw["torch_picks"]
+        assert mine in level1 or level1 & set(parents), sw
 
 
 @pytest.mark.slow
