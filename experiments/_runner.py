@@ -214,7 +214,7 @@ def run_one(task, progress: bool = False) -> tuple[str, str | None]:
     except RunInUseError:
         return run_dir, BUSY
     except TrainingPaused as e:
-        return run_dir, PAUSED + f"epoch {e.epoch} of {e.epochs}, before its deadline; the same command resumes it"
+        return run_dir, PAUSED + f"epoch {e.epoch} of {e.epochs}, {e.why}; the same command resumes it"
     except Exception as e:  # noqa: BLE001 - reported by the caller, and the other runs go on
         return run_dir, f"{type(e).__name__}: {e}"
 

@@ -109,11 +109,43 @@ def test_cli_stop_after_pauses_with_its_exit_status_and_resume_finishes(tmp_path
     args = ["train", "--epochs", "2", "--out", run_dir, "--no-progress", "method=toy", "sampler=loss_proportional",
             "batch_size=64", "lr=0.01"]
     assert main([*args, "--stop-after", "0.001"]) == 3
-    assert f"paused at epoch 1 of 2, before the deadline, with a checkpoint in {run_dir}" in capsys.readouterr().out
+    assert f"paused at epoch 1 of 2, before its deadline, with a checkpoint in {run_dir}" in capsys.readouterr().out
     assert main([*args, "--stop-after", "-5"]) == 2
     assert "--stop-after -5: expected a positive number of seconds" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
     assert json.loads((tmp_path / "r" / "results.json").read_text())["epochs_run"] == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_sigterm_pauses_after_the_epoch_in_flight_and_resume_ends_bitwise(tmp_path):
+    """A scheduler's SIGTERM (before its kill): the run finishes the epoch in flight, writes a checkpoint there
+    (none was due: checkpoint_every=1000) and exits with status 3; resumed, it ends as an uninterrupted run."""
+    epochs = 40
+    run_dir = tmp_path / "termed"
+    code = ("import sys; sys.path.insert(0, {here!r}); import methods.toy_method; from hmljax.cli import main; "
+            "sys.exit(main(sys.argv[1:]))").format(here=HERE)
+    args = ["train", "--dataset", "synthetic", "--epochs", str(epochs), "--out", str(run_dir), "--no-progress",
+            "method=toy", "sampler=loss_proportional", "batch_size=64", "lr=0.01", "checkpoint_every=1000",
+            "checkpoint_minutes=0"]
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before the signal: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err.decode()[-2000:]
+    steps = [int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(steps) == 1 and 2 <= steps[0] < epochs and not (run_dir / "results.json").exists()
+    assert f"paused at epoch {steps[0]} of {epochs}, on SIGTERM" in out.decode()
+    resumed = train_and_evaluate(TrainConfig(epochs=epochs, checkpoint_every=1000, checkpoint_minutes=0, **TOY),
+                                 str(run_dir), resume=True, progress=False)
+    full = train_and_evaluate(TrainConfig(epochs=epochs, checkpoint_every=1000, checkpoint_minutes=0, **TOY),
+                              str(tmp_path / "full"), progress=False)
+    assert _leaves_equal(full["state"], resumed["state"])
 
 
 @pytest.mark.slow  # the kill test below resumes bitwise too, and the CLI test extends a run

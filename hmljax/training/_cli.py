@@ -72,7 +72,7 @@ def _train(args) -> int:
         out = train_and_evaluate(cfg, args.out, resume=args.resume, progress=not args.no_progress,
                                  extend=args.extend, stop_by=stop_by)
     except TrainingPaused as paused:
-        print(f"paused at epoch {paused.epoch} of {paused.epochs}, before the deadline, with a checkpoint in "
+        print(f"paused at epoch {paused.epoch} of {paused.epochs}, {paused.why}, with a checkpoint in "
               f"{args.out}: `hmljax train --out {args.out} --resume` continues it")
         return EXIT_PAUSED
     _print_table(out["results"])

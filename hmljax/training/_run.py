@@ -82,14 +82,15 @@ class RunInUseError(ValueError):
 
 
 class TrainingPaused(Exception):  # noqa: N818 - not an error: the run stopped where it can resume
-    """A run stopped before its deadline (``stop_by``) with a checkpoint at ``epoch``; resuming continues it.
+    """A run stopped with a checkpoint at ``epoch``, before its deadline (``stop_by``) or on SIGTERM
+    (``why``); resuming continues it.
 
     Nothing is evaluated and no ``results.json`` is written: the run is not finished."""
 
-    def __init__(self, run_dir: str, epoch: int, epochs: int):
-        super().__init__(f"{run_dir}: paused at epoch {epoch} of {epochs} before its deadline ({STOP_BY_ENV}); "
-                         "its checkpoint is written: resume with the same command")
-        self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
+    def __init__(self, run_dir: str, epoch: int, epochs: int, why: str = "before its deadline"):
+        super().__init__(f"{run_dir}: paused at epoch {epoch} of {epochs} {why}; its checkpoint is written: "
+                         "resume with the same command")
+        self.run_dir, self.epoch, self.epochs, self.why = run_dir, epoch, epochs, why
 
 
 # A deadline for every run a process trains (Unix seconds): a scheduler's time limit, or a GPU sitting's
@@ -119,6 +120,29 @@ def stop_by_from_env() -> float | None:
 def _pause_due(stop_by: float | None, *, now: float, epoch_s: float, save_s: float) -> bool:
     """Whether one more epoch and a checkpoint after it would end past ``stop_by``."""
     return stop_by is not None and now + epoch_s + save_s > stop_by
+
+
+@contextlib.contextmanager
+def _sigterm_pauses():
+    """Within: SIGTERM (a scheduler's or a GPU sitting's stop, before its kill) sets ``flag[0]``, and the run
+    pauses at a checkpoint after the epoch in flight instead of dying in it. Only the main thread can take a
+    signal; elsewhere, and on exit, the previous handler stays or comes back."""
+    import signal
+    import threading
+
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def on_term(signum, frame):
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -319,7 +343,7 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
     ``stop_by`` (Unix seconds; default ``$HMLJAX_STOP_BY``) is a deadline: after an epoch that leaves too little
     time for one more epoch and a checkpoint, the run writes a checkpoint (even with ``checkpoint_every=0``:
     resuming is what a deadline is for) and raises :class:`TrainingPaused`. Resumed, it ends as an
-    uninterrupted run would.
+    uninterrupted run would. SIGTERM (in the main thread) does the same after the epoch in flight.
     """
     if stop_by is None:
         stop_by = stop_by_from_env()
@@ -328,8 +352,9 @@ def train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool = False, 
         os.makedirs(run_dir, exist_ok=True)
     except OSError as err:
         raise ValueError(f"cannot create the run directory {run_dir!r}: {err.strerror}") from None
-    with run_lock(run_dir), jax.default_matmul_precision(cfg.matmul_precision):
-        return _train_and_evaluate(cfg, run_dir, resume=resume, progress=progress, extend=extend, stop_by=stop_by)
+    with run_lock(run_dir), jax.default_matmul_precision(cfg.matmul_precision), _sigterm_pauses() as terminated:
+        return _train_and_evaluate(cfg, run_dir, resume=resume, progress=progress, extend=extend, stop_by=stop_by,
+                                   terminated=terminated)
 
 
 def _check_resume(cfg: TrainConfig, run_dir: str, *, resume: bool, extend: bool) -> None:
@@ -353,7 +378,7 @@ def _check_resume(cfg: TrainConfig, run_dir: str, *, resume: bool, extend: bool)
 
 
 def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progress: bool, extend: bool,
-                        stop_by: float | None) -> dict:
+                        stop_by: float | None, terminated: list) -> dict:
     # cfg is resolved; the caller holds the run lock and set the matmul precision every trace below runs under.
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
@@ -465,8 +490,8 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
         stop = early and epoch + 1 - best["epoch"] >= cfg.patience
         overdue = cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
         # The epoch just timed prices the next (the first one's compile makes it err on the early side).
-        pause = (not stop and epoch + 1 < cfg.epochs
-                 and _pause_due(stop_by, now=time.time(), epoch_s=dt, save_s=save_s))
+        pause = not stop and epoch + 1 < cfg.epochs and (
+            terminated[0] or _pause_due(stop_by, now=time.time(), epoch_s=dt, save_s=save_s))
         if pause or cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
                                               or stop or overdue):
             t_save = time.monotonic()
@@ -480,7 +505,7 @@ def _train_and_evaluate(cfg: TrainConfig, run_dir: str, *, resume: bool, progres
         if pause:
             mngr.close()
             bar.close()
-            raise TrainingPaused(run_dir, epoch + 1, cfg.epochs)
+            raise TrainingPaused(run_dir, epoch + 1, cfg.epochs, *(["on SIGTERM"] if terminated[0] else []))
         if stop:
             break
     mngr.wait_until_finished()
