@@ -49,10 +49,13 @@ def method_trajectory(method, batches,
     return params0, losses, _flat(state.params)
 
 
-def run_checks(build, problem, method0, X, Y, B: int, args, skip: dict | None = None) -> tuple[dict, dict]:
+def run_checks(build, problem, method0, X, Y, B: int, args, skip: dict | None = None,
+               explain=None) -> tuple[dict, dict]:
     """The levels' equality checks on the first ``args.check_steps`` batches: (checks, hmljax's initial params).
 
     ``skip`` maps a level to why it cannot run here (recorded as a failed check with that reason).
+    ``explain(problem, batches, hmljax's params after each step, its losses, params0)`` builds the checks'
+    ``explain`` for a failed level (``_torch_levels.check_levels``; HLSTM: ``_torch_hlstm.explain_near_tie``).
     """
     from benchmarks import _torch_levels as L
 
@@ -60,14 +63,20 @@ def run_checks(build, problem, method0, X, Y, B: int, args, skip: dict | None = 
     if getattr(args, "no_compile", False):
         skip["best effort"] = "skipped: --no-compile"
     batches = [(X[k * B:(k + 1) * B], Y[k * B:(k + 1) * B]) for k in range(args.check_steps)]
-    params0, losses, final = method_trajectory(method0, batches)
+    h_snaps: list[dict] = []
+    params0, losses, final = method_trajectory(method0, batches, h_snaps)
     checks = L.check_levels(build, problem, params0, (losses, final), batches,
-                            [lv for lv in L.LEVELS if lv not in skip])
+                            [lv for lv in L.LEVELS if lv not in skip],
+                            explain=explain and explain(problem, batches, h_snaps, losses, params0))
     checks |= {lv: {"passed": False, "error": why} for lv, why in skip.items()}
     for lv in L.LEVELS:
         c = checks[lv]
+        tie = c.get("near_tie")
         print(f"  equality {lv:15s}: " + (f"loss {c['loss_max_abs_diff']:.2e}, params {c['param_max_abs_diff']:.2e}"
-                                          f" over {c['steps']} steps" if c.get("passed") else c["error"]), flush=True)
+                                          f" over {c['steps']} steps" if c.get("passed") else c["error"])
+              + (f" (of {c['steps_run']}: at step {tie['step']} LHLoss's min switched at a near-tie, relative gap "
+                 f"{max(tie['relative_gap_at_hmljax_point'], tie['relative_gap_at_torch_point']):.1e})"
+                 if tie else ""), flush=True)
     return checks, params0
 
 
@@ -121,7 +130,7 @@ def engine_timings(method, X, Y, B: int, scan_steps: int, args, *, step_repeats:
 
 
 def case(build, problem, method0, method, X, Y, B: int, args, rates: dict, *, keys: dict, dropout: float,
-         flops_analytic: int, scan_steps: int, reps: int, skip: dict | None = None) -> list[dict]:
+         flops_analytic: int, scan_steps: int, reps: int, skip: dict | None = None, explain=None) -> list[dict]:
     """One case's rows: the checks, hmljax's two rows and the three levels', with the floor and every ratio.
 
     ``method0`` is the method with its noise off (checks), ``method`` as it trains
@@ -131,7 +140,7 @@ def case(build, problem, method0, method, X, Y, B: int, args, rates: dict, *, ke
 
     from benchmarks.bench_train import case_rows, floor_figures, torch_timings, update_seconds
 
-    checks, params0 = run_checks(build, problem, method0, X, Y, B, args, skip)
+    checks, params0 = run_checks(build, problem, method0, X, Y, B, args, skip, explain)
     hj = engine_timings(method, X, Y, B, scan_steps, args, step_repeats=reps)
     torch_t, _ = torch_timings(problem, params0, X[:B], Y[:B], checks, args, build=build, dropout=dropout, reps=reps)
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(hj["params"]))

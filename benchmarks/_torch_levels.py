@@ -459,7 +459,8 @@ def hmljax_trajectory(problem: Problem, batches, members: int = 0) -> tuple[dict
 
 def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarray]], batches, *,
                 loss_rtol: float = 1e-4, param_rtol: float = 1e-4, param_atol: float = 1e-6,
-                lr: float | None = None, travel_tol: float = 0.02, noise_norm_tol: float = 0.0) -> dict:
+                lr: float | None = None, travel_tol: float = 0.02, noise_norm_tol: float = 0.0,
+                trace: dict | None = None) -> dict:
     """Runs ``ts`` (built with dropout 0 from the reference's initial params) over ``batches``; compares with hmljax.
 
     ``reference`` is ``(losses, final params)`` from :func:`hmljax_trajectory` on
@@ -486,34 +487,53 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
     run of the same step finds such elements on both sides (HLSTM:
     ``benchmarks/hlstm_float64_witness.py``). A level that computes something
     else (another lr, loss or weight decay) moves the whole tensor, and fails.
+
+    ``trace``, a dict, receives the level's ``losses`` and a copy of its ``params``
+    after every step (the compiled level's first: after compiling) before anything
+    is compared: a caller can look at where a failing level parted (:func:`check_levels`' ``explain``).
     """
     ref_losses, ref_final = reference
-    initial = ts.params_flax_layout()
-    initial = {k: v.copy() for k, v in initial.items()}
-    losses = []
+    initial = {k: v.copy() for k, v in ts.params_flax_layout().items()}
+    losses, snapshots = [], []
+    if trace is not None:
+        trace.update(losses=losses, params=snapshots)
     for k, (x, y) in enumerate(batches):
         if k == 0 and ts.first_loss is not None:  # the compiled level took step 1 compiling
             losses.append(float(ts.first_loss.detach()))
-            continue
-        losses.append(float(ts.step(*ts.prepare(x, y)).detach()))
+        else:
+            losses.append(float(ts.step(*ts.prepare(x, y)).detach()))
+        if trace is not None:  # copies: on CPU the layout's arrays share the parameters' memory
+            snapshots.append({n: np.array(v, copy=True) for n, v in ts.params_flax_layout().items()})
     loss_diff = max(C.assert_close(f"{ts.level}: loss at step {k + 1}", a, b, rtol=loss_rtol)
                     for k, (a, b) in enumerate(zip(losses, ref_losses, strict=True)))
-    final = ts.params_flax_layout()
-    travel = travel_tol * len(batches) * lr if lr else 0.0
+    figures = compare_params(ts.level, ts.params_flax_layout(), ref_final, initial, len(batches),
+                             param_rtol=param_rtol, param_atol=param_atol, lr=lr, travel_tol=travel_tol,
+                             noise_norm_tol=noise_norm_tol)
+    return {"passed": True, "steps": len(batches), "batch": len(batches[0][0]), "dropout": 0.0,
+            "loss_max_abs_diff": loss_diff, **figures, "loss_rtol": loss_rtol,
+            "losses_torch": losses, "losses_hmljax": list(ref_losses)}
+
+
+def compare_params(level: str, final: dict, ref_final: dict, initial: dict, steps: int, *, param_rtol: float = 1e-4,
+                   param_atol: float = 1e-6, lr: float | None = None, travel_tol: float = 0.02,
+                   noise_norm_tol: float = 0.0) -> dict:
+    """:func:`check_level`'s parameter rule after ``steps`` steps from ``initial``: its figures, or an
+    AssertionError naming the first tensor that breaks it."""
+    travel = travel_tol * steps * lr if lr else 0.0
     by_name, update_rel, loose, outliers, noise_max = {}, 0.0, 0, 0, 0.0
     for name, ref in ref_final.items():
         got, want = np.asarray(final[name], np.float64), np.asarray(ref, np.float64)
         if got.shape != want.shape:
-            raise AssertionError(f"{ts.level}: {name}: shapes differ {got.shape} vs {want.shape}")
+            raise AssertionError(f"{level}: {name}: shapes differ {got.shape} vs {want.shape}")
         diff = np.abs(got - want)
         tight = param_rtol * np.abs(want) + param_atol
         beyond = diff > np.maximum(tight, travel)
         n_out = int(beyond.sum())
         noise = float(np.linalg.norm(got - want) / max(np.linalg.norm(want - initial[name]), 1e-30))
-        allowed = noise_norm_tol and lr and noise <= noise_norm_tol and float(diff.max()) <= 2 * len(batches) * lr
+        allowed = noise_norm_tol and lr and noise <= noise_norm_tol and float(diff.max()) <= 2 * steps * lr
         if n_out and not allowed:
             worst = float(np.max(diff / np.maximum(tight, travel)))
-            raise AssertionError(f"{ts.level}: {name} after {len(batches)} steps: the two sides disagree "
+            raise AssertionError(f"{level}: {name} after {steps} steps: the two sides disagree "
                                  f"(max scaled error {worst:.3g}; {int(np.sum(diff > tight))} of {diff.size} "
                                  f"elements beyond {param_rtol:g} |ref| + {param_atol:g}; {n_out} beyond the "
                                  f"travel bound too; |diff| / |update| {noise:.3g})")
@@ -523,22 +543,26 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
         by_name[name] = float(diff.max())
         update = np.abs(want - initial[name]).max()
         update_rel = max(update_rel, by_name[name] / max(float(update), 1e-30))
-    return {"passed": True, "steps": len(batches), "batch": len(batches[0][0]), "dropout": 0.0,
-            "loss_max_abs_diff": loss_diff, "param_max_abs_diff": max(by_name.values()),
+    return {"param_max_abs_diff": max(by_name.values()),
             "param_max_abs_diff_by_name": by_name, "param_diff_over_update": update_rel,
-            "loss_rtol": loss_rtol, "param_rtol": param_rtol, "param_atol": param_atol,
+            "param_rtol": param_rtol, "param_atol": param_atol,
             "travel_tol": travel_tol if lr else None, "elements_within_travel_tol_only": loose - outliers,
             "noise_norm_tol": noise_norm_tol, "elements_beyond_both_bounds": outliers,
-            "noisy_tensor_max_diff_norm_over_update_norm": noise_max,
-            "losses_torch": losses, "losses_hmljax": list(ref_losses)}
+            "noisy_tensor_max_diff_norm_over_update_norm": noise_max}
 
 
-def check_levels(build_fn: Callable, problem, params0, reference, batches, levels=LEVELS, members: int = 0) -> dict:
+def check_levels(build_fn: Callable, problem, params0, reference, batches, levels=LEVELS, members: int = 0,
+                 explain: Callable | None = None) -> dict:
     """Each of ``levels``, built by ``build_fn`` from ``params0`` with dropout off, against hmljax's ``reference``.
 
     ``reference`` is ``(losses, final params)`` of hmljax's trajectory on ``batches``
     from ``params0``; returns {level: the check's figures, or ``passed: False`` and the error}.
     Any method's levels use it: ``build_fn(level, problem, params, *, dropout, x_np, y_np, members)``.
+
+    ``explain(level, error, trace)``, for a method whose trajectories may part for a reason the parameter rule
+    cannot see (HLSTM: :func:`benchmarks._torch_hlstm.explain_near_tie`), is asked about a failed level with
+    its losses and parameters after every step (:func:`check_level`'s ``trace``); what it returns (figures)
+    replaces the failure, None keeps it.
     """
     out = {}
     for level in levels:
@@ -546,11 +570,14 @@ def check_levels(build_fn: Callable, problem, params0, reference, batches, level
         if ts.error:
             out[level] = {"passed": False, "error": ts.error}
             continue
+        trace: dict = {}
         try:
             out[level] = check_level(ts, reference, batches, lr=problem.lr,
-                                     noise_norm_tol=problem.noise_norm_tol)
+                                     noise_norm_tol=problem.noise_norm_tol, trace=trace)
         except AssertionError as e:
             out[level] = {"passed": False, "error": str(e)}
+            if explain is not None and (why := explain(level, str(e), trace)) is not None:
+                out[level] = why
         if ts.compile_s is not None:
             out[level] |= {"compile_s": ts.compile_s, "graph_breaks": ts.graph_breaks, "graphs": ts.graphs}
     return out

@@ -100,7 +100,7 @@ def case(name: str, B: int, args, rates: dict) -> list[dict]:
                    keys={"dataset": name, "levels": len(problem.level_index), "H": problem.hidden,
                          "check_local_init": CHECK_LOCAL_INIT},
                    dropout=dropout, flops_analytic=matmul_flops(problem, B), scan_steps=SCAN_STEPS[(name, B)],
-                   reps=args.repeats * (3 if name.endswith("FUN") else 1), skip=skip)
+                   reps=args.repeats * (3 if name.endswith("FUN") else 1), skip=skip, explain=HL.explain_near_tie)
 
 
 def main():

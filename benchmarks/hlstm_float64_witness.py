@@ -82,57 +82,6 @@ def torch_float32_run(level: str, problem, params0, batches) -> list[dict]:
     return snaps
 
 
-def lmc_choices(problem, flat: dict, x, y):
-    """LHLoss's min at ``flat``'s parameters on ``(x, y)``, in float64: ``(which entry of each node's
-    parent-table row it picks [B, C], the row's values [B, C, P])``, as ``logit_loss`` takes it (a positive's
-    negative parents and the padding at the largest float)."""
-    import numpy as np
-    import torch
-
-    from benchmarks import _torch_hlstm as HL
-
-    nested: dict = {}
-    for key, v in flat.items():
-        layer, name = key.split("/")
-        nested.setdefault(layer, {})[name] = np.asarray(v)
-    model = HL._network(problem, nested, 0.0).double().eval()
-    with torch.no_grad():
-        _, local = model(torch.tensor(np.asarray(x), dtype=torch.float64))
-    local, pos = local.numpy(), np.asarray(y) > 0
-    big = np.finfo(np.float64).max
-    pad = np.full((local.shape[0], 1), big)
-    table = problem.parent_table_CxP
-    vals = np.where(pos[..., None], np.concatenate([np.where(pos, local, big), pad], 1)[:, table],
-                    np.concatenate([local, pad], 1)[:, table])
-    return vals.argmin(-1), vals
-
-
-def near_tie_switches(problem, h_snaps: list[dict], t_snaps: list[dict], batches, limit: int = 5) -> dict:
-    """Where the two float32 sides' next steps take LHLoss's min from different entries: each side's
-    parameters after step k, on batch k + 1, in float64 (evaluated nodes only). A switch at a near-tie (the
-    two entries equal to a few float32 roundings) moves that sample's whole LHLoss gradient between a level
-    and its parent's, which Adam turns into whole steps on both levels' heads and the LSTM: float32 rounding,
-    which either side could have resolved either way."""
-    import numpy as np
-
-    ev = np.flatnonzero(problem.evaluated_C)
-    found, total = [], 0
-    for k in range(min(len(h_snaps), len(t_snaps), len(batches) - 1)):
-        x, y = batches[k + 1]
-        (ch, vh), (ct, vt) = lmc_choices(problem, h_snaps[k], x, y), lmc_choices(problem, t_snaps[k], x, y)
-        for b, c in np.argwhere(ch[:, ev] != ct[:, ev]):
-            node, total = int(ev[c]), total + 1
-            if len(found) < limit:
-                i, j = int(ch[b, node]), int(ct[b, node])
-                gap = [abs(v[b, node, i] - v[b, node, j]) / max(abs(v[b, node, i]), 1e-30) for v in (vh, vt)]
-                found.append({"step": k + 2, "sample": int(b), "node": node,
-                              "row": [int(r) for r in problem.parent_table_CxP[node]],
-                              "hmljax_picks": i, "torch_picks": j,
-                              "relative_gap_at_hmljax_point": float(gap[0]),
-                              "relative_gap_at_torch_point": float(gap[1])})
-    return {"switches": total, "first": found}
-
-
 def _share_of_update(side, f64, start) -> float:
     """``|side - f64| / |f64 - start|`` over a tensor (0 when float64 did not move it)."""
     import numpy as np
@@ -146,6 +95,7 @@ def witness(name: str, B: int, data_dir, steps: int, local_init: str | None,
     """One case: per parameter, the float32 disagreement and each side's distance from float64 on it."""
     import numpy as np
 
+    from benchmarks import _torch_hlstm as HL
     from benchmarks._engine_levels import method_trajectory
     from benchmarks.bench_hlstm import setup
 
@@ -156,7 +106,7 @@ def witness(name: str, B: int, data_dir, steps: int, local_init: str | None,
     start = {f"{layer}/{n}": np.asarray(v, np.float64) for layer, d in params0.items() for n, v in d.items()}
     t_snaps = torch_float32_run(level, problem, params0, batches)
     t32, f64 = t_snaps[-1], float64_run(problem, params0, batches)
-    ties = near_tie_switches(problem, h_snaps, t_snaps, batches)
+    ties = HL.near_tie_switches(problem, h_snaps, t_snaps, batches)
     per = {}
     for k in h32:
         h, t, w = (np.asarray(a[k], np.float64) for a in (h32, t32, f64))

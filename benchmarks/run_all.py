@@ -107,8 +107,13 @@ def _levels_table(rows: list[dict], keys: list[str]) -> list[str]:
     for r in rows:
         if r.get("level") and isinstance(r.get("equality"), dict):
             c = r["equality"]
-            out.append("| " + " | ".join(_fmt(r.get(k)) for k in keys) + f" | {r['level']} | "
-                       f"{'yes' if c.get('passed') else 'no: ' + str(c.get('error', ''))[:120]} | "
+            tie = c.get("near_tie")
+            passed = "yes" if c.get("passed") else "no: " + str(c.get("error", ""))[:120]
+            if tie:  # HLSTM: parted only at a float32 near-tie of LHLoss's min, checked on the steps before it
+                gap = max(tie["relative_gap_at_hmljax_point"], tie["relative_gap_at_torch_point"])
+                passed += (f" (the {c['steps']} steps before LHLoss's min switched at a near-tie at step "
+                           f"{tie['step']}, gap {gap:.0e})")
+            out.append("| " + " | ".join(_fmt(r.get(k)) for k in keys) + f" | {r['level']} | {passed} | "
                        f"{_fmt(c.get('steps'))} | {_fmt(c.get('loss_max_abs_diff'))} | "
                        f"{_fmt(c.get('param_max_abs_diff'))} | {_noise_cell(c)} |")
     return out

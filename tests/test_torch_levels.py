@@ -298,10 +298,11 @@ def test_hlstm_float64_witness_compares_both_float32_sides_with_float64(torch):
     assert 0 < r["max_t32_off_f64_share_of_update"] < 0.03 and r["lmc_switches"] == len(r["lmc_first_switches"])
 
 
-def test_hlstm_witness_names_where_lhloss_min_switches_between_two_points(torch, hlstm_case):
-    """The witness's tie probe: the same parameters switch nothing; raising one level's local logits moves
-    LHLoss's min, at that level's nodes (their own entry) and their children's (the parent entry), only."""
-    from benchmarks import hlstm_float64_witness as W
+def test_hlstm_tie_probe_names_where_lhloss_min_switches_between_two_points(torch, hlstm_case):
+    """The tie probe (the witness's, and the check's explanation): the same parameters switch nothing; raising
+    one level's local logits moves LHLoss's min, at that level's nodes (their own entry) and their children's
+    (the parent entry), only."""
+    from benchmarks import _torch_hlstm as W
     from benchmarks._engine_levels import method_trajectory
 
     problem, method, batches, _ = hlstm_case
@@ -320,6 +321,36 @@ def test_hlstm_witness_names_where_lhloss_min_switches_between_two_points(torch,
         mine, parents = sw["row"][0], sw["row"][1:]
         assert sw["step"] == 2 and sw["hmljax_picks"] != sw["torch_picks"]
         assert mine in level1 or level1 & set(parents), sw
+
+
+def test_hlstm_check_passes_a_level_on_the_steps_before_a_near_tie_and_only_then(torch, hlstm_case, monkeypatch):
+    """A level whose min switches at a near-tie passes on the steps before it (named, with the switch); one
+    whose switch is no near-tie, or that already differs before it, keeps its failure."""
+    from benchmarks import _torch_hlstm as HL
+    from benchmarks._engine_levels import method_trajectory
+
+    problem, method, batches, _ = hlstm_case
+    h_snaps: list[dict] = []
+    params0, losses, _ = method_trajectory(method, batches, h_snaps)
+    trace = {"params": h_snaps, "losses": losses}  # a level that took hmljax's very steps
+    switch = {"step": 3, "sample": 0, "node": 5, "row": [5, 1], "hmljax_picks": 0, "torch_picks": 1,
+              "relative_gap_at_hmljax_point": 6e-8, "relative_gap_at_torch_point": 5e-8}
+    monkeypatch.setattr(HL, "near_tie_switches", lambda *a, **k: {"switches": 1, "first": [switch]})
+    explain = HL.explain_near_tie(problem, batches, h_snaps, losses, params0)
+    out = explain("best effort", "the two sides disagree", trace)
+    assert out["passed"] and out["steps"] == 2 and out["steps_run"] == 4
+    assert out["near_tie"]["node"] == 5 and out["failed_over_all_steps"] == "the two sides disagree"
+    # a switch between entries far apart is another computation's
+    monkeypatch.setattr(HL, "near_tie_switches", lambda *a, **k: {
+        "switches": 1, "first": [switch | {"relative_gap_at_torch_point": 1e-3}]})
+    assert explain("best effort", "x", trace) is None
+    # parameters that differ before the switch fail as before
+    monkeypatch.setattr(HL, "near_tie_switches", lambda *a, **k: {"switches": 1, "first": [switch]})
+    off = [{k: v + (1e-2 if k == "global/bias" else 0.0) for k, v in snap.items()} for snap in h_snaps]
+    assert explain("best effort", "x", {"params": off, "losses": losses}) is None
+    # too few clean steps to call it a check
+    monkeypatch.setattr(HL, "near_tie_switches", lambda *a, **k: {"switches": 1, "first": [switch | {"step": 2}]})
+    assert explain("best effort", "x", trace) is None
 
 
 @pytest.mark.slow
