@@ -745,7 +745,14 @@ def report() -> str:
                   "switching on a near-tie; one ReLU flip at batch 4 moves a unit's whole fan-in), float32 decides "
                   "their sign on either side, and Adam turns that into a whole step. Each check records "
                   "`elements_beyond_both_bounds` and the largest `|diff| / |update|`; a level with another lr, "
-                  "loss or weight decay moves whole tensors and still fails.", ""]
+                  "loss or weight decay moves whole tensors and still fails. (3) A level whose trajectory parts "
+                  "from hmljax's only after LHLoss's min took another entry at a near-tie (the two entries within "
+                  "1e-6 relative at both sides' parameters: a positive's min over a node and its parents is pushed "
+                  "up, which drives them together, and float32 rounding then picks either) passes on the steps "
+                  "before that switch, at least 2, and its row names the switch "
+                  "(`_torch_hlstm.explain_near_tie`); found on this CPU for the compiled level over 5 steps at a "
+                  "stricter tolerance (the switch at step 4, gap 7e-8), it is there for the CUDA check of "
+                  "2026-12-04 that failed at 5-10 %.", ""]
         lines += _levels_table(rows, ["dataset", "B"])
         lines += [""] + _floor_table(rows, ["dataset", "B"]) + [""]
         w = _load("hlstm_witness")
