@@ -460,7 +460,7 @@ def hmljax_trajectory(problem: Problem, batches, members: int = 0) -> tuple[dict
 def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarray]], batches, *,
                 loss_rtol: float = 1e-4, param_rtol: float = 1e-4, param_atol: float = 1e-6,
                 lr: float | None = None, travel_tol: float = 0.02, noise_norm_tol: float = 0.0,
-                trace: dict | None = None) -> dict:
+                trace: dict | None = None, initial: dict | None = None) -> dict:
     """Runs ``ts`` (built with dropout 0 from the reference's initial params) over ``batches``; compares with hmljax.
 
     ``reference`` is ``(losses, final params)`` from :func:`hmljax_trajectory` on
@@ -488,12 +488,17 @@ def check_level(ts: TorchStep, reference: tuple[list[float], dict[str, np.ndarra
     ``benchmarks/hlstm_float64_witness.py``). A level that computes something
     else (another lr, loss or weight decay) moves the whole tensor, and fails.
 
+    ``initial`` (hmljax's ``layer/name`` params before the first step) measures each tensor's update; by
+    default the level's own before its first step, which for the compiled level is after compiling, one
+    step in.
+
     ``trace``, a dict, receives the level's ``losses`` and a copy of its ``params``
     after every step (the compiled level's first: after compiling) before anything
     is compared: a caller can look at where a failing level parted (:func:`check_levels`' ``explain``).
     """
     ref_losses, ref_final = reference
-    initial = {k: v.copy() for k, v in ts.params_flax_layout().items()}
+    if initial is None:
+        initial = {k: v.copy() for k, v in ts.params_flax_layout().items()}
     losses, snapshots = [], []
     if trace is not None:
         trace.update(losses=losses, params=snapshots)
@@ -565,6 +570,8 @@ def check_levels(build_fn: Callable, problem, params0, reference, batches, level
     replaces the failure, None keeps it.
     """
     out = {}
+    # Where both sides start: the compiled level has taken a step by the time it is built.
+    initial = {f"{layer}/{name}": np.asarray(v) for layer, d in params0.items() for name, v in d.items()}
     for level in levels:
         ts = build_fn(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1], members=members)
         if ts.error:
@@ -573,7 +580,7 @@ def check_levels(build_fn: Callable, problem, params0, reference, batches, level
         trace: dict = {}
         try:
             out[level] = check_level(ts, reference, batches, lr=problem.lr,
-                                     noise_norm_tol=problem.noise_norm_tol, trace=trace)
+                                     noise_norm_tol=problem.noise_norm_tol, trace=trace, initial=initial)
         except AssertionError as e:
             out[level] = {"passed": False, "error": str(e)}
             if explain is not None and (why := explain(level, str(e), trace)) is not None:
