@@ -141,6 +141,7 @@ def test_sigterm_pauses_after_the_epoch_in_flight_and_resume_ends_bitwise(tmp_pa
     steps = [int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and 2 <= steps[0] < epochs and not (run_dir / "results.json").exists()
     assert f"paused at epoch {steps[0]} of {epochs}, on SIGTERM" in out.decode()
+    assert "SIGTERM: the run stops at a checkpoint after the epoch in flight" in err.decode()
     resumed = train_and_evaluate(TrainConfig(epochs=epochs, checkpoint_every=1000, checkpoint_minutes=0, **TOY),
                                  str(run_dir), resume=True, progress=False)
     full = train_and_evaluate(TrainConfig(epochs=epochs, checkpoint_every=1000, checkpoint_minutes=0, **TOY),

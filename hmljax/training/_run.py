@@ -125,9 +125,11 @@ def _pause_due(stop_by: float | None, *, now: float, epoch_s: float, save_s: flo
 @contextlib.contextmanager
 def _sigterm_pauses():
     """Within: SIGTERM (a scheduler's or a GPU sitting's stop, before its kill) sets ``flag[0]``, and the run
-    pauses at a checkpoint after the epoch in flight instead of dying in it. Only the main thread can take a
-    signal; elsewhere, and on exit, the previous handler stays or comes back."""
+    pauses at a checkpoint after the epoch in flight instead of dying in it; SIGINT (^C) and SIGKILL still stop
+    it at once. Only the main thread can take a signal; elsewhere, and on exit, the previous handler stays or
+    comes back."""
     import signal
+    import sys
     import threading
 
     flag = [False]
@@ -136,6 +138,9 @@ def _sigterm_pauses():
         return
 
     def on_term(signum, frame):
+        if not flag[0]:
+            print("SIGTERM: the run stops at a checkpoint after the epoch in flight (^C stops it now)",
+                  file=sys.stderr, flush=True)
         flag[0] = True
 
     previous = signal.signal(signal.SIGTERM, on_term)
