@@ -25,6 +25,7 @@ the logged epochs had.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing
 import os
@@ -141,6 +142,24 @@ BUSY = "busy"
 # ``run_one``'s error prefix for a run that stopped at a checkpoint before its deadline ($HMLJAX_STOP_BY):
 # not a failure either; the same command resumes it.
 PAUSED = "paused: "
+# ... and for one that never started: SIGTERM came first. Set by :func:`_note_sigterm` in the process that got it.
+NOT_STARTED = "not started"
+_TERMINATED = [False]
+
+
+def _note_sigterm(signum, frame) -> None:
+    """The SIGTERM handler of a runner and its workers (chained to by the one ``train_and_evaluate`` installs for
+    a run): no run starts after it."""
+    _TERMINATED[0] = True
+
+
+def _init_worker(slot_dir: str, slots: list[list[int]] | None) -> None:
+    """A pool worker's initializer: it notes SIGTERM (:func:`run_one` then starts nothing), and takes a CPU slot."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _note_sigterm)
+    if slots:
+        pin_worker(slot_dir, slots)
 
 
 def _not_failed(run_dir: str, err: str | None) -> str | None:
@@ -149,6 +168,8 @@ def _not_failed(run_dir: str, err: str | None) -> str | None:
         return f"skipped {run_dir}: another process is training it"
     if err and err.startswith(PAUSED):
         return f"paused {run_dir} at {err[len(PAUSED):]}"
+    if err == NOT_STARTED:
+        return f"not started {run_dir}: stopped on SIGTERM"
     return None
 
 
@@ -204,6 +225,8 @@ def run_one(task, progress: bool = False) -> tuple[str, str | None]:
     is :data:`BUSY` when another process holds the run's lock, and starts with :data:`PAUSED` when the run
     stopped at a checkpoint before its deadline (``$HMLJAX_STOP_BY``)."""
     cfg_dict, run_dir = task
+    if _TERMINATED[0]:
+        return run_dir, NOT_STARTED
     from hmljax.training import RunInUseError, TrainConfig, TrainingPaused, train_and_evaluate
 
     try:
@@ -254,15 +277,16 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     if not tasks:
         return failures
     if workers <= 1 and tasks_per_worker is None:  # in this process, with each run's epoch progress bar
-        for t in tasks:
-            run_dir, err = run_one(t, progress=True)
-            if line := _not_failed(run_dir, err):
-                print(line, flush=True)
-            elif err:
-                failures.append((run_dir, err))
-                print(f"FAILED {run_dir}: {err}", flush=True)
-            elif on_done is not None:
-                on_done(run_dir)
+        with _sigterm_stops_the_pool(None, {}):  # after a SIGTERM, the runs left are "not started"
+            for t in tasks:
+                run_dir, err = run_one(t, progress=True)
+                if line := _not_failed(run_dir, err):
+                    print(line, flush=True)
+                elif err:
+                    failures.append((run_dir, err))
+                    print(f"FAILED {run_dir}: {err}", flush=True)
+                elif on_done is not None:
+                    on_done(run_dir)
         return failures
     os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
     # On a GPU each worker would otherwise grab 75% of its memory at start, and the second one fails.
@@ -272,8 +296,7 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
     slots = cpu_slots(workers)
     with tempfile.TemporaryDirectory(prefix="hmljax-cpu-slots-") as slot_dir, \
             cf.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=tasks_per_worker,
-                                   **({"initializer": pin_worker, "initargs": (slot_dir, slots)} if slots else {})
-                                   ) as pool, \
+                                   initializer=_init_worker, initargs=(slot_dir, slots)) as pool, \
             tqdm(total=sum(totals), desc=desc, unit="epoch",
                  # Resumed epochs are not this sitting's work: counted from the start, they would make the
                  # rate (and so the time left) many times too good for the first hours of a resumed table.
@@ -282,29 +305,78 @@ def run_tasks(tasks, *, workers: int = 1, tasks_per_worker: int | None = None, d
             tqdm.write(f"{workers} workers pinned to CPUs {', '.join(map(str, slots))}")
         futs = {pool.submit(run_one, t): i for i, t in enumerate(tasks)}
         pending, finished, unfinished = set(futs), 0, set()
-        while pending:
-            done, pending = cf.wait(pending, timeout=poll_s, return_when=cf.FIRST_COMPLETED)
-            for f in done:
-                run_dir, err = f.result()
-                finished += 1
-                if line := _not_failed(run_dir, err):
-                    unfinished.add(f)
-                    tqdm.write(line)
-                elif err:
-                    failures.append((run_dir, err))
-                    tqdm.write(f"FAILED {run_dir}: {err}")
-                else:
-                    tqdm.write(f"done {run_dir}")
-                    if on_done is not None:
-                        on_done(run_dir)
-            # Epoch-level progress: a long table's bar moves with every epoch of the runs in flight,
-            # read from their metrics.jsonl (finished runs count in full, failed ones as planned, paused or
-            # skipped ones as far as they got).
-            epochs = sum(totals[futs[f]] if f not in pending and f not in unfinished
-                         else _epochs_logged(tasks[futs[f]][1]) for f in futs)
-            bar.n = epochs
-            bar.set_postfix(runs=f"{finished}/{len(tasks)}")
+        with _sigterm_stops_the_pool(pool, futs):
+            while pending:
+                done, pending = cf.wait(pending, timeout=poll_s, return_when=cf.FIRST_COMPLETED)
+                finished = _collect(done, tasks, futs, finished, unfinished, failures, on_done)
+                # Epoch-level progress: a long table's bar moves with every epoch of the runs in flight,
+                # read from their metrics.jsonl (finished runs count in full, failed ones as planned, paused
+                # or skipped ones as far as they got).
+                epochs = sum(totals[futs[f]] if f not in pending and f not in unfinished
+                             else _epochs_logged(tasks[futs[f]][1]) for f in futs)
+                bar.n = epochs
+                bar.set_postfix(runs=f"{finished}/{len(tasks)}")
     return failures
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_pool(pool, futs):
+    """Within: SIGTERM to this process (a scheduler's stop, or ``kill PID``) starts no new run and passes the
+    signal to the workers, whose runs then stop at a checkpoint after the epoch in flight (``train_and_evaluate``);
+    this process waits for them and returns, rather than dying and leaving them orphaned. Main thread only.
+    ``pool`` None: the runs train in this process, whose ``train_and_evaluate`` takes the signal itself."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen = []
+
+    def on_term(signum, frame):
+        _note_sigterm(signum, frame)
+        if seen or pool is None:
+            return
+        seen.append(signum)
+        from tqdm.auto import tqdm
+
+        tqdm.write("SIGTERM: no new run starts; the runs in flight stop at a checkpoint after their epoch")
+        for f in futs:
+            f.cancel()  # only those not started yet
+        for proc in list(getattr(pool, "_processes", {}).values()):  # a group-wide signal reached them already
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _TERMINATED[0] = False  # the next table in this process starts afresh
+
+
+def _collect(done, tasks, futs, finished: int, unfinished: set, failures: list, on_done) -> int:
+    """Reports each future in ``done`` (failures appended, ``on_done`` called); returns the runs ended so far."""
+    from tqdm.auto import tqdm
+
+    for f in done:
+        finished += 1
+        if f.cancelled():
+            unfinished.add(f)
+            tqdm.write(f"not started {tasks[futs[f]][1]}: stopped on SIGTERM")
+            continue
+        run_dir, err = f.result()
+        if line := _not_failed(run_dir, err):
+            unfinished.add(f)
+            tqdm.write(line)
+        elif err:
+            failures.append((run_dir, err))
+            tqdm.write(f"FAILED {run_dir}: {err}")
+        else:
+            tqdm.write(f"done {run_dir}")
+            if on_done is not None:
+                on_done(run_dir)
+    return finished
 
 
 def pending(runs) -> tuple[list, int]:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -295,6 +296,63 @@ def test_a_run_paused_at_its_deadline_is_reported_not_failed_and_the_same_comman
     monkeypatch.delenv(STOP_BY_ENV)
     assert _runner.run_tasks([task], on_done=seen.append) == [] and seen == [task[1]]
     assert os.path.exists(os.path.join(task[1], "results.json"))
+
+
+RUNNER_SCRIPT = """
+import sys
+sys.path.insert(0, {experiments!r})
+import _runner
+from hmljax.training import TrainConfig
+
+
+def main():
+    tasks = [(TrainConfig(dataset="synthetic", seed=s, epochs=100000, hidden=8, batch_size=64,
+                          checkpoint_every=100000, checkpoint_minutes=0).to_dict(), {root!r} + f"/r{{s}}")
+             for s in range(3)]
+    print("failures", _runner.run_tasks(tasks, workers=2, poll_s=0.2), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_sigterm_to_a_parallel_table_pauses_its_runs_and_starts_no_other(tmp_path):
+    """``kill PID`` of a table's runner (not its process group): the workers get it too, their runs stop at a
+    checkpoint after the epoch in flight, the third run never starts, and the runner returns, leaving no
+    worker behind."""
+    import signal
+
+    script = tmp_path / "table.py"
+    script.write_text(RUNNER_SCRIPT.format(experiments=os.path.join(ROOT, "experiments"), root=str(tmp_path)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    logs = [tmp_path / f"r{s}" / "metrics.jsonl" for s in range(2)]
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if all(p.exists() and len(p.read_text().splitlines()) >= 2 for p in logs):
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out[-2000:]
+    for s in range(2):
+        steps = os.listdir(tmp_path / f"r{s}" / "checkpoints")
+        assert len(steps) == 1 and f"paused {tmp_path / f'r{s}'} at epoch {steps[0]} of 100000, on SIGTERM" in out
+        assert not (tmp_path / f"r{s}" / "results.json").exists()
+    assert f"not started {tmp_path / 'r2'}: stopped on SIGTERM" in out and not (tmp_path / "r2").exists()
+    assert "failures []" in out
+    gone = time.time() + 20  # the group empties: no orphaned worker (multiprocessing's tracker exits last)
+    while time.time() < gone:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)
 
 
 def test_run_dir_of_another_config_is_refused_and_overrides_get_their_own_dirs(tmp_path):

@@ -142,7 +142,10 @@ def _sigterm_pauses():
             print("SIGTERM: the run stops at a checkpoint after the epoch in flight (^C stops it now)",
                   file=sys.stderr, flush=True)
         flag[0] = True
+        if callable(previous):  # a caller's own note of it (a runner starting no further run), not the default
+            previous(signum, frame)
 
+    previous = None
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         yield flag
