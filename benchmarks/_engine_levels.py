@@ -17,7 +17,8 @@ import numpy as np
 from benchmarks import _common as C
 
 
-def _flat(params) -> dict[str, np.ndarray]:
+def flat_params(params) -> dict[str, np.ndarray]:
+    """hmljax's ``{layer: {name: array}}`` params keyed ``layer/name``, as the torch levels lay theirs out."""
     return {f"{layer}/{name}": np.asarray(v) for layer, d in params.items() for name, v in d.items()}
 
 
@@ -45,8 +46,8 @@ def method_trajectory(method, batches,
         state, out = step(state, batch, jax.random.key(1))
         losses.append(float(out.report))
         if snapshots is not None:
-            snapshots.append(_flat(state.params))
-    return params0, losses, _flat(state.params)
+            snapshots.append(flat_params(state.params))
+    return params0, losses, flat_params(state.params)
 
 
 def run_checks(build, problem, method0, X, Y, B: int, args, skip: dict | None = None,

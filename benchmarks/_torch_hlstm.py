@@ -405,7 +405,7 @@ def explain_near_tie(problem: HlstmProblem, batches, h_snaps: list[dict], h_loss
     gradient then goes to the other level's heads (and through the LSTM), which Adam makes whole steps. It is
     rounding, not another computation, and no tolerance on parameters after it tells the two apart
     (``benchmarks/hlstm_float64_witness.py``)."""
-    initial = {f"{layer}/{n}": np.asarray(v) for layer, d in params0.items() for n, v in d.items()}
+    initial = L.flat_params(params0)
 
     def explain(level: str, error: str, trace: dict) -> dict | None:
         t_snaps, losses = trace.get("params", []), trace.get("losses", [])

@@ -53,6 +53,7 @@ from torch.nn import functional as F
 from torch.optim.adam import adam as adam_functional
 
 from benchmarks import _common as C
+from benchmarks._engine_levels import flat_params
 from benchmarks._torch_ref import load_flax_params, mlp
 
 LEVELS = ("as published", "same algorithm", "best effort")
@@ -453,7 +454,7 @@ def hmljax_trajectory(problem: Problem, batches, members: int = 0) -> tuple[dict
         state, loss = step(state, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32),
                            jnp.ones(len(x), bool), jax.random.key(1))
         losses.append(float(loss) * max(members, 1))
-    final = {f"{layer}/{name}": np.asarray(v) for layer, d in state.params.items() for name, v in d.items()}
+    final = flat_params(state.params)
     return params0, losses, final
 
 
@@ -571,7 +572,7 @@ def check_levels(build_fn: Callable, problem, params0, reference, batches, level
     """
     out = {}
     # Where both sides start: the compiled level has taken a step by the time it is built.
-    initial = {f"{layer}/{name}": np.asarray(v) for layer, d in params0.items() for name, v in d.items()}
+    initial = flat_params(params0)
     for level in levels:
         ts = build_fn(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1], members=members)
         if ts.error:

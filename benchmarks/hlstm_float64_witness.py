@@ -96,14 +96,14 @@ def witness(name: str, B: int, data_dir, steps: int, local_init: str | None,
     import numpy as np
 
     from benchmarks import _torch_hlstm as HL
-    from benchmarks._engine_levels import method_trajectory
+    from benchmarks._engine_levels import flat_params, method_trajectory
     from benchmarks.bench_hlstm import setup
 
     problem, method, X, Y, _ = setup(name, B, data_dir, dropout=0.0, local_init=local_init)
     batches = [(X[k * B:(k + 1) * B], Y[k * B:(k + 1) * B]) for k in range(steps)]
     h_snaps: list[dict] = []
     params0, _, h32 = method_trajectory(method, batches, h_snaps)
-    start = {f"{layer}/{n}": np.asarray(v, np.float64) for layer, d in params0.items() for n, v in d.items()}
+    start = {k: np.asarray(v, np.float64) for k, v in flat_params(params0).items()}
     t_snaps = torch_float32_run(level, problem, params0, batches)
     t32, f64 = t_snaps[-1], float64_run(problem, params0, batches)
     ties = HL.near_tie_switches(problem, h_snaps, t_snaps, batches)
