@@ -210,7 +210,8 @@ def write_tables(args) -> str:
         "Test AU(PRC) (micro-pooled AP), mean ± sample std over seeds (n = seeds finished). Published: the paper's "
         "Tables II-V (its C-HMCNN column is C-HMCNN's own published values). Protocol: C-HMCNN's per-dataset "
         "hidden size, dropout, lr and epochs, trained on train+valid, last epoch; HLSTM b_r = 0.5, local weights "
-        "0.1, LSTM over min(depth, 6) levels; CHMC-LSTM is the same network without the local branch, MCLoss only."
+        "0.1, LSTM over min(depth, 6) levels; CHMC-LSTM is the same network without the local branch, MCLoss only. "
+        "s/epoch: the median epoch of the runs, on a CPU unless marked (GPU)."
         + (f" **Every run here also has `{' '.join(identity_settings(args.override))}`** (the protocol above unless "
            "it says otherwise; `protocol=early_stopping`: trained on train, the epoch of best validation AU(PRC) "
            "tested, patience 20)." if identity_settings(args.override) else ""),
@@ -227,6 +228,8 @@ def write_tables(args) -> str:
                 if means["HLSTM"] is not None and means["CHMC-LSTM"] else None)
         lift_pub = 100 * (pub[0] - pub[1]) / pub[1] if pub[0] else None
         secs = {m: np.median([r["median_epoch_seconds"] for r in got[m]]) if m in got else None for m in METHODS}
+        # A GPU's seconds beside a CPU core's would read as a speed-up of the method: say which they are.
+        on_gpu = {m: any((r.get("machine") or {}).get("backend") == "gpu" for r in got.get(m, [])) for m in METHODS}
         n = min(len(got.get(m, [])) for m in METHODS)
         rows[d] = {"auprc": {m: _auprc(got[m]).tolist() for m in got},
                    "published": dict(zip(METHODS, pub, strict=True)), "lift": lift, "lift_published": lift_pub,
@@ -242,7 +245,8 @@ def write_tables(args) -> str:
         f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
         lines.append(f"| {d} | {n} | {cell('HLSTM')} | {cell('CHMC-LSTM')} | {cell('C-HMCNN')} | {f(pub[0])} | "
                      f"{f(pub[1])} | {f(pub[2])} | {f(lift, 1)} | {f(lift_pub, 1)} | "
-                     f"{f(secs['HLSTM'], 2)} / {f(secs['C-HMCNN'], 2)} |")
+                     f"{f(secs['HLSTM'], 2)}{' (GPU)' * on_gpu['HLSTM']} / "
+                     f"{f(secs['C-HMCNN'], 2)}{' (GPU)' * on_gpu['C-HMCNN']} |")
     stats = {}
     if len(complete) >= 2:
         scores = np.array([[np.mean(rows[d]["auprc"][m]) for m in METHODS] for d in complete])

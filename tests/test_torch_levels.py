@@ -500,6 +500,35 @@ def test_rows_written_after_each_case_survive_a_stop_and_give_way_to_the_complet
     assert "No rows yet" in text and "`benchmarks/results/gpu/logs_2026-12-04/`: 00_bench_hlstm.log" in text
 
 
+def _witness_row(level, gap, t_off):
+    switch = [{"step": 4, "sample": 3, "node": 288, "row": [288, 102], "hmljax_picks": 1, "torch_picks": 0,
+               "relative_gap_at_hmljax_point": gap, "relative_gap_at_torch_point": gap / 2}] if gap else []
+    return {"dataset": "cellcycle_FUN", "B": 4, "steps": 5, "local_init": "xavier", "level": level,
+            "disagree": 7, "params": 100, "lmc_switches": len(switch), "lmc_first_switches": switch,
+            "max_h32_off_f64_share_of_update": 1e-5, "max_t32_off_f64_share_of_update": t_off}
+
+
+def test_run_all_witness_section_says_whether_the_first_switch_is_a_near_tie():
+    # The verdict is read off the rows (gaps within 1e-6 are float32 near-ties), never written in by hand:
+    # the CPU's compiled switch at 6.7e-8 is one, the CUDA run's 6.9e-5 is not.
+    from benchmarks import run_all
+
+    cpu = {"command": "python -m w", "rows": [_witness_row("same algorithm", None, 1e-5),
+                                              _witness_row("best effort", 6.7e-8, 0.011)]}
+    text = "\n".join(run_all._witness_levels_section(cpu))
+    assert "| 1 | step 4, sample 3, node 288 (row [288, 102]): gap 6.7e-08 / 3.4e-08 | yes |" in text
+    assert "is such a near-tie" in text and "to be witnessed the same way" in text
+    gpu = {"command": "python -m w --device cuda", "date": "2026-12-04 16:21", "machine": {"gpu": "NVIDIA H200"},
+           "rows": [_witness_row("best effort", 6.9e-5, 0.054), _witness_row("best effort", 0.22, 0.259)]}
+    text = "\n".join(run_all._witness_levels_section(cpu, gpu))
+    assert "NVIDIA H200" in text and "| no |" in text and "is **not** a near-tie" in text
+    assert "the compiled torch step at least 5.40%" in text and "to be witnessed" not in text
+    tied = {**gpu, "rows": [_witness_row("best effort", 5e-8, 0.02)]}
+    text = "\n".join(run_all._witness_levels_section(cpu, tied))
+    assert "There too the compiled level's first switch is a near-tie" in text and "**not**" not in text
+    assert run_all._witness_levels_section(None, gpu) == []
+
+
 def test_run_all_checks_once_passes_its_flags_and_names_a_failed_benchmark(monkeypatch, capsys):
     # A busy machine was the first benchmark's exit status, raised by run_all as a CalledProcessError traceback
     # (and the others never ran); --allow-loaded could not be passed through; --threads 0 was taken.
