@@ -334,30 +334,47 @@ def same_algorithm(problem: Problem, params, *, dropout: float, members: int = 0
 # ---------------------------------------------------------------- best effort
 
 
-def _whole_step(model: nn.Module, problem: Problem, loss_fn: Callable):
-    """The same-algorithm step as one traceable function: grad from torch.func, update from torch's Adam."""
+def functional_loss(model: nn.Module, loss_fn: Callable) -> tuple[list[str], list[torch.Tensor], Callable]:
+    """(names, parameters, ``loss_of(ps, x, y)``): ``model``'s loss as a function of its parameters in
+    ``named_parameters`` order, for ``torch.func.grad`` (the compiled step's, and the witness's parts)."""
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
-    exp_avgs = [torch.zeros_like(p) for p in params]
-    exp_avg_sqs = [torch.zeros_like(p) for p in params]
-    steps = [torch.zeros((), dtype=torch.float32) for _ in params]
 
     def loss_of(ps, x, y):
         named = {names[i]: ps[i] for i in range(len(names))}  # no zip(strict=...) in the traced code
         return loss_fn(torch.func.functional_call(model, named, (x,)), y)
 
+    return names, params, loss_of
+
+
+def adam_state(params) -> tuple[list, list, list]:
+    """Zero first and second moments and step counts (tensors: capturable) for :func:`adam_in_graph`."""
+    return ([torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params],
+            [torch.zeros((), dtype=torch.float32) for _ in params])
+
+
+def adam_in_graph(problem, params, grads, exp_avgs, exp_avg_sqs, steps, *, capturable: bool = True) -> None:
+    """torch's Adam on ``params`` in place, in a form ``torch.compile`` traces whole.
+
+    foreach + capturable (step count and bias corrections as tensors in the graph): on CPU with torch 2.13,
+    foreach without capturable fails to trace, and the single-tensor update (either capturable setting)
+    compiles under inductor to weights 2 lr per step off eager Adam's (the equality check caught it;
+    aot_eager was right). Eager, ``capturable=True`` needs a GPU: pass False on CPU."""
+    with torch.no_grad():
+        adam_functional(params, list(grads), exp_avgs, exp_avg_sqs, [], steps, foreach=True, capturable=capturable,
+                        amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=problem.lr,
+                        weight_decay=problem.weight_decay, eps=EPS, maximize=False)
+
+
+def _whole_step(model: nn.Module, problem: Problem, loss_fn: Callable):
+    """The same-algorithm step as one traceable function: grad from torch.func, update from torch's Adam."""
+    _, params, loss_of = functional_loss(model, loss_fn)
+    exp_avgs, exp_avg_sqs, steps = adam_state(params)
     grad_and_loss = torch.func.grad_and_value(loss_of)
 
     def step(x, y):
         grads, loss = grad_and_loss(tuple(p.detach() for p in params), x, y)
-        with torch.no_grad():
-            # foreach + capturable (step count and bias corrections as tensors in the graph): on CPU with
-            # torch 2.13, foreach without capturable fails to trace, and the single-tensor update (either
-            # capturable setting) compiles under inductor to weights 2 lr per step off eager Adam's (the
-            # equality check caught it; aot_eager was right).
-            adam_functional(params, list(grads), exp_avgs, exp_avg_sqs, [], steps, foreach=True, capturable=True,
-                            amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=problem.lr,
-                            weight_decay=problem.weight_decay, eps=EPS, maximize=False)
+        adam_in_graph(problem, params, grads, exp_avgs, exp_avg_sqs, steps)
         return loss
 
     return step

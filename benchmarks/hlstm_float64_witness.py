@@ -1,7 +1,7 @@
 """A float64 witness for HLSTM's equality checks: where hmljax and PyTorch part in float32, who is off?
 
     python -m benchmarks.hlstm_float64_witness --data-dir ../shared/data [--cases cellcycle_GO:4 cellcycle_GO:64]
-        [--levels "same algorithm" "best effort"] [--device cuda]
+        [--levels "same algorithm" "best effort"] [--device cuda] [--take-apart]
 
 For each case, from hmljax's initial parameters and on the same ``--steps``
 batches (dropout off), three runs of HLSTM's step: hmljax (float32), PyTorch's
@@ -23,12 +23,18 @@ of the update norm on the LSTM's gate kernel, beyond the checks' 3 %), and this
 says whether it strays from float64 more than hmljax does. Written to
 ``benchmarks/results/hlstm_witness.json`` (``--device cuda``: ``results/gpu/``);
 ``run_all`` shows it in section 11.
+
+``--take-apart`` follows the compiled step instead, step by step (:func:`take_apart`): its whole step, its
+gradient alone and its Adam alone, each against float64 or eager torch, to name the part that strays
+(``hlstm_take_apart.json``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _common as C  # noqa: E402
@@ -42,10 +48,17 @@ def _extra(p):
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--levels", nargs="*", default=["same algorithm"], choices=("same algorithm", "best effort"),
                    help="the float32 torch side(s) set beside hmljax and float64")
+    p.add_argument("--take-apart", action="store_true",
+                   help="instead: the compiled step's whole step, gradient and Adam against float64, step by step "
+                        "(benchmarks/results/hlstm_take_apart.json)")
 
 
-def float64_run(problem, params0, batches) -> dict:
-    """The same-algorithm step in float64 (foreach Adam) over ``batches``: final parameters, flax layout."""
+def float64_run(problem, params0, batches, trace: dict | None = None) -> dict:
+    """The same-algorithm step in float64 (foreach Adam) over ``batches``: final parameters, flax layout.
+
+    With a ``trace`` dict, also fills ``trace["snaps"]`` (the parameters after every step, flax layout),
+    ``trace["points"]`` and ``trace["grads"]`` (before every step: the parameters and their gradient, by
+    torch's parameter names), for :func:`take_apart`."""
     import torch
 
     from benchmarks import _torch_hlstm as HL
@@ -57,8 +70,15 @@ def float64_run(problem, params0, batches) -> dict:
     loss_fn = HL.logit_loss(problem)
     for x, y in batches:
         opt.zero_grad(set_to_none=True)
+        if trace is not None:
+            trace.setdefault("points", []).append({n: p.detach().clone() for n, p in model.named_parameters()})
         loss_fn(model(torch.tensor(x, dtype=torch.float64)), torch.tensor(y, dtype=torch.float64)).backward()
+        if trace is not None:
+            trace.setdefault("grads", []).append({n: p.grad.detach().clone() for n, p in model.named_parameters()})
         opt.step()
+        if trace is not None:
+            trace.setdefault("snaps", []).append({k: np.array(v, copy=True)
+                                                  for k, v in ts.params_flax_layout().items()})
     return ts.params_flax_layout()
 
 
@@ -144,6 +164,87 @@ def witness(name: str, B: int, data_dir, steps: int, local_init: str | None,
             "per_parameter": per}
 
 
+def _off(side: dict, ref: dict, scale: dict) -> tuple[float, str]:
+    """The largest ``|side - ref| / |scale|`` over the tensors (norms per tensor), and that tensor's name."""
+    shares = {k: float(np.linalg.norm(np.asarray(side[k], np.float64) - np.asarray(ref[k], np.float64)))
+              / (float(np.linalg.norm(np.asarray(scale[k], np.float64))) or 1.0) for k in ref}
+    worst = max(shares, key=shares.get)
+    return shares[worst], worst
+
+
+def take_apart(name: str, B: int, data_dir, steps: int, local_init: str | None) -> list[dict]:
+    """The compiled (best-effort) step taken apart, step by step, from hmljax's initial parameters.
+
+    Per step k, three figures say where a compiled step parts from float64:
+    - whole step: each float32 side's parameters after step k off float64's, as a share of float64's update
+      so far (``|side - f64| / |f64 - start|``, the witness's measure, per step);
+    - gradient: at float64's parameters before step k, eager and compiled float32 gradients (``torch.func``,
+      the compiled one under ``torch.compile`` alone) off float64's, as a share of its norm;
+    - Adam: eager and compiled float32 Adam (:func:`_torch_levels.adam_in_graph`), fed the same float32 casts of
+      float64's gradients from the same start, the compiled parameters off the eager ones as a share of the
+      eager update so far.
+    A compiled gradient far from float64 while eager torch's is close names the forward/backward; a compiled
+    Adam off eager names the update; both close while the whole step strays names their composition."""
+    import torch
+    import torch._dynamo
+
+    from benchmarks import _torch_hlstm as HL
+    from benchmarks import _torch_levels as L
+    from benchmarks._engine_levels import flat_params, method_trajectory
+    from benchmarks.bench_hlstm import setup
+
+    problem, method, X, Y, _ = setup(name, B, data_dir, dropout=0.0, local_init=local_init)
+    batches = [(X[k * B:(k + 1) * B], Y[k * B:(k + 1) * B]) for k in range(steps)]
+    h_snaps: list[dict] = []
+    params0, _, _ = method_trajectory(method, batches, h_snaps)
+    start = flat_params(params0)
+    t_snaps = torch_float32_run("best effort", problem, params0, batches)
+    trace: dict = {}
+    float64_run(problem, params0, batches, trace)
+
+    loss_fn = HL.logit_loss(problem)
+    names, params, loss_of = L.functional_loss(HL._network(problem, params0, 0.0), loss_fn)
+    torch._dynamo.reset()  # the whole step's graphs are done with; this compiles new ones
+    grad_compiled = torch.compile(torch.func.grad(loss_of), fullgraph=True)
+    eager = HL._network(problem, params0, 0.0)  # eager torch.func.grad refuses _LevelStates (no setup_context)
+
+    def grad_eager(point, x, y):  # the same-algorithm level's way: .backward() at the point
+        with torch.no_grad():
+            for p, v in zip(eager.parameters(), point, strict=True):
+                p.copy_(v)
+        eager.zero_grad(set_to_none=True)
+        loss_fn(eager(x), y).backward()
+        return [p.grad for p in eager.parameters()]
+    adam_compiled = torch.compile(lambda *a: L.adam_in_graph(problem, *a), fullgraph=True)
+    p0 = {n: p.detach().clone() for n, p in zip(names, params, strict=True)}
+    p_e, p_c = [p.detach().clone() for p in params], [p.detach().clone() for p in params]
+    st_e, st_c = L.adam_state(p_e), L.adam_state(p_c)
+    np_ = lambda ts: {n: t.detach().cpu().numpy() for n, t in zip(names, ts, strict=True)}  # noqa: E731
+    rows = []
+    for k, (x, y) in enumerate(batches):
+        xt, yt = L._float32_batch(x, y)
+        point = tuple(trace["points"][k][n].float() for n in names)
+        g64 = {n: g.cpu().numpy() for n, g in trace["grads"][k].items()}
+        ge, gc = np_(grad_eager(point, xt, yt)), np_(grad_compiled(point, xt, yt))
+        g32 = [torch.as_tensor(g64[n], dtype=torch.float32, device=p_e[0].device) for n in names]
+        L.adam_in_graph(problem, p_e, [g.clone() for g in g32], *st_e, capturable=p_e[0].is_cuda)
+        adam_compiled(p_c, [g.clone() for g in g32], *st_c)
+        moved = {n: np_(p_e)[n] - p0[n].cpu().numpy() for n in names}
+        f64_moved = {kk: trace["snaps"][k][kk] - start[kk] for kk in start}
+        (wh, _), (wt, wt_name) = (_off(h_snaps[k], trace["snaps"][k], f64_moved),
+                                  _off(t_snaps[k], trace["snaps"][k], f64_moved))
+        (g_e, _), (g_c, g_name) = _off(ge, g64, g64), _off(gc, g64, g64)
+        a_c, a_name = _off(np_(p_c), np_(p_e), moved)
+        rows.append({"dataset": name, "B": B, "local_init": local_init or "constant", "step": k + 1,
+                     "whole_hmljax_off_f64": wh, "whole_compiled_off_f64": wt, "whole_worst": wt_name,
+                     "grad_eager_off_f64": g_e, "grad_compiled_off_f64": g_c, "grad_worst": g_name,
+                     "adam_compiled_off_eager": a_c, "adam_worst": a_name})
+        print(f"{name} B={B} {local_init or 'constant'} step {k + 1}: whole step off float64 hmljax {wh:.2%}, "
+              f"compiled {wt:.2%} ({wt_name}); gradient off float64 eager {g_e:.1e}, compiled {g_c:.1e} "
+              f"({g_name}); compiled Adam off eager {a_c:.1e} ({a_name})", flush=True)
+    return rows
+
+
 def main():
     from benchmarks.bench_hlstm import CHECK_LOCAL_INIT
 
@@ -153,11 +254,16 @@ def main():
         name, _, B = spec.partition(":")
         if not B.isdigit():
             raise SystemExit(f"--cases: {spec!r} is not dataset:batch (e.g. cellcycle_GO:4)")
+        if args.take_apart:
+            for init in (None, CHECK_LOCAL_INIT):
+                rows += take_apart(name, int(B), args.data_dir, args.steps, init)
+                C.write_rows("hlstm_take_apart", rows, args, partial=True)
+            continue
         for level in args.levels:
             for init in (None, CHECK_LOCAL_INIT):
                 rows.append(witness(name, int(B), args.data_dir, args.steps, init, level))
                 C.write_rows("hlstm_witness", rows, args, partial=True)  # a sitting's job may stop at its limit
-    print("wrote", C.write_rows("hlstm_witness", rows, args))
+    print("wrote", C.write_rows("hlstm_take_apart" if args.take_apart else "hlstm_witness", rows, args))
 
 
 if __name__ == "__main__":

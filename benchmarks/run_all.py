@@ -96,6 +96,30 @@ def _witness_levels_section(w, gpu=None) -> list[str]:
     return lines
 
 
+def _take_apart_section(cpu, gpu) -> list[str]:
+    """The compiled HLSTM step taken apart step by step (``hlstm_float64_witness --take-apart``), on this CPU
+    and on a GPU where one ran it: which part (gradient, Adam, or their composition) strays from float64."""
+    lines = []
+    for d, where in ((cpu, "on this CPU"), (gpu, "on a GPU")):
+        if not d:
+            continue
+        m = d["machine"]
+        lines += [f"The compiled step taken apart, {where} ({m.get('gpu') or m.get('cpu_model') or '?'}, torch "
+                  f"{m.get('torch')}; `{d['command']}`): per step, each float32 side's parameters off float64's as a "
+                  "share of float64's update so far (whole step); at float64's parameters, the eager and the "
+                  "compiled gradient off float64's as a share of its norm; the compiled Adam off eager Adam on the "
+                  "same gradients, as a share of the update. The largest over the tensors, and its tensor.", "",
+                  "| dataset | B | local init | step | whole: hmljax | whole: compiled (tensor) | gradient: eager "
+                  "| gradient: compiled (tensor) | Adam: compiled off eager (tensor) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['B']} | {r['local_init']} | {r['step']} | {r['whole_hmljax_off_f64']:.2%} | "
+                  f"{r['whole_compiled_off_f64']:.2%} ({r['whole_worst']}) | {r['grad_eager_off_f64']:.1e} | "
+                  f"{r['grad_compiled_off_f64']:.1e} ({r['grad_worst']}) | {r['adam_compiled_off_eager']:.1e} "
+                  f"({r['adam_worst']}) |" for r in d["rows"]]
+        lines += [""]
+    return lines
+
+
 def _load(name, sub: str = ""):
     p = os.path.join(HERE, "results", sub, f"{name}.json")
     if not os.path.exists(p):
@@ -816,6 +840,7 @@ def report() -> str:
             lines += [""]
         lines += _witness_levels_section(_load("hlstm_witness_best_effort"),
                                          _load("hlstm_witness_best_effort", "gpu"))
+        lines += _take_apart_section(_load("hlstm_take_apart"), _load("hlstm_take_apart", "gpu"))
     d = _load("hmt")
     if d:
         rows = [r for r in d["rows"] if "impl" in r]

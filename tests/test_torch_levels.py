@@ -508,6 +508,40 @@ def _witness_row(level, gap, t_off):
             "max_h32_off_f64_share_of_update": 1e-5, "max_t32_off_f64_share_of_update": t_off}
 
 
+def test_run_all_take_apart_section_renders_each_side_it_finds():
+    from benchmarks import run_all
+
+    row = {"dataset": "cellcycle_FUN", "B": 4, "local_init": "xavier", "step": 4, "whole_hmljax_off_f64": 1e-6,
+           "whole_compiled_off_f64": 0.0076, "whole_worst": "transition_3/kernel", "grad_eager_off_f64": 2.6e-7,
+           "grad_compiled_off_f64": 2.8e-7, "grad_worst": "gates_a.weight", "adam_compiled_off_eager": 1.3e-5,
+           "adam_worst": "heads.local.5.weight"}
+    cpu = {"machine": {"cpu_model": "AMD EPYC", "torch": "2.13.0"}, "command": "python -m w --take-apart",
+           "rows": [row]}
+    text = "\n".join(run_all._take_apart_section(cpu, None))
+    assert "on this CPU (AMD EPYC, torch 2.13.0" in text and "on a GPU" not in text
+    assert "| 4 | 0.00% | 0.76% (transition_3/kernel) | 2.6e-07 | 2.8e-07 (gates_a.weight) | 1.3e-05 " in text
+    gpu = {**cpu, "machine": {"gpu": "NVIDIA H200", "torch": "2.11.0"}}
+    assert "on a GPU (NVIDIA H200" in "\n".join(run_all._take_apart_section(cpu, gpu))
+    assert run_all._take_apart_section(None, None) == []
+
+
+@pytest.mark.slow
+def test_take_apart_names_no_stray_part_of_the_compiled_step_on_cpu(torch):
+    # On CPU the compiled gradient and Adam match eager torch's (found by hand on 2026-12-04, now a tool for the
+    # GPU): the parts stay at float32 rounding, and so does the whole step over these few steps.
+    from benchmarks.hlstm_float64_witness import take_apart
+
+    try:
+        rows = take_apart("synthetic", 8, None, 3, None)
+    except SystemExit as e:
+        pytest.skip(f"torch.compile unavailable here: {e}")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert r["grad_eager_off_f64"] < 1e-5 and r["grad_compiled_off_f64"] < 1e-5, r
+        assert r["adam_compiled_off_eager"] < 1e-3 and r["whole_compiled_off_f64"] < 1e-3, r
+        assert r["whole_hmljax_off_f64"] < 1e-3, r
+
+
 def test_run_all_witness_section_says_whether_the_first_switch_is_a_near_tie():
     # The verdict is read off the rows (gaps within 1e-6 are float32 near-ties), never written in by hand:
     # the CPU's compiled switch at 6.7e-8 is one, the CUDA run's 6.9e-5 is not.
