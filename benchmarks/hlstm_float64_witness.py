@@ -85,8 +85,6 @@ def float64_run(problem, params0, batches, trace: dict | None = None) -> dict:
 def torch_float32_run(level: str, problem, params0, batches) -> list[dict]:
     """``level``'s float32 step over ``batches``: its parameters after every step, flax layout (a compiled
     level has taken the first batch's step in compiling)."""
-    import numpy as np
-
     from benchmarks import _torch_hlstm as HL
 
     ts = HL.build(level, problem, params0, dropout=0.0, x_np=batches[0][0], y_np=batches[0][1])
@@ -102,18 +100,20 @@ def torch_float32_run(level: str, problem, params0, batches) -> list[dict]:
     return snaps
 
 
+def _rel(a, ref, scale) -> float:
+    """``|a - ref| / |scale|`` over a tensor, norms in float64 (0 when ``scale`` is 0: nothing moved)."""
+    den = float(np.linalg.norm(np.asarray(scale, np.float64)))
+    return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(ref, np.float64))) / den if den else 0.0
+
+
 def _share_of_update(side, f64, start) -> float:
     """``|side - f64| / |f64 - start|`` over a tensor (0 when float64 did not move it)."""
-    import numpy as np
-
-    moved = float(np.linalg.norm(f64 - start))
-    return float(np.linalg.norm(side - f64)) / moved if moved else 0.0
+    return _rel(side, f64, np.asarray(f64, np.float64) - np.asarray(start, np.float64))
 
 
 def witness(name: str, B: int, data_dir, steps: int, local_init: str | None,
             level: str = "same algorithm") -> dict:
     """One case: per parameter, the float32 disagreement and each side's distance from float64 on it."""
-    import numpy as np
 
     from benchmarks import _torch_hlstm as HL
     from benchmarks._engine_levels import flat_params, method_trajectory
@@ -165,9 +165,8 @@ def witness(name: str, B: int, data_dir, steps: int, local_init: str | None,
 
 
 def _off(side: dict, ref: dict, scale: dict) -> tuple[float, str]:
-    """The largest ``|side - ref| / |scale|`` over the tensors (norms per tensor), and that tensor's name."""
-    shares = {k: float(np.linalg.norm(np.asarray(side[k], np.float64) - np.asarray(ref[k], np.float64)))
-              / (float(np.linalg.norm(np.asarray(scale[k], np.float64))) or 1.0) for k in ref}
+    """The largest :func:`_rel` over the tensors of ``ref``, and that tensor's name."""
+    shares = {k: _rel(side[k], ref[k], scale[k]) for k in ref}
     worst = max(shares, key=shares.get)
     return shares[worst], worst
 
@@ -178,8 +177,9 @@ def take_apart(name: str, B: int, data_dir, steps: int, local_init: str | None) 
     Per step k, three figures say where a compiled step parts from float64:
     - whole step: each float32 side's parameters after step k off float64's, as a share of float64's update
       so far (``|side - f64| / |f64 - start|``, the witness's measure, per step);
-    - gradient: at float64's parameters before step k, eager and compiled float32 gradients (``torch.func``,
-      the compiled one under ``torch.compile`` alone) off float64's, as a share of its norm;
+    - gradient: at float64's parameters before step k, float32 gradients off float64's as a share of its norm:
+      eager (``.backward()``, as the same-algorithm level) and compiled (``torch.func.grad`` under
+      ``torch.compile``, alone);
     - Adam: eager and compiled float32 Adam (:func:`_torch_levels.adam_in_graph`), fed the same float32 casts of
       float64's gradients from the same start, the compiled parameters off the eager ones as a share of the
       eager update so far.
@@ -215,6 +215,7 @@ def take_apart(name: str, B: int, data_dir, steps: int, local_init: str | None) 
         eager.zero_grad(set_to_none=True)
         loss_fn(eager(x), y).backward()
         return [p.grad for p in eager.parameters()]
+
     adam_compiled = torch.compile(lambda *a: L.adam_in_graph(problem, *a), fullgraph=True)
     p0 = {n: p.detach().clone() for n, p in zip(names, params, strict=True)}
     p_e, p_c = [p.detach().clone() for p in params], [p.detach().clone() for p in params]
@@ -229,12 +230,13 @@ def take_apart(name: str, B: int, data_dir, steps: int, local_init: str | None) 
         g32 = [torch.as_tensor(g64[n], dtype=torch.float32, device=p_e[0].device) for n in names]
         L.adam_in_graph(problem, p_e, [g.clone() for g in g32], *st_e, capturable=p_e[0].is_cuda)
         adam_compiled(p_c, [g.clone() for g in g32], *st_c)
-        moved = {n: np_(p_e)[n] - p0[n].cpu().numpy() for n in names}
+        pe = np_(p_e)
+        moved = {n: pe[n] - p0[n].cpu().numpy() for n in names}
         f64_moved = {kk: trace["snaps"][k][kk] - start[kk] for kk in start}
         (wh, _), (wt, wt_name) = (_off(h_snaps[k], trace["snaps"][k], f64_moved),
                                   _off(t_snaps[k], trace["snaps"][k], f64_moved))
         (g_e, _), (g_c, g_name) = _off(ge, g64, g64), _off(gc, g64, g64)
-        a_c, a_name = _off(np_(p_c), np_(p_e), moved)
+        a_c, a_name = _off(np_(p_c), pe, moved)
         rows.append({"dataset": name, "B": B, "local_init": local_init or "constant", "step": k + 1,
                      "whole_hmljax_off_f64": wh, "whole_compiled_off_f64": wt, "whole_worst": wt_name,
                      "grad_eager_off_f64": g_e, "grad_compiled_off_f64": g_c, "grad_worst": g_name,
