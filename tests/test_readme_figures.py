@@ -71,7 +71,8 @@ def test_hlstm_statistics_in_the_prose_are_the_results():
     stats = _results("hlstm_tables.json")["stats"]
     text = " ".join(_readme().split())  # the prose wraps anywhere
     n = len(stats["datasets"])
-    assert f"The statistics below are over the {n} datasets" in text
+    phrase = f"The statistics below are over the {n} datasets"
+    assert phrase in text, f"README.md does not say {phrase!r}"
     ranks = stats["avg_ranks"]
     order = sorted(METHODS, key=lambda m: ranks[m])
     quoted = ", ".join(f"{m} {ranks[m]:.2f}" for m in order)
@@ -87,7 +88,8 @@ def test_hlstm_wins_and_firsts_in_the_prose_are_the_results():
     mean = {d: {m: float(np.mean(res["rows"][d]["auprc"][m])) for m in METHODS} for d in full}
     ahead = sum(mean[d]["HLSTM"] > mean[d]["CHMC-LSTM"] for d in full)
     first = sum(max(mean[d], key=mean[d].get) == "C-HMCNN" for d in full)
-    assert f"HLSTM is ahead on {ahead} of {len(full)}" in text
+    phrase = f"HLSTM is ahead on {ahead} of {len(full)}"
+    assert phrase in text, f"README.md does not say {phrase!r}"
     assert re.search(rf"first on {first}\*?\*? of {len(full)}", text), f"README.md: C-HMCNN is first on {first}"
 
 
