@@ -100,3 +100,19 @@ def test_br_table_is_the_results(dataset):
     chmc = _results("hlstm_tables.json")["rows"][dataset]["auprc"]["CHMC-LSTM"][0]  # b_r = 1, seed 0
     want = [f"{rows[dataset][f'b_r={b}']['auprc'][0]:.3f}" for b in ("0.1", "0.3", "0.5", "0.7", "0.9")]
     assert table[dataset] == want + [f"{chmc:.3f}"]
+
+
+def test_chmcnn_reproduction_table_is_the_results():
+    res = _results("chmcnn_reproduction.json")
+    header = "| dataset (3 seeds) | test AUPRC | published | dataset (3 seeds) | test AUPRC | published |"
+    lines = _markdown_table(_readme(), header)
+    table = {}  # two datasets a line: fold the right half into rows of its own
+    for first, rest in lines.items():
+        table[first] = rest[:2]
+        if rest[2]:
+            table[rest[2]] = rest[3:5]
+    assert set(table) == set(res), f"README rows {sorted(set(table) ^ set(res))} differ from chmcnn_reproduction.json"
+    for d, row in res.items():
+        want = [_cell(row["auprc"], None), f"{row['published']:.3f}"]
+        got = [table[d][0].strip("*"), table[d][1]]  # bold marks a value off the published one
+        assert got == want, f"README.md, C-HMCNN reproduction, {d}: {got} but chmcnn_reproduction.json gives {want}"
