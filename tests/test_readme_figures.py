@@ -1,9 +1,10 @@
-"""The README's HLSTM figures are the committed results' figures.
+"""The figures the README quotes from results tables are the committed results' figures.
 
-The README quotes HLSTM's Tables II-V, their statistics and Fig. 7's b_r table by hand, beside prose
-that reads them. When a run finishes and ``hlstm.py tables --table-only`` rebuilds
-``experiments/results/hlstm_tables.json``, these tests fail until the README says the same: a
-quoted figure never goes stale silently. Nothing is trained; only committed files are read.
+The README quotes tables by hand (HLSTM's Tables II-V with their statistics and Fig. 7's b_r table,
+the C-HMCNN reproduction, RARE's Tables 1, 2 and 5), beside prose that reads them. When a run
+finishes and an experiment's ``--table-only`` rebuilds its ``experiments/results/*.json``, these tests
+fail until the README says the same: a quoted figure never goes stale silently. Nothing is trained;
+only committed files are read.
 """
 
 from __future__ import annotations
@@ -116,3 +117,52 @@ def test_chmcnn_reproduction_table_is_the_results():
         want = [_cell(row["auprc"], None), f"{row['published']:.3f}"]
         got = [table[d][0].strip("*"), table[d][1]]  # bold marks a value off the published one
         assert got == want, f"README.md, C-HMCNN reproduction, {d}: {got} but chmcnn_reproduction.json gives {want}"
+
+
+def _ours(cell: str) -> str:
+    """The measured part of a RARE cell: before the paper's bracketed value, bold marks dropped."""
+    return cell.split(" (")[0].replace("*", "").strip()
+
+
+def test_rare_table2_is_the_results():
+    res = _results("rare_table2.json")
+    table = _markdown_table(_readme(), "| dataset | Baseline | bBMA | GMU | Epistemic JS | Epistemic KL |")
+    cols = ("Baseline", "bBMA", "GMU", "Epistemic JS", "Epistemic KL")
+    assert set(table) == set(res), f"README rows {sorted(set(table) ^ set(res))} differ from rare_table2.json"
+    for d, row in res.items():
+        want = [f"{row[c]['F1'][0]:.2f}" for c in cols]
+        got = [_ours(c) for c in table[d]]
+        assert got == want, f"README.md, RARE Table 2, {d}: node-wise F1 {got} but rare_table2.json gives {want}"
+
+
+def test_rare_table5_is_the_results():
+    res = _results("rare_table5.json")
+    header = "| GO dataset | None | w0=0.25 (code) | w0=0.50 (code) | LPROS | HROS-PD | w0=0.25 (paper) |"
+    table = _markdown_table(_readme(), header)
+    cols = ("None", "w0=0.25 (code)", "w0=0.50 (code)", "LPROS", "HROS-PD", "w0=0.25 (paper)")
+    assert {f"{d}_GO" for d in table} == set(res)
+    for d, cells in table.items():
+        row = res[f"{d}_GO"]
+        want = [f"{row[c]['F1'][0]:.2f} / {row[c]['Recall'][0]:.2f}" if row[c]["n"] else "not run" for c in cols]
+        got = [_ours(c) for c in cells]
+        assert got == want, f"README.md, RARE Table 5, {d}: F1 / recall {got} but rare_table5.json gives {want}"
+
+
+def test_rare_table1_is_the_results():
+    res = _results("rare_table1.json")
+    header = ("| dataset | None F1 / recall | w0=0.25 code F1 / recall | recall ratio | F1 gain / 2σ "
+              "| w0=0.25 paper F1 / recall |")
+    table = _markdown_table(_readme(), header)
+    assert set(table) == set(res), f"README rows {sorted(set(table) ^ set(res))} differ from rare_table1.json"
+
+    def pm(stat):  # [mean, std, n] -> "m ± s"
+        return f"{stat[0]:.2f} ± {stat[1]:.2f}"
+
+    for d, row in res.items():
+        none, code, paper = row["None"], row["w0=0.25 (code)"], row["w0=0.25 (paper)"]
+        # the project's > 2σ rule (experiments/rare.py): twice the larger of the two stds
+        gain, two_sigma = code["F1"][0] - none["F1"][0], 2 * max(code["F1"][1], none["F1"][1])
+        want = [f"{pm(none['F1'])} / {pm(none['Recall'])}", f"{pm(code['F1'])} / {pm(code['Recall'])}",
+                f"{code['Recall'][0] / none['Recall'][0]:.2f}x", f"{gain:.2f} / {two_sigma:.2f}",
+                f"{pm(paper['F1'])} / {pm(paper['Recall'])}"]
+        assert table[d] == want, f"README.md, RARE Table 1, {d}: {table[d]} but rare_table1.json gives {want}"
