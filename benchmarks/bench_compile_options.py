@@ -74,7 +74,7 @@ def main():
                 v["times"].append(time.perf_counter() - t0)
         a, b = versions["jax.jit"], versions["jit_train"]
         equal = all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a["state"].params),
-                                                          jax.tree.leaves(b["state"].params)))
+                                                          jax.tree.leaves(b["state"].params), strict=True))
         if not equal:
             raise SystemExit(f"{dataset} {label}: jit_train's parameters differ from jax.jit's")
         ta, tb = float(np.median(a["times"])), float(np.median(b["times"]))

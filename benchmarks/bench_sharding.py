@@ -36,8 +36,17 @@ def main():
     from hmljax.constraints import constraint_graph
     from hmljax.data import EpochSampler, load_dataset
     from hmljax.models import ChmcnnMLP, stacked_forward
-    from hmljax.training import (init_state, jit_train, make_mesh, make_optimizer, make_train_epoch, make_train_step,
-                                 replicate, shard_epoch_batches, shard_members)
+    from hmljax.training import (
+        init_state,
+        jit_train,
+        make_mesh,
+        make_optimizer,
+        make_train_epoch,
+        make_train_step,
+        replicate,
+        shard_epoch_batches,
+        shard_members,
+    )
 
     ds = load_dataset("cellcycle_FUN", data_dir=args.data_dir)
     h = ds.hierarchy
@@ -69,7 +78,7 @@ def main():
             leaves = [np.asarray(a) for a in jax.tree.leaves(out.params)]
             if ref is None:
                 ref = leaves
-            for a, b in zip(leaves, ref):
+            for a, b in zip(leaves, ref, strict=True):
                 # atol: a tenth of one Adam step (lr 1e-4); Adam's m/sqrt(v) amplifies rounding-level
                 # gradient differences on parameters whose gradient is near zero.
                 C.assert_close(f"{layout} on {n} devices vs 1", a, b, rtol=1e-4, atol=1e-5)

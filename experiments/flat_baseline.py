@@ -166,7 +166,8 @@ def main(argv=None) -> int:
         done = sum(len(v) for v in found.values())
         carried = carry_committed(found, os.path.join(args.results, "flat_baseline.json"))
         replacing = sum(os.path.basename(os.path.dirname(rd)) in carried for _, rd in todo)
-        print(plan(todo, timing_roots=[args.runs, records.timings], finished=done, workers=args.workers, replacing_carried=replacing))
+        print(plan(todo, timing_roots=[args.runs, records.timings], finished=done, workers=args.workers,
+                   replacing_carried=replacing))
         return 0
     failures = run_tasks(todo, workers=args.workers, desc="flat baseline", on_done=lambda _: write_table(args, command),
                          records=records)

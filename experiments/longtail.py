@@ -340,7 +340,8 @@ def main(argv=None) -> int:
         left = {rd for _, rd in todo}
         replacing = sum(run_dir(d, lab, s, args) in left for d, lab, _, s in cells(args.experiment, args)
                         if (d, lab) in carried)
-        print(plan(todo, timing_roots=[*timing, records.timings], finished=done, workers=args.workers, replacing_carried=replacing))
+        print(plan(todo, timing_roots=[*timing, records.timings], finished=done, workers=args.workers,
+                   replacing_carried=replacing))
         return 0
     def table(_=None):
         return write_hierarchy(args, command) if args.experiment == "hierarchy" else write(args.experiment, args,

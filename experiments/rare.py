@@ -211,7 +211,7 @@ def _config(d: str, overrides: list[str], seed: int, args):
     return config_from(dict(dataset=d, data_dir=args.data_dir, seed=seed), [*overrides, *args.override])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def finished_runs(data_dir: str | None, *runs_roots: str) -> dict:
     """``{config key: run_dir}`` for every finished run under the ``runs_roots``, any experiment (read once;
     the first root's run wins).
@@ -734,12 +734,12 @@ def _figure(name, summary, path):
             for m, s in methods.items():
                 kind, e = m.rsplit(" E=", 1)
                 by.setdefault(kind, []).append((int(e), s))
-            for ax, (label, _) in zip(axes, (METRICS[0], METRICS[2])):
+            for ax, (label, _) in zip(axes, (METRICS[0], METRICS[2]), strict=True):
                 for kind, pts in by.items():
                     pts = sorted((e, s[label]) for e, s in pts if s[label] is not None)
                     if not pts:
                         continue
-                    e_, st = zip(*pts)
+                    e_, st = zip(*pts, strict=True)
                     mu, sd = np.array([s[0] for s in st]), np.array([s[1] for s in st])
                     ax.plot(e_, mu, marker="o", label=kind, lw=2)  # markers: a size run alone still shows
                     ax.fill_between(e_, mu - sd, mu + sd, alpha=0.2)
@@ -750,7 +750,7 @@ def _figure(name, summary, path):
     elif name == "fig6":
         fig, axes = plt.subplots(1, 3, figsize=(14, 4))
         for d, methods in summary.items():
-            for ax, prefix in zip(axes, ("w0", "u0", "k")):
+            for ax, prefix in zip(axes, ("w0", "u0", "k"), strict=True):
                 pts = sorted((float(m.split("=")[1]), s) for m, s in methods.items() if m.startswith(prefix + "="))
                 for label in ("F1", "Precision", "Recall"):
                     xs = [x for x, s in pts if s[label]]
@@ -789,7 +789,7 @@ def _grouped_bars(plt, summary, panels, title):
     methods = list(dict.fromkeys(m for ms in summary.values() for m in ms))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 2, 4), squeeze=False)
     width = 0.8 / max(len(methods), 1)
-    for ax, (label, mean_fn, std_fn) in zip(axes[0], panels):
+    for ax, (label, mean_fn, std_fn) in zip(axes[0], panels, strict=True):
         for i, m in enumerate(methods):
             st = [summary[d].get(m) for d in datasets]
             mu = np.array([np.nan if s is None or mean_fn(s) is None else mean_fn(s) for s in st], float)
@@ -797,7 +797,7 @@ def _grouped_bars(plt, summary, panels, title):
                                                        for s in st], float)
             x = np.arange(len(datasets)) + i * width
             bars = ax.bar(x, mu, width, yerr=sd, label=m, capsize=2)
-            for xi, v, s in zip(x, mu, st):
+            for xi, v, s in zip(x, mu, st, strict=True):
                 if s is not None and np.isnan(v):
                     ax.text(xi, 0, "×", ha="center", va="bottom", fontsize=7, color=bars.patches[0].get_facecolor())
         ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
@@ -848,7 +848,8 @@ def main(argv=None) -> None:
         RunRecords(root, args.results).sync()
     if args.plan:
         tasks, finished = pending_tasks(name, args)
-        print(plan(tasks, timing_roots=[*roots, *(RunRecords(r, args.results).timings for r in roots)], finished=finished, workers=args.workers,
+        timing_roots = [*roots, *(RunRecords(r, args.results).timings for r in roots)]
+        print(plan(tasks, timing_roots=timing_roots, finished=finished, workers=args.workers,
                    replacing_carried=carried_task_count(name, args)))
     elif args.table_only:
         write_outputs(name, args)

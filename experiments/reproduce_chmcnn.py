@@ -161,7 +161,8 @@ def main(argv=None) -> int:
     if args.plan:
         carried = carry_committed(collect(args.runs), os.path.splitext(args.out)[0] + ".json")
         replacing = sum(os.path.basename(os.path.dirname(rd)) in carried for _, rd in tasks)
-        print(plan(tasks, timing_roots=[args.runs, records.timings, *args.timings], finished=finished, workers=args.workers,
+        timing_roots = [args.runs, records.timings, *args.timings]
+        print(plan(tasks, timing_roots=timing_roots, finished=finished, workers=args.workers,
                    replacing_carried=replacing))
         return 0
     print(f"{len(tasks)} runs to do ({args.workers} workers)", flush=True)

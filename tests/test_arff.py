@@ -36,7 +36,7 @@ def _hmc_path(name, split):
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_hmc_files_parse_to_published_sizes(name):
     rows, n_attr, n_entries = SIZES[name]
-    for split, n in zip(("train", "valid", "test"), rows):
+    for split, n in zip(("train", "valid", "test"), rows, strict=True):
         d = read_arff(_hmc_path(name, split))
         assert d.num_rows == n
         assert len(d.hierarchy_entries) == n_entries

@@ -32,7 +32,8 @@ TOY = dict(dataset="synthetic", method="toy", sampler="loss_proportional", batch
 
 
 def _leaves_equal(a, b) -> bool:
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in pairs)
 
 
 def test_toy_method_trains_and_its_sampler_follows_the_loss(tmp_path):
@@ -122,8 +123,8 @@ def test_sigterm_pauses_after_the_epoch_in_flight_and_resume_ends_bitwise(tmp_pa
     (none was due: checkpoint_every=1000) and exits with status 3; resumed, it ends as an uninterrupted run."""
     epochs = 40
     run_dir = tmp_path / "termed"
-    code = ("import sys; sys.path.insert(0, {here!r}); import methods.toy_method; from hmljax.cli import main; "
-            "sys.exit(main(sys.argv[1:]))").format(here=HERE)
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import methods.toy_method; from hmljax.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
     args = ["train", "--dataset", "synthetic", "--epochs", str(epochs), "--out", str(run_dir), "--no-progress",
             "method=toy", "sampler=loss_proportional", "batch_size=64", "lr=0.01", "checkpoint_every=1000",
             "checkpoint_minutes=0"]
@@ -170,8 +171,8 @@ def test_toy_method_killed_mid_run_resumes_to_the_same_bits(tmp_path):
     uninterrupted run."""
     epochs = 40
     run_dir = tmp_path / "killed"
-    code = ("import sys; sys.path.insert(0, {here!r}); import methods.toy_method; from hmljax.cli import main; "
-            "sys.exit(main(sys.argv[1:]))").format(here=HERE)
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import methods.toy_method; from hmljax.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
     args = ["train", "--dataset", "synthetic", "--epochs", str(epochs), "--out", str(run_dir), "--no-progress",
             "method=toy", "sampler=loss_proportional", "batch_size=64", "lr=0.01", "checkpoint_every=1"]
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -36,8 +36,8 @@ def test_small_dag_depths_and_order():
     h = Hierarchy.from_edges(edges, skip=())
     assert h.names == ("root", "A", "D", "B", "C")  # (shortest distance, name)
     assert not h.is_tree
-    assert dict(zip(h.names, h.depth_min.tolist())) == {"root": 0, "A": 1, "D": 1, "C": 2, "B": 2}
-    assert dict(zip(h.names, h.depth_max.tolist())) == {"root": 0, "A": 1, "D": 1, "C": 3, "B": 2}
+    assert dict(zip(h.names, h.depth_min.tolist(), strict=True)) == {"root": 0, "A": 1, "D": 1, "C": 2, "B": 2}
+    assert dict(zip(h.names, h.depth_max.tolist(), strict=True)) == {"root": 0, "A": 1, "D": 1, "C": 3, "B": 2}
     assert [sorted(h.names[i] for i in lvl) for lvl in h.levels()] == [["root"], ["A", "D"], ["B", "C"]]
     np.testing.assert_array_equal(h.ancestry, _closure(h))
     assert h.encode([("C",)]).tolist() == [[1, 1, 1, 1, 1]]

@@ -13,8 +13,8 @@ from hmljax.training import TrainConfig, train_and_evaluate
 
 FLAT_KEYS = {"macro_f1", "micro_f1", "macro_auc", "ranking_loss", "hamming_loss", "one_error", "coverage", "map"}
 FAST = ["yeast"]  # the default run; every other MULAN dataset with -m slow
-SLOW = ["emotions", "scene", "medical", "birds", "enron", "Corel5k", "rcv1subset1", "rcv1subset2", "bibtex", "tmc2007-500",
-        "delicious"]
+SLOW = ["emotions", "scene", "medical", "birds", "enron", "Corel5k", "rcv1subset1", "rcv1subset2", "bibtex",
+        "tmc2007-500", "delicious"]
 
 
 def test_mlp_on_the_synthetic_nodes_as_flat_labels(tmp_path):

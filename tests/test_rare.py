@@ -30,7 +30,7 @@ from hmljax.losses import (
     uncertainty,
     weighted_mc_loss,
 )
-from hmljax.models import ChmcnnMLP, init_stacked, stacked_forward
+from hmljax.models import ChmcnnMLP, stacked_forward
 from hmljax.training import (
     LossConfig,
     TrainConfig,
@@ -195,7 +195,7 @@ def test_epistemic_terms_stay_finite_under_jit_at_saturated_probabilities(name):
         ref, f = 0.5 * kl64(p64, m) + 0.5 * kl64(q64, m), epistemic_js
     for fn in (f, jax.jit(f)):
         u = np.asarray(fn(probs))
-        assert np.isfinite(u).all(), [(a, b) for a, b, v in zip(P, Q, u) if not np.isfinite(v)]
+        assert np.isfinite(u).all(), [(a, b) for a, b, v in zip(P, Q, u, strict=True) if not np.isfinite(v)]
         np.testing.assert_allclose(u, ref, rtol=1e-4, atol=2e-5)
     assert float(jax.jit(f)(jnp.array([[1.0], [1.0]]))[0]) == 0.0
 

@@ -819,4 +819,5 @@ def test_the_report_shows_the_fused_adam_a_b_and_its_torch_ratios(monkeypatch, t
     assert "| HLSTM | ImCLEF07A | 7520193 | 12 | 8 | 1.5 |" in text
     # hmljax's faster row (the scan epoch, 7.5 ms) over each level; XLA's run: 10 ms, 9 / 10 = 0.9x best effort
     assert "| ensemble | cellcycle_FUN | 4 | 10 | 7.5 (scan epoch) | 12 | 1.6 | 1.2 | 10 | 0.9 |" in text
-    assert "With `adam_kernel=fused` (section 19, its own run): 1.20x best effort, 7.50 ms/step (goal 3x: missed)" in text
+    assert ("With `adam_kernel=fused` (section 19, its own run): 1.20x best effort, 7.50 ms/step (goal 3x: missed)"
+            in text)

@@ -72,7 +72,7 @@ def test_step_and_epoch_compile_once_and_match():
     s2 = state
     for e in range(3):
         eb = sampler.epoch(e)
-        for idx, w in zip(eb.indices, eb.where):
+        for idx, w in zip(eb.indices, eb.where, strict=True):
             s2, _ = step2(s2, X[idx], Y[idx], w, key)
     assert step2._cache_size() == 1
     chex.assert_trees_all_close(s.params, s2.params, rtol=1e-5, atol=1e-6)
@@ -171,7 +171,8 @@ def test_config_errors():
         TrainConfig().override(["hidden=big"])
     with pytest.raises(ValueError, match="unknown dataset"):
         TrainConfig(dataset="nope").resolved()
-    with pytest.raises(ValueError, match="bad value for matmul_precision: 'tf32' .a name jax.default_matmul_precision takes"):
+    bad_precision = "bad value for matmul_precision: 'tf32' .a name jax.default_matmul_precision takes"
+    with pytest.raises(ValueError, match=bad_precision):
         TrainConfig(dataset="synthetic", matmul_precision="tf32").resolved()
     # Keys are strict: one that does not apply to the other settings is an error naming what it needs.
     with pytest.raises(ValueError, match="w0=0.1 does not apply here.*weights="):

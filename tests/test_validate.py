@@ -17,9 +17,9 @@ from hmljax.losses import (
     hybrid_loss,
     imbalance_weights,
     label_weights,
-    node_counts,
     lmc_loss,
     mc_loss,
+    node_counts,
     parent_graph,
     sigmoid_focal_loss,
     uncertainty,
@@ -27,13 +27,13 @@ from hmljax.losses import (
 )
 
 H = Hierarchy.from_edges([("root", "a"), ("a", "b"), ("root", "c")])  # nodes: root, a, b, c (in some order)
-I = H.index
+IDX = H.index
 
 
 def _y(*pos):
     y = np.zeros((1, H.num_nodes), np.float32)
     for n in pos:
-        y[0, I[n]] = 1
+        y[0, IDX[n]] = 1
     return jnp.asarray(y)
 
 
@@ -57,15 +57,15 @@ def test_hierarchical_losses_refuse_bad_labels_and_logits(name, fn):
     with pytest.raises(ValueError, match="not closed under ancestors"):
         fn(UNCLOSED, Z)
     with pytest.raises(ValueError, match=r"must be 0/1; found 2\.0"):
-        fn(CLOSED.at[0, I["b"]].set(2.0), Z)
+        fn(CLOSED.at[0, IDX["b"]].set(2.0), Z)
     with pytest.raises(ValueError, match=r"must be 0/1; found -1\.0"):
-        fn(CLOSED.at[0, I["c"]].set(-1.0), Z)
+        fn(CLOSED.at[0, IDX["c"]].set(-1.0), Z)
     with pytest.raises(ValueError, match=r"must be 0/1; found 0\.5"):
-        fn(CLOSED.at[0, I["b"]].set(0.5), Z)
+        fn(CLOSED.at[0, IDX["b"]].set(0.5), Z)
     with pytest.raises(ValueError, match="non-finite value.*nan"):
-        fn(CLOSED, Z.at[0, I["a"]].set(jnp.nan))
+        fn(CLOSED, Z.at[0, IDX["a"]].set(jnp.nan))
     with pytest.raises(ValueError, match="non-finite value.*inf"):
-        fn(CLOSED, Z.at[0, I["a"]].set(jnp.inf))
+        fn(CLOSED, Z.at[0, IDX["a"]].set(jnp.inf))
 
 
 def test_roots_outside_where_are_not_checked_for_closure():
@@ -77,7 +77,7 @@ def test_roots_outside_where_are_not_checked_for_closure():
 
 
 def test_under_jit_vmap_grad_nothing_is_checked_or_synced():
-    bad = UNCLOSED.at[0, I["c"]].set(2.0)
+    bad = UNCLOSED.at[0, IDX["c"]].set(2.0)
     for f in (jax.jit(lambda z, y: mc_loss(z, y, SPARSE).sum()),
               jax.jit(lambda z, y: hybrid_loss(z, y, SPARSE, PARENTS))):
         assert np.isfinite(float(f(Z, bad)))
@@ -93,7 +93,7 @@ def test_a_jitted_caller_closing_over_concrete_labels_and_mask_compiles():
     loss = jax.jit(lambda z: hybrid_loss(z, CLOSED, SPARSE, PARENTS, where=H.evaluated))
     assert np.isfinite(float(loss(Z))) and np.isfinite(np.asarray(jax.grad(loss)(Z))).all()
     with pytest.raises(ValueError, match="not closed"):  # eagerly the same call still checks
-        hybrid_loss(Z, _y("a", "b", "c").at[0, I["a"]].set(0.0), SPARSE, PARENTS, where=H.evaluated)
+        hybrid_loss(Z, _y("a", "b", "c").at[0, IDX["a"]].set(0.0), SPARSE, PARENTS, where=H.evaluated)
 
 
 def test_the_switch_and_the_context_manager():
@@ -130,8 +130,8 @@ def test_other_public_functions():
     with pytest.raises(ValueError, match="sigmoid_focal_loss: labels must be 0/1"):
         sigmoid_focal_loss(Z, CLOSED * 2)
     # Missing labels (outside where) are neutralised by the long-tail losses, so they are not checked.
-    nan_labels = CLOSED.at[0, I["c"]].set(jnp.nan)
-    where = jnp.ones_like(CLOSED, bool).at[0, I["c"]].set(False)
+    nan_labels = CLOSED.at[0, IDX["c"]].set(jnp.nan)
+    where = jnp.ones_like(CLOSED, bool).at[0, IDX["c"]].set(False)
     assert np.isfinite(np.asarray(sigmoid_focal_loss(Z, nan_labels, where=where))).all()
 
 

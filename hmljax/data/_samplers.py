@@ -100,7 +100,7 @@ class EpochSampler:
     def batches(self, epoch: int, *arrays: np.ndarray):
         """Yields ``(where, *arrays[idx])`` per step, gathered from (memmapped) arrays."""
         eb = self.epoch(epoch)
-        for idx, w in zip(eb.indices, eb.where):
+        for idx, w in zip(eb.indices, eb.where, strict=True):
             yield (w, *(np.asarray(a[idx]) for a in arrays))
 
 

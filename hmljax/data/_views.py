@@ -65,7 +65,7 @@ def dataset_view(ds: Dataset, *, folds: int = 0, fold: int = 0, fold_valid: bool
             raise DataError(f"{ds.spec.name}: no label has more than {min_label_count} positives")
         from hmljax.hierarchy import Hierarchy
 
-        h, Y = Hierarchy.flat([n for n, k in zip(h.names, keep) if k]), Y[:, keep]
+        h, Y = Hierarchy.flat([n for n, k in zip(h.names, keep, strict=True) if k]), Y[:, keep]
     if feature_fraction < 1.0:
         if not 0 < feature_fraction <= 1:
             raise DataError(f"feature_fraction must be in (0, 1], got {feature_fraction}")

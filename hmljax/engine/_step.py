@@ -132,7 +132,7 @@ def make_predict_fn(method: Method, *, batch_size: int = 512):
 _CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _accepted(backend: str, options: tuple) -> bool:
     # A jaxlib that no longer knows an option refuses every compile that names it: try one tiny compile first.
     try:

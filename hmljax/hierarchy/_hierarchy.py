@@ -48,7 +48,9 @@ class Hierarchy:
 
     # ----------------------------------------------------------------- builders
     @classmethod
-    def from_paths(cls, paths: Iterable[str], *, sep: str = "/", root: str = "root", order: str = "chmcnn") -> Hierarchy:
+    def from_paths(
+        cls, paths: Iterable[str], *, sep: str = "/", root: str = "root", order: str = "chmcnn"
+    ) -> Hierarchy:
         """A tree from paths such as ``01/01/03``; every prefix is a node.
 
         Node names keep ``sep``; top-level terms hang from ``root``. ``order``
