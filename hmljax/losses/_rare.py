@@ -56,7 +56,7 @@ def weighted_mc_loss(
     return loss
 
 
-def reduce_loss(loss: Float[Array, ...], where=None, *, reduction: str = "mean") -> Float[Array, ""]:
+def reduce_loss(loss: Float[Array, "..."], where=None, *, reduction: str = "mean") -> Float[Array, ""]:
     """``mean`` over the counted entries (RARE's non-focal path, C-HMCNN) or ``sum`` (RARE's focal code path).
 
     The choice matters with Adam and weight decay: a sum scales the gradient by

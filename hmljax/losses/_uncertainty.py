@@ -102,7 +102,7 @@ def uncertainty(probs_E: Float[Array, "E *batch C"], *, mode: str) -> Float[Arra
     return UNCERTAINTIES[mode](probs_E)
 
 
-def focal_weight(u: Float[Array, ...], *, u0: float = 0.25, k: float = 1.0) -> Float[Array, ...]:
+def focal_weight(u: Float[Array, "..."], *, u0: float = 0.25, k: float = 1.0) -> Float[Array, "..."]:
     """The focal factor ``U0 + U^k`` of eq. 6 (paper: U0 = 0.25, k = 1)."""
     V.check_nonnegative("focal_weight", "u0", u0)
     V.check_nonnegative("focal_weight", "k", k)

@@ -54,7 +54,7 @@ def _uniform(low: float, high: float):
     return init
 
 
-def gumbel_sigmoid_hard(key: jax.Array, logits: Float[Array, ...], *, tau: float) -> Float[Array, ...]:
+def gumbel_sigmoid_hard(key: jax.Array, logits: Float[Array, "..."], *, tau: float) -> Float[Array, "..."]:
     """A hard sample of the binary Concrete distribution with a straight-through gradient.
 
     ``soft = sigmoid((logits + L) / tau)`` with logistic noise ``L = log u - log(1 - u)``, ``u ~ U(eps, 1 - eps)``
