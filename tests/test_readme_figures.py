@@ -101,8 +101,9 @@ def test_br_table_is_the_results():
     finished = {d for d, r in rows.items() if all(f"b_r={b}" in r for b in ratios)}
     assert set(table) == finished, (
         f"README Fig. 7 rows {sorted(table)}, finished panels in hlstm_br.json {sorted(finished)}")
+    tables = _results("hlstm_tables.json")["rows"]
     for dataset in finished:
-        chmc = _results("hlstm_tables.json")["rows"][dataset]["auprc"]["CHMC-LSTM"][0]  # b_r = 1, seed 0
+        chmc = tables[dataset]["auprc"]["CHMC-LSTM"][0]  # b_r = 1, seed 0
         want = [f"{rows[dataset][f'b_r={b}']['auprc'][0]:.3f}" for b in ratios] + [f"{chmc:.3f}"]
         assert table[dataset] == want, f"README.md, Fig. 7, {dataset}: {table[dataset]} but the results give {want}"
 
