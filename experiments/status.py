@@ -123,7 +123,7 @@ def render(rows: list[dict], *, when: str, machine: str) -> str:
              "from a fresh clone, where finished runs come back from their records and a run in progress starts",
              f"over. So a run longer than one sitting (**bold**: over {SITTING_H:g} h of a core) finishes here only",
              "if `runs/` survives between sittings (it did between sessions 31 and 32, 32 and 33, 34 and 35, 35",
-             "and 36, 37 and 38, 45 and 46, and 47 and 48, not between 33 and 34, 38 and 39 (which lost",
+             "and 36, 37 and 38, 45 and 46, 47 and 48, and 48 and 49, not between 33 and 34, 38 and 39 (which lost",
              "ImCLEF07A's LSTM pair at epochs 189 and 311 of 592) nor 46 and 47 (which lost Fig. 7's ImCLEF07A",
              "b_r = 0.3 at epoch 447 of 592); a run checkpoints every 10 epochs and every 10 minutes, so it otherwise",
              "loses minutes), else it needs a GPU sitting (seq_GO's CHMC-LSTM took 322 s on an H200 on 2026-12-04,",
